@@ -1,0 +1,1 @@
+"""ntk-sweep: measure whether wide networks train like kernel machines."""

@@ -1,0 +1,178 @@
+"""Training dynamics under a constant kernel (MATH.md section 4, the paper's eqs. 22-26 corrected)
+and kernel regression (paper eqs. 7-8) as their t -> infinity limit.
+
+All solves are spectral, `Theta = V diag(lambda) V^T`, so a singular kernel (the paper's own
+setting, MATH.md section 3) gives finite, well-defined predictions.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from ntk_sweep.network import check_positive
+
+MODES = ("discrete", "flow")
+
+# Eigenvalues below this fraction of lambda_max count as zero for the pseudo-inverse of kernel
+# regression and for the condition number: float64 round-off in a rank-deficient kernel sits
+# near 1e-16 * lambda_max, well below it.
+RCOND = 1e-10
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    eigenvalues: np.ndarray  # ascending
+    lambda_max: float
+    lambda_min: float
+    condition_number: float  # inf for a numerically singular kernel
+    rank: int
+
+
+def _symmetric(k: np.ndarray) -> np.ndarray:
+    k = np.asarray(k, dtype=np.float64)
+    if k.ndim != 2 or k.shape[0] != k.shape[1] or k.shape[0] == 0:
+        raise ValueError(f"kernel has shape {k.shape}: expected a non-empty square (N, N) matrix")
+    return (k + k.T) / 2
+
+
+def kernel_spectrum(k: np.ndarray, rcond: float = RCOND) -> Spectrum:
+    """Eigenvalues, extreme eigenvalues, condition number and numerical rank of a kernel."""
+    lam = np.linalg.eigvalsh(_symmetric(k))
+    lam_max, lam_min = float(lam[-1]), float(lam[0])
+    rank = int(np.sum(lam > rcond * lam_max))
+    cond = lam_max / lam_min if lam_min > rcond * lam_max else float("inf")
+    return Spectrum(lam, lam_max, lam_min, cond, rank)
+
+
+def max_stable_lr(k: np.ndarray, n: int | None = None) -> float:
+    """Largest stable learning rate of gradient descent on the MSE loss, `2N / lambda_max`."""
+    n = k.shape[0] if n is None else n
+    return 2 * n / kernel_spectrum(k).lambda_max
+
+
+def _decay_and_gain(
+    lam: np.ndarray, lr: float, n: int, step: int, mode: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per eigenvalue: the residual decay and `(1 - decay) / lambda` (limit `lr step / N` at 0).
+
+    discrete: decay = (1 - lr lambda / N)^step; flow: decay = exp(-lambda t / N), t = lr step.
+    The gain is computed with expm1/log1p so tiny eigenvalues keep full precision.
+    """
+    q = lr * lam / n
+    if mode == "flow":
+        decay = np.exp(-q * step)
+        one_minus = -np.expm1(-q * step)
+    else:
+        small = np.abs(q) < 0.5
+        log_base = np.log1p(-np.where(small, q, 0.0))
+        one_minus = np.where(small, -np.expm1(step * log_base), 1 - np.power(1 - q, step))
+        decay = 1 - one_minus
+    zero = lam == 0
+    gain = np.divide(one_minus, lam, out=np.full_like(lam, lr * step / n), where=~zero)
+    return decay, gain
+
+
+def kernel_predictions(
+    k_train: np.ndarray,
+    k_test_train: np.ndarray | None,
+    f0_train: np.ndarray,
+    f0_test: np.ndarray | None,
+    y: np.ndarray,
+    lr: float,
+    steps: np.ndarray | list[int],
+    mode: str = "discrete",
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predictions of a model trained with a constant kernel, at every step in `steps`.
+
+    With `r0 = f0(X) - y` (MATH.md section 4):
+    `f_s(X) = y + D_s r0` and `f_s(x) = f0(x) - Theta(x, X) Theta^{-1} (I - D_s) r0`, where
+    `D_s = (I - lr Theta / N)^s` for gradient descent ("discrete", exact for the linearised
+    network) or `exp(-Theta lr s / N)` for gradient flow ("flow", time t = lr * s).
+    Returns `(f_train (S, N), f_test (S, M) or None)`. Warns when lr >= 2N / lambda_max.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is invalid: allowed values are {', '.join(MODES)}")
+    check_positive("lr", lr)
+    k = _symmetric(k_train)
+    n = k.shape[0]
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    f0_train = np.asarray(f0_train, dtype=np.float64).reshape(-1)
+    if y.shape[0] != n or f0_train.shape[0] != n:
+        raise ValueError(
+            f"y has {y.shape[0]} and f0_train {f0_train.shape[0]} values: expected N={n}"
+        )
+    steps = np.asarray(steps, dtype=np.int64).reshape(-1)
+    if steps.size and steps.min() < 0:
+        raise ValueError("steps must be >= 0")
+    lam, v = np.linalg.eigh(k)
+    if mode == "discrete" and lr * lam[-1] / n >= 2:
+        warnings.warn(
+            f"lr={lr:g} >= 2N/lambda_max={2 * n / lam[-1]:g}: gradient descent diverges "
+            "along the top eigenvector of this kernel",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    r0 = v.T @ (f0_train - y)
+    f_train = np.empty((len(steps), n))
+    f_test = None
+    if k_test_train is not None:
+        k_test_train = np.asarray(k_test_train, dtype=np.float64)
+        f0_test = np.asarray(f0_test, dtype=np.float64).reshape(-1)
+        if k_test_train.shape != (f0_test.shape[0], n):
+            raise ValueError(
+                f"k_test_train has shape {k_test_train.shape}: expected ({f0_test.shape[0]}, {n})"
+            )
+        kv = k_test_train @ v
+        f_test = np.empty((len(steps), f0_test.shape[0]))
+    for i, step in enumerate(steps):
+        decay, gain = _decay_and_gain(lam, lr, n, int(step), mode)
+        f_train[i] = y + v @ (decay * r0)
+        if f_test is not None:
+            f_test[i] = f0_test - kv @ (gain * r0)
+    return f_train, f_test
+
+
+def kernel_regression(
+    k_train: np.ndarray,
+    k_test_train: np.ndarray,
+    y: np.ndarray,
+    f0_train: np.ndarray | None = None,
+    f0_test: np.ndarray | None = None,
+    ridge: float = 0.0,
+    rcond: float = RCOND,
+) -> np.ndarray:
+    """Kernel machine `f(x) = f0(x) + Theta(x, X) Theta^+ (y - f0(X))` (paper eqs. 7-8 with
+    f0 = 0 by default), the t -> infinity limit of `kernel_predictions`.
+
+    The inverse is spectral: eigenvalues below `rcond * lambda_max` are dropped (a
+    pseudo-inverse, with a warning), and `ridge > 0` adds `ridge * I` before inverting.
+    """
+    if ridge < 0:
+        raise ValueError(f"ridge={ridge!r} is invalid: expected a number >= 0")
+    k = _symmetric(k_train)
+    n = k.shape[0]
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    k_test_train = np.asarray(k_test_train, dtype=np.float64)
+    if y.shape[0] != n or k_test_train.ndim != 2 or k_test_train.shape[1] != n:
+        raise ValueError(
+            f"shapes do not match: kernel ({n}, {n}), y ({y.shape[0]},), "
+            f"k_test_train {k_test_train.shape}: expected (M, {n})"
+        )
+    f0_train = np.zeros(n) if f0_train is None else np.asarray(f0_train, float).reshape(-1)
+    f0_test = np.zeros(len(k_test_train)) if f0_test is None else np.asarray(f0_test, float)
+    lam, v = np.linalg.eigh(k)
+    lam = lam + ridge
+    keep = lam > rcond * lam[-1]
+    if not keep.all():
+        warnings.warn(
+            f"kernel is singular (rank {int(keep.sum())} of {n}): kernel regression uses the "
+            f"pseudo-inverse, dropping {int((~keep).sum())} eigenvalue(s) below "
+            f"{rcond:g} * lambda_max",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    inv = np.divide(1.0, lam, out=np.zeros_like(lam), where=keep)
+    return f0_test.reshape(-1) + k_test_train @ (v @ (inv * (v.T @ (y - f0_train))))

@@ -1,0 +1,226 @@
+"""Neural tangent kernels: empirical (MATH.md section 2), infinite-width (section 3), and the
+measures of how much a kernel moved (section 5). Pure functions of inputs and parameters."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ntk_sweep.network import MLP, Params, as_inputs, phi, phi_prime
+
+# Bytes one (N x chunk) work array may take in `empirical_ntk`; a handful are alive at once.
+_CHUNK_BYTES = 32 * 2**20
+
+
+def _hidden_inputs(net: MLP, params: Params, x: np.ndarray) -> list[np.ndarray]:
+    """Inputs of weight layers 1..depth (x and the first depth-1 hidden activations)."""
+    c = net.multipliers
+    inputs = [x]
+    for l in range(net.depth - 1):
+        w, b = params[l]
+        inputs.append(phi(net.activation, c[l] * (inputs[-1] @ w) + b))
+    return inputs
+
+
+def empirical_ntk(
+    net: MLP,
+    params: Params,
+    x1: np.ndarray,
+    x2: np.ndarray | None = None,
+    chunk_size: int | None = None,
+) -> np.ndarray:
+    """Empirical NTK `Theta(x1, x2) = J(x1) J(x2)^T` (paper eq. 6), shape (N1, N2).
+
+    Layer-wise formula of MATH.md section 2:
+    `Theta = sum_l (G_l G_l'^T) * (c_l^2 H_{l-1} H_{l-1}'^T + (c^b_l)^2)`, with `H_{l-1}` the
+    inputs of weight layer l, `G_l` the gradients of f with respect to its pre-activations and
+    `c_l`, `c^b_l` the layer's weight and bias multipliers (network.py).
+    The last hidden layer is processed in chunks of its units, so memory stays
+    O(N * (chunk + width)) even at very large width (for depth 1, O(N * chunk)).
+    Cost O(N1 N2 * sum of widths) plus the forward pass.
+    """
+    x1 = as_inputs(net, x1)
+    same = x2 is None
+    x2 = x1 if same else as_inputs(net, x2)
+    c = net.multipliers
+    L = net.depth  # index of the last hidden weight layer is L-1 (0-based); output is L
+    ins1 = _hidden_inputs(net, params, x1)
+    ins2 = ins1 if same else _hidden_inputs(net, params, x2)
+    h1, h2 = ins1[-1], ins2[-1]  # inputs of the last hidden layer
+    w_last, b_last = params[L - 1]
+    w_out = params[L][0][:, 0]
+    n = w_last.shape[1]
+    if chunk_size is None:
+        chunk_size = max(256, _CHUNK_BYTES // (8 * max(len(x1), len(x2))))
+
+    hh_out = np.zeros((len(x1), len(x2)))  # sum over units of h_L h_L'^T
+    gg_last = np.zeros((len(x1), len(x2)))  # sum over units of G_L G_L'^T
+    # back-propagated gradient at the inputs of the last hidden layer, (N, n_{L-1})
+    back1 = np.zeros((len(x1), h1.shape[1]), dtype=net.dtype) if L > 1 else None
+    back2 = None if (same or L == 1) else np.zeros((len(x2), h2.shape[1]), dtype=net.dtype)
+    for start in range(0, n, chunk_size):
+        sl = slice(start, min(start + chunk_size, n))
+        z1 = c[L - 1] * (h1 @ w_last[:, sl]) + b_last[sl]
+        g1 = (c[L] * w_out[sl]) * phi_prime(net.activation, z1)
+        a1 = phi(net.activation, z1)
+        if same:
+            g2, a2 = g1, a1
+        else:
+            z2 = c[L - 1] * (h2 @ w_last[:, sl]) + b_last[sl]
+            g2 = (c[L] * w_out[sl]) * phi_prime(net.activation, z2)
+            a2 = phi(net.activation, z2)
+        hh_out += a1 @ a2.T
+        gg_last += g1 @ g2.T
+        if L > 1:
+            back1 += g1 @ w_last[:, sl].T
+            if back2 is not None:
+                back2 += g2 @ w_last[:, sl].T
+
+    ntk = c[L] ** 2 * hh_out + net.bias_multipliers[L] ** 2
+    ntk += gg_last * (c[L - 1] ** 2 * (h1 @ h2.T) + 1.0)
+    if L > 1:
+        back2 = back1 if back2 is None else back2
+        # walk down the remaining layers l = L-2 .. 0 (0-based weight-layer index)
+        for l in range(L - 2, -1, -1):
+            w, b = params[l]
+            g1 = c[l + 1] * back1 * phi_prime(net.activation, c[l] * (ins1[l] @ w) + b)
+            g2 = (
+                g1
+                if same
+                else c[l + 1] * back2 * phi_prime(net.activation, c[l] * (ins2[l] @ w) + b)
+            )
+            ntk += (g1 @ g2.T) * (c[l] ** 2 * (ins1[l] @ ins2[l].T) + 1.0)
+            if l > 0:
+                back1 = g1 @ w.T
+                back2 = back1 if same else g2 @ w.T
+    return ntk
+
+
+def _gaussian_expectations(
+    activation: str, s11: np.ndarray, s22: np.ndarray, s12: np.ndarray, det: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """`E[phi(u) phi(v)]` and `E[phi'(u) phi'(v)]` for (u, v) ~ N(0, [[s11, s12], [s12, s22]])
+    (MATH.md section 3), given `det = s11 s22 - s12^2 >= 0`.
+
+    The relu angle is `atan2(sqrt(det), s12)` rather than `arccos(rho)`: arccos loses half the
+    digits near rho = 1 (collinear inputs, the paper's own setting), atan2 with an accurate
+    determinant does not. MATH.md's forms follow with `sqrt(s11 s22) sqrt(1 - rho^2) = sqrt(det)`.
+    """
+    if activation == "linear":
+        return s12, np.ones_like(s12)
+    if activation == "relu":
+        root = np.sqrt(det)
+        angle = np.pi - np.arctan2(root, s12)  # pi - arccos(rho)
+        e_phi = (root + angle * s12) / (2 * np.pi)
+        # an input with zero pre-activation variance has relu'(0) = 0
+        e_dphi = np.where(s11 * s22 > 0, angle / (2 * np.pi), 0.0)
+        return e_phi, e_dphi
+    if activation == "erf":
+        a, b = 1 + 2 * s11, 1 + 2 * s22
+        e_phi = (2 / np.pi) * np.arcsin(np.clip(2 * s12 / np.sqrt(a * b), -1, 1))
+        # (1 + 2 s11)(1 + 2 s22) - 4 s12^2 = 1 + 2 s11 + 2 s22 + 4 det
+        e_dphi = (4 / np.pi) / np.sqrt(1 + 2 * s11 + 2 * s22 + 4 * det)
+        return e_phi, e_dphi
+    raise AssertionError(activation)
+
+
+def _gram_determinant(x1: np.ndarray, x2: np.ndarray, scale: float, shift: float) -> np.ndarray:
+    """`s11 s22 - s12^2` of the first-layer covariance `s = scale * x.x' + shift`, without
+    cancellation: `scale^2 (|x|^2 |x'|^2 - (x.x')^2) + scale shift |x - x'|^2`, the first term
+    written as `|x|^2 |x' - proj_x x'|^2`, exactly 0 for collinear inputs."""
+    n1 = np.einsum("ij,ij->i", x1, x1)
+    det = np.empty((len(x1), len(x2)))
+    for i, (xi, ni) in enumerate(zip(x1, n1, strict=True)):
+        coef = (x2 @ xi) / ni if ni > 0 else np.zeros(len(x2))
+        residual = x2 - coef[:, None] * xi
+        det[i] = scale**2 * ni * np.einsum("ij,ij->i", residual, residual)
+        det[i] += scale * shift * np.einsum("ij,ij->i", x2 - xi, x2 - xi)
+    return det
+
+
+ANALYTIC_ACTIVATIONS = ("relu", "erf", "linear")
+
+
+def has_analytic_ntk(net: MLP) -> bool:
+    """Whether `analytic_ntk` has a closed form for this network."""
+    return net.activation in ANALYTIC_ACTIVATIONS and net.parameterization == "ntk"
+
+
+def check_analytic(net: MLP) -> None:
+    """Raise ValueError where no closed-form infinite-width kernel exists."""
+    if net.activation not in ANALYTIC_ACTIVATIONS:
+        raise ValueError(
+            f"activation={net.activation!r} has no closed-form infinite-width kernel: "
+            f"allowed values are {', '.join(ANALYTIC_ACTIVATIONS)}"
+        )
+    if net.parameterization != "ntk":
+        raise ValueError(
+            f"parameterization={net.parameterization!r} has no infinite-width NTK "
+            "(it diverges for standard and is not constant for mean_field): allowed value is ntk"
+        )
+
+
+def analytic_kernels(
+    net: MLP, x1: np.ndarray, x2: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Infinite-width NNGP `Sigma^{L+1}` and NTK `Theta^{L+1}` (MATH.md section 3, the paper's
+    eq. 21 generalised to any depth, sigma_w, sigma_b and input dimension).
+
+    `Sigma^1 = sigma_w^2 x.x'/d + sigma_b^2`, `Theta^1 = sigma_w^2 x.x'/d + 1`, then per layer
+    `Sigma^{l+1} = sigma_w^2 E[phi phi] + sigma_b^2` and
+    `Theta^{l+1} = sigma_w^2 E[phi phi] + 1 + sigma_w^2 E[phi' phi'] Theta^l`.
+    Computed in float64 whatever the network's dtype.
+    """
+    check_analytic(net)
+    x1 = as_inputs(net, x1).astype(np.float64)
+    x2 = x1 if x2 is None else as_inputs(net, x2).astype(np.float64)
+    sw2, sb2, d = net.sigma_w**2, net.sigma_b**2, net.input_dim
+    dot12 = x1 @ x2.T / d
+    # diagonal variances of each input set, carried through the recursion alongside the cross term
+    v1 = sw2 * np.einsum("ij,ij->i", x1, x1) / d + sb2
+    v2 = sw2 * np.einsum("ij,ij->i", x2, x2) / d + sb2
+    sigma = sw2 * dot12 + sb2
+    theta = sw2 * dot12 + 1.0
+    det = _gram_determinant(x1, x2, sw2 / d, sb2)
+    for layer in range(net.depth):
+        s11, s22 = v1[:, None], v2[None, :]
+        if layer > 0:
+            det = np.maximum(s11 * s22 - sigma**2, 0.0)
+        e_phi, e_dphi = _gaussian_expectations(net.activation, s11, s22, sigma, det)
+        theta = sw2 * e_phi + 1.0 + sw2 * e_dphi * theta
+        sigma = sw2 * e_phi + sb2
+        zero = np.zeros_like(v1)
+        v1 = sw2 * _gaussian_expectations(net.activation, v1, v1, v1, zero)[0] + sb2
+        zero = np.zeros_like(v2)
+        v2 = sw2 * _gaussian_expectations(net.activation, v2, v2, v2, zero)[0] + sb2
+    return sigma, theta
+
+
+def analytic_ntk(net: MLP, x1: np.ndarray, x2: np.ndarray | None = None) -> np.ndarray:
+    """Infinite-width NTK, shape (N1, N2); see `analytic_kernels`."""
+    return analytic_kernels(net, x1, x2)[1]
+
+
+def analytic_nngp(net: MLP, x1: np.ndarray, x2: np.ndarray | None = None) -> np.ndarray:
+    """Infinite-width NNGP kernel (covariance of f at init), shape (N1, N2)."""
+    return analytic_kernels(net, x1, x2)[0]
+
+
+def relative_difference(k: np.ndarray, k_ref: np.ndarray) -> float:
+    """`||k - k_ref||_F / ||k_ref||_F`."""
+    return float(np.linalg.norm(k - k_ref) / np.linalg.norm(k_ref))
+
+
+def kernel_drift(k_t: np.ndarray, k_0: np.ndarray) -> float:
+    """Kernel drift `||Theta_t - Theta_0||_F / ||Theta_0||_F` (MATH.md section 5)."""
+    return relative_difference(k_t, k_0)
+
+
+def kernel_distance(k_t: np.ndarray, k_0: np.ndarray) -> float:
+    """Kernel distance `1 - <Theta_t, Theta_0>_F / (||Theta_t|| ||Theta_0||)` (MATH.md s. 5).
+
+    Insensitive to a global rescaling of the kernel; 0 for identical kernels.
+    """
+    k_t, k_0 = np.asarray(k_t, dtype=np.float64), np.asarray(k_0, dtype=np.float64)
+    # 1 - cos = |u - v|^2 / 2 for unit u, v: no cancellation when the kernels are close
+    gap = k_t / np.linalg.norm(k_t) - k_0 / np.linalg.norm(k_0)
+    return float(np.vdot(gap, gap)) / 2

@@ -1,0 +1,219 @@
+"""The network's backward pass, JVPs and gradient descent against independent computations."""
+
+import numpy as np
+import pytest
+
+from ntk_sweep.network import (
+    ACTIVATIONS,
+    MLP,
+    PARAMETERIZATIONS,
+    Linearization,
+    forward,
+    forward_cache,
+    gd_step,
+    gd_trajectory,
+    gradient,
+    init_params,
+    jvp,
+    mse_loss,
+    param_movement,
+    vjp,
+)
+
+
+def flatten(params):
+    return np.concatenate([np.concatenate([w.ravel(), b]) for w, b in params])
+
+
+def unflatten(vector, like):
+    out, i = [], 0
+    for w, b in like:
+        out.append(
+            (vector[i : i + w.size].reshape(w.shape), vector[i + w.size : i + w.size + b.size])
+        )
+        i += w.size + b.size
+    return out
+
+
+def explicit_jacobian(net, params, x):
+    """J (N x P) built row by row from the backward pass with unit cotangents."""
+    cache = forward_cache(net, params, x)
+    rows = []
+    for i in range(len(x)):
+        e = np.zeros(len(x))
+        e[i] = 1.0
+        rows.append(flatten(vjp(net, params, cache, e)))
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("parameterization", PARAMETERIZATIONS)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_backward_pass_matches_central_finite_differences(activation, parameterization, depth):
+    rng = np.random.default_rng(depth)
+    net = MLP(3, 6, depth, activation, parameterization, sigma_w=1.3, sigma_b=0.4)
+    params = init_params(net, seed=1)
+    x, y = rng.standard_normal((5, 3)), rng.standard_normal(5)
+    _, grads = gradient(net, params, x, y)
+    theta, g = flatten(params), flatten(grads)
+    h = 1e-6
+    fd = np.empty_like(theta)
+    for k in range(theta.size):
+        tp, tm = theta.copy(), theta.copy()
+        tp[k] += h
+        tm[k] -= h
+        lp = mse_loss(forward(net, unflatten(tp, params), x), y)
+        lm = mse_loss(forward(net, unflatten(tm, params), x), y)
+        fd[k] = (lp - lm) / (2 * h)
+    assert np.linalg.norm(fd - g) / np.linalg.norm(g) < 1e-6
+
+
+@pytest.mark.parametrize("parameterization", PARAMETERIZATIONS)
+def test_jvp_equals_explicit_jacobian_times_vector(parameterization):
+    rng = np.random.default_rng(0)
+    net = MLP(2, 7, 2, "tanh", parameterization, sigma_b=0.3)
+    params = init_params(net, 3)
+    x = rng.standard_normal((4, 2))
+    jac = explicit_jacobian(net, params, x)
+    tangent = rng.standard_normal(jac.shape[1])
+    got = jvp(net, params, forward_cache(net, params, x), unflatten(tangent, params))
+    np.testing.assert_allclose(got, jac @ tangent, rtol=1e-12, atol=1e-12)
+
+
+def test_paper_network_forward_matches_equation_1():
+    """f(x) = sum_d w1_d relu(w0_d x + b0_d) / sqrt(D) + b1 (paper eq. 1)."""
+    net = MLP(1, 50, sigma_b=0.5)
+    (w0, b0), (w1, b1) = init_params(net, 7)
+    x = np.linspace(-1, 1, 9)
+    expected = np.maximum(np.outer(x, w0[0]) + b0, 0) @ w1[:, 0] / np.sqrt(50) + b1[0]
+    np.testing.assert_allclose(forward(net, init_params(net, 7), x[:, None]), expected, rtol=1e-13)
+
+
+def test_standard_parameterization_has_the_same_function_at_init():
+    x = np.random.default_rng(1).standard_normal((6, 4))
+    ntk = MLP(4, 32, 2, "erf", "ntk", sigma_w=1.5, sigma_b=0.2)
+    std = MLP(4, 32, 2, "erf", "standard", sigma_w=1.5, sigma_b=0.2)
+    np.testing.assert_allclose(
+        forward(ntk, init_params(ntk, 5), x), forward(std, init_params(std, 5), x), rtol=1e-12
+    )
+
+
+def test_init_is_deterministic_and_seed_dependent():
+    net = MLP(3, 16, 2, sigma_b=1.0)
+    a, b, c = init_params(net, 11), init_params(net, 11), init_params(net, 12)
+    assert all(
+        np.array_equal(wa, wb) and np.array_equal(ba, bb) for (wa, ba), (wb, bb) in zip(a, b)
+    )
+    assert not np.array_equal(a[0][0], c[0][0])
+    # the first draws of the generator are the first layer's weights, N(0, 1) in ntk
+    np.testing.assert_array_equal(a[0][0], np.random.default_rng(11).standard_normal((3, 16)))
+
+
+def test_float32_option():
+    net = MLP(2, 8, dtype="float32")
+    params = init_params(net, 0)
+    assert all(w.dtype == np.float32 and b.dtype == np.float32 for w, b in params)
+    x = np.ones((3, 2))
+    assert forward(net, params, x).dtype == np.float32
+    f64 = forward(MLP(2, 8), init_params(MLP(2, 8), 0), x)
+    np.testing.assert_allclose(forward(net, params, x), f64, rtol=1e-5)
+
+
+def test_gd_step_is_paper_equation_3():
+    rng = np.random.default_rng(2)
+    net = MLP(2, 10, 1, "relu", "mean_field")
+    params = init_params(net, 0)
+    x, y = rng.standard_normal((4, 2)), rng.standard_normal(4)
+    loss, grads = gradient(net, params, x, y)
+    loss2, new = gd_step(net, params, x, y, lr=0.3)
+    assert loss == loss2
+    # mean_field multiplies the learning rate by the width
+    np.testing.assert_allclose(flatten(new), flatten(params) - 0.3 * 10 * flatten(grads))
+
+
+def test_linearization_is_first_order_taylor_model():
+    rng = np.random.default_rng(3)
+    net = MLP(2, 9, 2, "erf", sigma_b=0.5)
+    params0 = init_params(net, 1)
+    x = rng.standard_normal((5, 2))
+    lin = Linearization(net, params0, x)
+    np.testing.assert_array_equal(lin.f0, forward(net, params0, x))
+    step = 1e-4 * rng.standard_normal(flatten(params0).size)
+    delta = unflatten(step, params0)
+    moved = unflatten(flatten(params0) + step, params0)
+    # f(theta0 + d) - f_lin(theta0 + d) = O(|d|^2)
+    gap = np.abs(forward(net, moved, x) - lin.predict(delta)).max()
+    assert gap < 1e-6
+    np.testing.assert_allclose(
+        lin.predict(delta), lin.f0 + explicit_jacobian(net, params0, x) @ step, rtol=1e-12
+    )
+
+
+def test_gd_trajectory_logs_requested_steps_and_stops_on_divergence():
+    rng = np.random.default_rng(4)
+    net = MLP(1, 20, sigma_b=1.0)
+    params0 = init_params(net, 0)
+    x, y = rng.uniform(0, 1, (4, 1)), rng.standard_normal(4)
+    states = list(gd_trajectory(net, params0, x, y, lr=0.1, steps=30, log_steps=[0, 5, 30]))
+    assert [s.step for s in states] == [0, 5, 30]
+    assert states[0].loss == pytest.approx(mse_loss(forward(net, params0, x), y))
+    # the trajectory is plain gradient descent
+    params = params0
+    for _ in range(5):
+        _, params = gd_step(net, params, x, y, 0.1)
+    np.testing.assert_array_equal(flatten(states[1].params), flatten(params))
+    assert states[-1].loss < states[0].loss and not states[-1].diverged
+    diverging = list(gd_trajectory(net, params0, x, y, lr=1e4, steps=500, log_steps=[0, 500]))
+    assert diverging[-1].diverged and diverging[-1].step < 500
+
+
+def test_param_movement():
+    net = MLP(2, 4, sigma_b=1.0)
+    p0 = init_params(net, 0)
+    moved = [(w * 1.1, b) for w, b in p0]
+    total, layers = param_movement(moved, p0)
+    w_norms = [np.linalg.norm(w) ** 2 for w, _ in p0]
+    all_norm = sum(w_norms) + sum(np.linalg.norm(b) ** 2 for _, b in p0)
+    assert total == pytest.approx(0.1 * np.sqrt(sum(w_norms) / all_norm))
+    for (w, b), got in zip(p0, layers):
+        ratio = 0.1 * np.linalg.norm(w) / np.sqrt(np.linalg.norm(w) ** 2 + np.linalg.norm(b) ** 2)
+        assert got == pytest.approx(ratio)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"width": 0}, "width=0 is invalid: expected an integer >= 1"),
+        ({"width": 2.5}, "width=2.5"),
+        ({"depth": 0}, "depth=0"),
+        ({"activation": "sigmoid"}, "activation='sigmoid'.*relu, erf, tanh, linear"),
+        ({"parameterization": "mup"}, "parameterization='mup'.*ntk, standard, mean_field"),
+        ({"sigma_w": 0.0}, "sigma_w=0.0"),
+        ({"sigma_b": -1.0}, "sigma_b=-1.0"),
+        ({"dtype": "float16"}, "dtype='float16'.*float64, float32"),
+    ],
+)
+def test_invalid_network_arguments(kwargs, match):
+    args = {"input_dim": 1, "width": 4} | kwargs
+    with pytest.raises(ValueError, match=match):
+        MLP(**args)
+
+
+def test_invalid_training_arguments():
+    net = MLP(1, 4)
+    p = init_params(net, 0)
+    x, y = np.ones((3, 1)), np.ones(3)
+    with pytest.raises(ValueError, match="lr=-1.*> 0"):
+        gd_step(net, p, x, y, lr=-1)
+    with pytest.raises(ValueError, match="lr=0"):
+        next(gd_trajectory(net, p, x, y, lr=0, steps=3, log_steps=[0]))
+    with pytest.raises(ValueError, match="x has shape"):
+        forward(net, p, np.ones((3, 2)))
+    with pytest.raises(ValueError, match=r"x has shape \(0, 1\)"):
+        forward(net, p, np.ones((0, 1)))
+    with pytest.raises(ValueError, match="y has 2 values but x has 3 rows"):
+        gradient(net, p, x, np.ones(2))
+    with pytest.raises(ValueError, match="steps=0"):
+        next(gd_trajectory(net, p, x, y, lr=0.1, steps=0, log_steps=[0]))
+    with pytest.raises(ValueError, match="seed=-1"):
+        init_params(net, -1)
