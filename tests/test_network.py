@@ -102,7 +102,8 @@ def test_init_is_deterministic_and_seed_dependent():
     net = MLP(3, 16, 2, sigma_b=1.0)
     a, b, c = init_params(net, 11), init_params(net, 11), init_params(net, 12)
     assert all(
-        np.array_equal(wa, wb) and np.array_equal(ba, bb) for (wa, ba), (wb, bb) in zip(a, b)
+        np.array_equal(wa, wb) and np.array_equal(ba, bb)
+        for (wa, ba), (wb, bb) in zip(a, b, strict=True)
     )
     assert not np.array_equal(a[0][0], c[0][0])
     # the first draws of the generator are the first layer's weights, N(0, 1) in ntk
@@ -175,7 +176,7 @@ def test_param_movement():
     w_norms = [np.linalg.norm(w) ** 2 for w, _ in p0]
     all_norm = sum(w_norms) + sum(np.linalg.norm(b) ** 2 for _, b in p0)
     assert total == pytest.approx(0.1 * np.sqrt(sum(w_norms) / all_norm))
-    for (w, b), got in zip(p0, layers):
+    for (w, b), got in zip(p0, layers, strict=True):
         ratio = 0.1 * np.linalg.norm(w) / np.sqrt(np.linalg.norm(w) ** 2 + np.linalg.norm(b) ** 2)
         assert got == pytest.approx(ratio)
 
