@@ -1,0 +1,552 @@
+"""Tests of ntk_sweep.aggregate: statistics on synthetic frames, the CLI on a real MLflow
+SQLite store populated by MlflowClient following the MLflow contract, and bad input."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ntk_sweep.aggregate import (
+    AggregateError,
+    aggregate_sweep,
+    default_group_keys,
+    fit_power_laws,
+    main,
+    markdown_table,
+    slope_metric_names,
+    summarize,
+    verdict,
+)
+
+WIDTHS = [64, 128, 256, 512, 1024, 2048]
+BY = ["model.parameterization", "model.width"]
+# parameterization -> (true slope, prefactor c): metric = c * width**slope * seed noise
+TRUE = {"ntk": (-0.5, 1.0), "standard": (-1.0, 8.0), "mean_field": (0.0, 0.2)}
+
+
+def _synthetic(n_seeds: int = 8, noise: float = 0.05, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for par, (slope, c) in TRUE.items():
+        for w in WIDTHS:
+            for s in range(n_seeds):
+                rows.append(
+                    {
+                        "model.parameterization": par,
+                        "model.width": w,
+                        "seed": s,
+                        "status": "FINISHED",
+                        "run_name": f"model.parameterization={par},model.width={w},seed={s}",
+                        "kernel_drift": c * w**slope * np.exp(noise * rng.standard_normal()),
+                        "lin_error_test": 0.5
+                        * c
+                        * w**slope
+                        * np.exp(noise * rng.standard_normal()),
+                        "loss": 0.01,
+                    }
+                )
+    # A diverged run: its absurd metric must not enter the statistics, but it is counted.
+    rows.append(
+        {
+            "model.parameterization": "ntk",
+            "model.width": 256,
+            "seed": n_seeds,
+            "status": "FAILED",
+            "run_name": "diverged-run",
+            "failure_reason": "loss diverged at step 7",
+            "kernel_drift": 1e6,
+            "lin_error_test": math.nan,
+            "loss": math.inf,
+        }
+    )
+    rows.append(
+        {
+            "model.parameterization": "mean_field",
+            "model.width": 64,
+            "seed": n_seeds,
+            "status": "KILLED",
+            "run_name": "killed-run",
+            "kernel_drift": 0.5,
+        }
+    )
+    return pd.DataFrame(rows)
+
+
+def _group_means(df: pd.DataFrame, par: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    ok = df[(df["status"] == "FINISHED") & (df["model.parameterization"] == par)]
+    means = ok.groupby("model.width")[metric].mean()
+    return means.index.to_numpy(float), means.to_numpy(float)
+
+
+# --------------------------------------------------------------------------------------------
+# (1) statistics on synthetic frames
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    df = _synthetic()
+    metrics = ["kernel_drift", "lin_error_test", "loss"]
+    fits = fit_power_laws(df, BY, metrics, level=0.3, n_boot=1000, seed=0)
+    return df, fits
+
+
+def test_summary_counts_and_excludes_failed_runs():
+    df = _synthetic()
+    s = summarize(df, BY, ["kernel_drift", "loss"], n_boot=500, seed=0)
+    assert len(s) == len(TRUE) * len(WIDTHS)
+    assert (s["n_seeds"] == 8).all()
+    row = s[(s["model.parameterization"] == "ntk") & (s["model.width"] == 256)].iloc[0]
+    assert row["n_runs"] == 9 and row["n_failed"] == 1 and row["n_killed"] == 0
+    assert "diverged-run [FAILED: loss diverged at step 7]" in row["excluded_runs"]
+    expected = df[(df["status"] == "FINISHED") & (df["model.parameterization"] == "ntk")]
+    expected = expected[expected["model.width"] == 256]["kernel_drift"]
+    assert row["kernel_drift_mean"] == pytest.approx(expected.mean(), rel=1e-12)
+    assert row["kernel_drift_std"] == pytest.approx(expected.std(ddof=1), rel=1e-12)
+    killed = s[(s["model.parameterization"] == "mean_field") & (s["model.width"] == 64)].iloc[0]
+    assert killed["n_killed"] == 1 and "killed-run [KILLED]" in killed["excluded_runs"]
+    assert (s["kernel_drift_ci_low"] <= s["kernel_drift_mean"]).all()
+    assert (s["kernel_drift_mean"] <= s["kernel_drift_ci_high"]).all()
+    assert (s["n_failed"].sum(), s["n_killed"].sum()) == (1, 1)
+
+
+def test_fit_slope_matches_polyfit_and_ci_contains_true_slope(synthetic):
+    df, fits = synthetic
+    for par, (true_slope, _) in TRUE.items():
+        for metric in ("kernel_drift", "lin_error_test"):
+            f = fits[(fits["metric"] == metric) & (fits["model.parameterization"] == par)]
+            assert len(f) == 1
+            f = f.iloc[0]
+            w, mu = _group_means(df, par, metric)
+            slope, intercept = np.polyfit(np.log(w), np.log(mu), 1)
+            assert f["status"] == "ok"
+            assert f["slope"] == pytest.approx(slope, abs=1e-12)
+            assert f["intercept"] == pytest.approx(intercept, abs=1e-12)
+            assert f["slope_ci_low"] < f["slope"] < f["slope_ci_high"]
+            assert f["slope_ci_low"] <= true_slope <= f["slope_ci_high"], (par, metric)
+            assert f["n_widths"] == len(WIDTHS) and f["min_seeds"] == 8
+            assert f["widths_used"] == ";".join(map(str, WIDTHS))
+    assert {
+        "metric",
+        "slope",
+        "slope_ci_low",
+        "slope_ci_high",
+        "intercept",
+        "r2",
+        "n_widths",
+    } <= set(fits.columns)
+
+
+def test_verdict_wording(synthetic):
+    _, fits = synthetic
+    lines = verdict(fits)
+    text = "\n".join(lines)
+
+    def line(par: str, start: str) -> str:
+        prefix = f"[model.parameterization={par}] {start}"
+        return next(x for x in lines if x.startswith(prefix))
+
+    ntk = line("ntk", "kernel_drift:")
+    assert "falls with width (slope CI entirely below 0)" in ntk
+    assert "consistent with -0.5 (Jacot 2018; Lee et al. 2019)" in ntk
+    assert "shallower than -1 (perturbation theory)" in ntk
+    assert "claim supported" in line("ntk", "verdict:")
+    assert "network approaches its linearisation" in line("ntk", "verdict:")
+    std = line("standard", "kernel_drift:")
+    assert "steeper than -0.5" in std and "consistent with -1 (perturbation theory)" in std
+    lin = line("standard", "lin_error_test (network vs linearised):")
+    assert "falls with width" in lin and "consistent with -1" in lin
+    mf = line("mean_field", "kernel_drift:")
+    assert "does not fall with width (slope CI contains 0)" in mf
+    assert "shallower than -0.5" in mf
+    mf_verdict = line("mean_field", "verdict:")
+    assert "as expected for the mean_field negative control" in mf_verdict
+    assert "UNEXPECTED" not in text
+    assert "loss" not in text  # losses are fitted (fits.csv) but get no verdict
+
+
+def test_level_excludes_small_widths_and_unavailable_fit_is_a_row():
+    df = _synthetic()
+    # ntk drift = width**-0.5: below 0.1 only for widths > 100
+    fits = fit_power_laws(df, BY, ["kernel_drift"], level=0.1, n_boot=200, seed=0)
+    ntk = fits[fits["model.parameterization"] == "ntk"].iloc[0]
+    assert ntk["status"] == "ok" and ntk["widths_excluded"] == "64"
+    assert ntk["widths_used"] == "128;256;512;1024;2048" and ntk["n_widths"] == 5
+    # mean_field drift ~0.2 everywhere: no width below 0.1 -> not available, with the reason
+    mf = fits[fits["model.parameterization"] == "mean_field"].iloc[0]
+    assert mf["status"] == "not available" and math.isnan(mf["slope"])
+    assert "0 width(s)" in mf["reason"] and "level 0.1" in mf["reason"]
+    lines = verdict(fits)
+    assert any(
+        x.startswith("[model.parameterization=mean_field] kernel_drift: no fit (") for x in lines
+    )
+    assert any("verdict: undetermined: no kernel_drift fit" in x for x in lines)
+    # only two usable widths: a fit, flagged
+    two = df[df["model.width"].isin([512, 1024])]
+    f2 = fit_power_laws(two, BY, ["kernel_drift"], n_boot=100).iloc[0]
+    assert f2["status"] == "ok" and "only 2 widths" in f2["reason"]
+
+
+def test_no_width_key_gives_no_fits():
+    df = _synthetic()
+    fits = fit_power_laws(df, ["model.parameterization"], ["kernel_drift"])
+    assert fits.empty and "slope" in fits.columns
+    assert verdict(fits)[0].startswith("no fit")
+
+
+def test_default_group_keys_ignore_seed_and_duplicates():
+    df = _synthetic()
+    df["width"] = df["model.width"]  # top-level shortcut duplicate
+    df["dataset.seed"] = df["seed"]  # follows the seed
+    df["train.lr"] = df["model.parameterization"].map(
+        {"ntk": 1.0, "standard": 0.1, "mean_field": 2}
+    )
+    df["lr"] = df["train.lr"]  # top-level duplicate of a swept key
+    df["tracking.uri"] = "sqlite:///x"
+    df["paths.output_dir"] = [f"/out/{i}" for i in range(len(df))]  # per run
+    df["model.depth"] = 1
+    params = [c for c in df.columns if "." in c or c in ("width", "seed", "lr")]
+    assert default_group_keys(df, params) == ["model.parameterization", "model.width"]
+    # a second swept key crossed with the first one is kept
+    both = pd.concat([df.assign(**{"train.steps": 100}), df.assign(**{"train.steps": 200})])
+    both["paths.output_dir"] = [f"/out/{i}" for i in range(len(both))]
+    keys = default_group_keys(both, [*params, "train.steps"])
+    assert keys == ["model.parameterization", "train.steps", "model.width"]
+
+
+def test_slope_metric_names_and_markdown():
+    df = _synthetic()
+    fits = fit_power_laws(df, BY, ["kernel_drift"], n_boot=50)
+    names = slope_metric_names(fits, BY)
+    assert "slope_kernel_drift/parameterization-ntk" in names
+    assert "slope_kernel_drift_ci_low/parameterization-mean_field" in names
+    ntk = df[df["model.parameterization"] == "ntk"]
+    single = fit_power_laws(ntk, ["model.width"], ["kernel_drift", "loss"], n_boot=50)
+    names = slope_metric_names(single, ["model.width"])
+    assert {"slope_kernel_drift", "slope_kernel_drift_r2", "slope_loss"} <= set(names)
+    assert "slope_loss_r2" not in names  # constant loss: R^2 undefined, not logged
+    md = markdown_table(["a", "b"], [["x|y", 0.5], [1, float("nan")]])
+    assert md.splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 0.5 |", "| 1 | - |"]
+
+
+# --------------------------------------------------------------------------------------------
+# (2) a real MLflow SQLite store following the contract
+# --------------------------------------------------------------------------------------------
+
+STORE_WIDTHS = [64, 256, 1024]
+STORE_SEEDS = [0, 1, 2]
+STEPS = [0, 10, 20, 50]
+STORE_METRICS = {  # name -> relative scale of the final value
+    "kernel_drift": 1.0,
+    "kernel_distance": 0.1,
+    "lin_error_test": 0.5,
+    "kernel_pred_error_test": 0.4,
+    "param_movement": 0.2,
+}
+
+
+def _log_run(client, exp_id, parent_id, params, finals, status, start, failure=""):
+    from mlflow.entities import Metric, Param, RunTag
+
+    name = ",".join(
+        f"{k}={params[k]}" for k in ("model.parameterization", "model.width", "seed") if k in params
+    )
+    run = client.create_run(exp_id, start_time=start, run_name=name)
+    rid = run.info.run_id
+    tags = {
+        "mlflow.parentRunId": parent_id,
+        "ntk_sweep.role": "job",
+        "ntk_sweep.sweep_id": parent_id,
+        "ntk_sweep.overrides": name,
+        "ntk_sweep.output_dir": f"/tmp/multirun/{name}",
+    }
+    if failure:
+        tags["ntk_sweep.failure_reason"] = failure
+    ts = int(time.time() * 1000)
+    metrics = []
+    for key, final in finals.items():
+        for step in STEPS:
+            value = final * step / STEPS[-1] if key != "loss" else final + 1.0 / (1 + step)
+            metrics.append(Metric(key, value, ts + step, step))
+    client.log_batch(
+        rid,
+        metrics=metrics,
+        params=[Param(k, str(v)) for k, v in params.items()],
+        tags=[RunTag(k, v) for k, v in tags.items()],
+    )
+    client.set_terminated(rid, status)
+    return rid
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One SQLite store per module: an old sweep, the latest sweep (ntk + mean_field x 3 widths
+    x 3 seeds, plus a FAILED and a KILLED child)."""
+    import mlflow
+
+    root = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    exp_id = client.create_experiment("ntk-sweep", artifact_location=str(root / "artifacts"))
+    t0 = int(time.time() * 1000) - 3_600_000
+
+    def base_params(par, w, s):
+        return {
+            "model.width": w,
+            "width": w,
+            "model.depth": 1,
+            "model.activation": "relu",
+            "model.parameterization": par,
+            "model.sigma_b": 1.0,
+            "train.lr": 1.0,
+            "train.steps": STEPS[-1],
+            "dataset.name": "paper_toy",
+            "dataset.seed": s,
+            "seed": s,
+            "tracking.uri": uri,
+            "paths.output_dir": f"/tmp/multirun/{par}/{w}/{s}",
+        }
+
+    old = client.create_run(
+        exp_id, start_time=t0, run_name="sweep-old", tags={"ntk_sweep.role": "sweep"}
+    )
+    old_id = old.info.run_id
+    for s in (0, 1):
+        for w in (64, 128):
+            _log_run(
+                client, exp_id, old_id, base_params("standard", w, s),
+                {"kernel_drift": 0.2 * (64 / w)}, "FINISHED", t0 + 1,
+            )  # fmt: skip
+    client.set_terminated(old_id, "FINISHED")
+
+    parent = client.create_run(
+        exp_id, start_time=t0 + 1000, run_name="sweep-new", tags={"ntk_sweep.role": "sweep"}
+    )
+    parent_id = parent.info.run_id
+    rng = np.random.default_rng(0)
+    finals: dict[tuple[str, int], dict[str, list[float]]] = {}
+    child_ids = []
+    for par, slope in (("ntk", -0.5), ("mean_field", 0.0)):
+        for w in STORE_WIDTHS:
+            for s in STORE_SEEDS:
+                noise = np.exp(0.1 * rng.standard_normal())
+                base = (1.2 * w**-0.5 if slope else 0.1) * noise
+                vals = {k: scale * base for k, scale in STORE_METRICS.items()}
+                vals["loss"] = 0.01 * noise
+                vals["test_loss"] = 0.02 * noise
+                for k, v in vals.items():
+                    finals.setdefault((par, w), {}).setdefault(k, []).append(v)
+                child_ids.append(
+                    _log_run(
+                        client,
+                        exp_id,
+                        parent_id,
+                        base_params(par, w, s),
+                        vals,
+                        "FINISHED",
+                        t0 + 2000,
+                    )  # fmt: skip
+                )
+    failed = _log_run(
+        client, exp_id, parent_id, base_params("ntk", 256, 3),
+        {"kernel_drift": 50.0, "loss": 1e30}, "FAILED", t0 + 3000,
+        failure="divergence: loss 1e30 at step 50",
+    )  # fmt: skip
+    killed = _log_run(
+        client, exp_id, parent_id, base_params("mean_field", 1024, 3),
+        {"kernel_drift": 0.3}, "KILLED", t0 + 3000,
+    )  # fmt: skip
+    client.set_terminated(parent_id, "FINISHED")  # as the app's on_multirun_end does
+    return {
+        "uri": uri,
+        "root": root,
+        "client": client,
+        "exp_id": exp_id,
+        "parent_id": parent_id,
+        "old_id": old_id,
+        "child_ids": child_ids,
+        "failed_id": failed,
+        "killed_id": killed,
+        "finals": finals,
+    }
+
+
+@pytest.fixture(scope="module")
+def cli_run(store, tmp_path_factory):
+    """`ntk-aggregate` with defaults (latest sweep) on the store, run once for the module."""
+    out = tmp_path_factory.mktemp("agg") / "out"
+    rc = main(["--tracking-uri", store["uri"], "--out", str(out), "--n-boot", "300"])
+    return rc, out
+
+
+def test_cli_writes_outputs(store, cli_run, capsys):
+    rc, out = cli_run
+    assert rc == 0
+    for name in (
+        "summary.csv",
+        "summary.md",
+        "fits.csv",
+        "drift_vs_width.png",
+        "linearization_error_vs_width.png",
+        "drift_vs_step.png",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = pd.read_csv(out / "summary.csv")
+    # default grouping: the swept parameterization splits, duplicates / seed-derived /
+    # per-run params do not
+    assert list(summary.columns[:2]) == ["model.parameterization", "model.width"]
+    assert len(summary) == 2 * len(STORE_WIDTHS)
+    assert (summary["n_seeds"] == 3).all()
+    for m in STORE_METRICS:
+        assert (summary[f"{m}_ci_low"] <= summary[f"{m}_mean"]).all()
+        assert (summary[f"{m}_mean"] <= summary[f"{m}_ci_high"]).all()
+    failed = summary[(summary["model.parameterization"] == "ntk") & (summary["model.width"] == 256)]
+    assert failed["n_failed"].item() == 1 and failed["n_runs"].item() == 4
+    assert "model.parameterization=ntk,model.width=256,seed=3 [FAILED: divergence" in (
+        failed["excluded_runs"].item()
+    )
+    killed = summary[
+        (summary["model.parameterization"] == "mean_field") & (summary["model.width"] == 1024)
+    ]
+    assert killed["n_killed"].item() == 1
+    md = (out / "summary.md").read_text()
+    assert "| metric | model.parameterization | model.width | n | mean | std | 95% CI |" in md
+    assert "claim supported" in md
+
+
+def test_cli_slope_equals_polyfit_on_group_means(store, cli_run):
+    _, out = cli_run
+    fits = pd.read_csv(out / "fits.csv", keep_default_na=False, na_values=[""])
+    required = {"metric", "slope", "slope_ci_low", "slope_ci_high", "intercept", "r2", "n_widths"}
+    assert required <= set(fits.columns)
+    assert len(fits) == 2 * 7  # 2 parameterizations x 7 default metrics
+    for par in ("ntk", "mean_field"):
+        for metric in ("kernel_drift", "lin_error_test"):
+            f = fits[(fits["metric"] == metric) & (fits["model.parameterization"] == par)].iloc[0]
+            means = [np.mean(store["finals"][(par, w)][metric]) for w in STORE_WIDTHS]
+            slope = np.polyfit(np.log(STORE_WIDTHS), np.log(means), 1)[0]
+            assert f["slope"] == pytest.approx(slope, abs=1e-9)
+            assert f["n_widths"] == 3 and f["slope_ci_low"] <= f["slope"] <= f["slope_ci_high"]
+
+
+def test_cli_stdout_lists_failed_runs_and_verdict(store, tmp_path, capsys):
+    rc = main(
+        ["--tracking-uri", store["uri"], "--sweep", store["parent_id"], "--out",
+         str(tmp_path / "o"), "--n-boot", "50", "--no-log", "--metrics", "kernel_drift"]
+    )  # fmt: skip
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "model.parameterization=ntk,model.width=256,seed=3 [FAILED" in out
+    assert "[model.parameterization=ntk] kernel_drift: slope" in out
+    assert "as expected for the mean_field negative control" in out
+    assert "Runs per group" in out and "Verdict" in out
+    assert not (tmp_path / "o" / "linearization_error_vs_width.png").exists()
+
+
+def test_cli_logs_artifacts_and_slopes_on_parent(store, cli_run):
+    client = store["client"]
+    _, out = cli_run
+    names = {Path(f.path).name for f in client.list_artifacts(store["parent_id"], "aggregate")}
+    assert {"summary.csv", "summary.md", "fits.csv", "drift_vs_width.png"} <= names
+    assert {"linearization_error_vs_width.png", "drift_vs_step.png"} <= names
+    metrics = client.get_run(store["parent_id"]).data.metrics
+    fits = pd.read_csv(out / "fits.csv")
+    ntk = fits[(fits["metric"] == "kernel_drift") & (fits["model.parameterization"] == "ntk")]
+    assert metrics["slope_kernel_drift/parameterization-ntk"] == pytest.approx(ntk["slope"].item())
+    assert "slope_kernel_drift_ci_high/parameterization-mean_field" in metrics
+    # nothing logged on the older sweep
+    assert not client.get_run(store["old_id"]).data.metrics
+
+
+def test_params_cast_and_older_sweep_by_id(store, tmp_path):
+    res = aggregate_sweep(
+        store["uri"], None, store["old_id"], tmp_path / "old", n_boot=50, log_to_mlflow=False
+    )
+    assert res.sweep_id == store["old_id"] and res.experiment == "ntk-sweep"
+    assert res.by == ["model.width"]
+    assert res.metrics == ["kernel_drift"]  # the only default metric the old sweep logged
+    assert any("default metrics not logged" in n for n in res.notes)
+    assert res.runs["model.width"].dtype.kind == "i"
+    assert res.runs["train.lr"].dtype.kind == "f"
+    assert res.runs["seed"].dtype.kind == "i"
+    assert pd.api.types.is_string_dtype(res.runs["model.parameterization"])
+    assert list(res.summary["model.width"]) == [64, 128]
+    f = res.fits.iloc[0]
+    assert f["slope"] == pytest.approx(-1.0) and "only 2 widths" in f["reason"]
+
+
+def test_filter_without_sweep_creates_aggregate_run(store, tmp_path):
+    flt = "params.`model.parameterization` = 'ntk'"
+    res = aggregate_sweep(
+        store["uri"], "ntk-sweep", None, tmp_path / "f", filter_string=flt, n_boot=50
+    )
+    assert res.sweep_id is None
+    assert len(res.runs) == 3 * 3 + 1  # sweep parents never selected
+    run = store["client"].get_run(res.logged_run_id)
+    assert run.info.run_name == "aggregate" and run.data.tags["ntk_sweep.role"] == "aggregate"
+    assert "slope_kernel_drift" in run.data.metrics
+    assert "summary.csv" in {
+        Path(f.path).name for f in store["client"].list_artifacts(res.logged_run_id, "aggregate")
+    }
+
+
+def test_default_uri_from_env_and_default_out_dir(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store["uri"])
+    monkeypatch.chdir(tmp_path)
+    assert main(["--n-boot", "20", "--no-log", "--metrics", "kernel_drift,loss"]) == 0
+    out = tmp_path / "outputs" / "aggregate" / store["parent_id"]
+    assert (out / "summary.csv").exists() and (out / "fits.csv").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# (3) bad input: one line on stderr, exit code 2, nothing written
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--experiment", "nope"],
+            "--experiment: no experiment named 'nope'; available: Default, ntk-sweep",
+        ),
+        (["--sweep", "0" * 32], "--sweep: no run with id '00000000"),
+        (["--by", "foo"], "--by: 'foo' is not a param of the selected runs; available: "),
+        (["--by", "seed"], "--by: 'seed' is the replicate key"),
+        (["--metrics", "kernel_drift,nope"], "--metrics: 'nope' is not a metric of the selected"),
+        (["--filter", "params.`model.width` = '999'"], "empty selection: no run matches"),
+        (["--filter", "this is not a filter"], "--filter: "),
+        (["--sweep", "CHILD"], "empty selection: sweep CHILD has no child runs"),
+        (["--level", "0"], "--level: must be > 0"),
+    ],
+)
+def test_bad_input_exits_2(store, tmp_path, capsys, args, message):
+    child = store["child_ids"][0]
+    args = [a.replace("CHILD", child) for a in args]
+    out = tmp_path / "never"
+    with pytest.raises(SystemExit) as exc:
+        main(["--tracking-uri", store["uri"], "--out", str(out), *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert errors[0].startswith("error: " + message.replace("CHILD", child)), errors[0]
+    assert not out.exists()
+
+
+def test_missing_store_is_an_error_and_is_not_created(tmp_path, capsys):
+    db = tmp_path / "absent.db"
+    with pytest.raises(SystemExit) as exc:
+        main(["--tracking-uri", f"sqlite:///{db}"])
+    assert exc.value.code == 2
+    assert f"error: no MLflow store at {db}" in capsys.readouterr().err
+    assert not db.exists()
+    with pytest.raises(AggregateError):
+        aggregate_sweep(f"sqlite:///{db}", "ntk-sweep")
