@@ -54,6 +54,14 @@ SEED_KEY = "seed"  # replicate key
 ROLE_TAG = "ntk_sweep.role"
 PARENT_TAG = "mlflow.parentRunId"
 FAILURE_TAG = "ntk_sweep.failure_reason"
+# Resume (ntk_sweep.tracking): a resumed sweep's parent lists the earlier runs its jobs reused as
+# tags `ntk_sweep.resumed_run.<job num>` = run id; they belong to the sweep. A RUNNING run whose
+# heartbeat (tag, unix time) is older than its `tracking.stale_after_s` param is dead: KILLED.
+RESUMED_RUN_TAG = "ntk_sweep.resumed_run."
+HEARTBEAT_TAG = "ntk_sweep.heartbeat"
+STALE_PARAM = "tracking.stale_after_s"
+DEFAULT_STALE_AFTER_S = 120.0
+DEAD_REASON = "no heartbeat: process died"
 # Final values of these (what search_runs returns as metrics.<name>) are summarised by default.
 DEFAULT_METRICS = (
     "kernel_drift",
@@ -555,7 +563,9 @@ def load_runs(
     Returns (frame, param names, metric names). One row per run, columns: ``run_id``,
     ``run_name``, ``status``, ``start_time``, ``failure_reason``, ``role``, the params (dotted
     names, cast to int / float / bool where they parse) and the final metric values. Sweep
-    parents and aggregate runs (tag ``ntk_sweep.role``) are never selected.
+    parents and aggregate runs (tag ``ntk_sweep.role``) are never selected. A sweep includes
+    the earlier runs its resumed jobs reused; a RUNNING run with a stale heartbeat counts as
+    ``KILLED`` (its process died).
     """
     clauses = []
     if parent_id:
@@ -563,17 +573,23 @@ def load_runs(
     if filter_string and filter_string.strip():
         clauses.append(filter_string.strip())
     runs = _search_all(client, experiment_id, " and ".join(clauses))
+    if parent_id:
+        runs += _resumed_runs(client, experiment_id, parent_id, filter_string, runs)
+    now = time.time()
     records, params, metrics = [], {}, {}
     for run in runs:
         tags = run.data.tags
         if tags.get(ROLE_TAG) in ("sweep", "aggregate"):
             continue
+        status, reason = run.info.status, tags.get(FAILURE_TAG, "")
+        if status == "RUNNING" and _is_dead(run, now):
+            status, reason = "KILLED", DEAD_REASON
         rec = {
             "run_id": run.info.run_id,
             "run_name": run.info.run_name or tags.get("mlflow.runName", ""),
-            "status": run.info.status,
+            "status": status,
             "start_time": run.info.start_time,
-            "failure_reason": tags.get(FAILURE_TAG, ""),
+            "failure_reason": reason,
             "role": tags.get(ROLE_TAG, ""),
         }
         rec.update({("p", k): v for k, v in run.data.params.items()})
@@ -599,6 +615,34 @@ def load_runs(
     for p in params_out:
         df[p] = _cast_column(df[p])
     return df, params_out, [col("m", n) for n in metric_names]
+
+
+def _resumed_runs(client, experiment_id: str, parent_id: str, filter_string, have: list) -> list:
+    """The earlier runs a resumed sweep reused (parent tags ``ntk_sweep.resumed_run.*``)."""
+    tags = client.get_run(parent_id).data.tags
+    seen = {r.info.run_id for r in have}
+    ids = sorted({v for k, v in tags.items() if k.startswith(RESUMED_RUN_TAG)} - seen)
+    out = []
+    for i in range(0, len(ids), 100):
+        chunk = ", ".join(f"'{r}'" for r in ids[i : i + 100])
+        clause = f"attributes.run_id IN ({chunk})"
+        if filter_string and filter_string.strip():
+            clause += f" and {filter_string.strip()}"
+        out += _search_all(client, experiment_id, clause)
+    return out
+
+
+def _is_dead(run, now: float) -> bool:
+    """RUNNING without a heartbeat (else since its start) for longer than its stale_after_s."""
+    try:
+        stale_after = float(run.data.params.get(STALE_PARAM, DEFAULT_STALE_AFTER_S))
+    except ValueError:
+        stale_after = DEFAULT_STALE_AFTER_S
+    try:
+        beat = float(run.data.tags[HEARTBEAT_TAG])
+    except (KeyError, ValueError):
+        beat = (run.info.start_time or 0) / 1000.0
+    return now - beat > stale_after
 
 
 def load_histories(client, runs: pd.DataFrame, metric: str) -> pd.DataFrame:

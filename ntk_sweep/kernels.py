@@ -5,20 +5,71 @@ from __future__ import annotations
 
 import numpy as np
 
-from ntk_sweep.network import MLP, Params, as_inputs, phi, phi_prime
+from ntk_sweep.network import (
+    BACKENDS,
+    MLP,
+    Params,
+    _check_choice,
+    as_inputs,
+    fused_available,
+    phi,
+    phi_prime,
+)
 
 # Bytes one (N x chunk) work array may take in `empirical_ntk`; a handful are alive at once.
 _CHUNK_BYTES = 32 * 2**20
+# Largest fan-in for which `empirical_ntk` forms the pre-activations in the fused kernel (a
+# matrix product with so few terms runs at a fraction of BLAS's peak); above, BLAS forms them.
+_FUSED_MAX_FAN_IN = 64
 
 
-def _hidden_inputs(net: MLP, params: Params, x: np.ndarray) -> list[np.ndarray]:
-    """Inputs of weight layers 1..depth (x and the first depth-1 hidden activations)."""
+def _forward_hidden(
+    net: MLP, params: Params, x: np.ndarray
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Inputs of weight layers 1..depth (x and the first depth-1 hidden activations) and the
+    slopes phi'(z) of hidden layers 1..depth-1 (the last hidden layer is done in chunks)."""
     c = net.multipliers
-    inputs = [x]
+    inputs, slopes = [x], []
     for l in range(net.depth - 1):
         w, b = params[l]
-        inputs.append(phi(net.activation, c[l] * (inputs[-1] @ w) + b))
-    return inputs
+        z = inputs[-1] @ w
+        z *= c[l]
+        z += b
+        slopes.append(phi_prime(net.activation, z))
+        inputs.append(phi(net.activation, z))
+    return inputs, slopes
+
+
+def _features_numpy(net, h, w, b, c, scale):
+    """(phi(z), scale * phi'(z)) for `z = c h @ w + b` (the reference for `_features_fused`)."""
+    z = h @ w
+    z *= c
+    z += b
+    g = phi_prime(net.activation, z)
+    g *= scale
+    return phi(net.activation, z), g
+
+
+def _features_fused(net, h, w, j0, k, b, c, scale, buffers):
+    """`_features_numpy` for the units j0 .. j0 + k of a layer (w, b, scale: the whole layer's)
+    through the compiled kernels: one pass, no temporaries. `buffers`: two flat arrays of at
+    least N k values, reused from chunk to chunk (fresh pages cost as much as the kernel)."""
+    from ntk_sweep import _fused
+
+    dt = np.dtype(net.dtype).type
+    tag = _fused.ACTIVATION_TAGS[net.activation]
+    # threads pay off only for the transcendental activations (see network.FUSED_PARALLEL_WORK)
+    parallel = net.activation in ("erf", "tanh") and len(h) * k >= 2**18
+    a = buffers[0][: len(h) * k].reshape(len(h), k)
+    g = buffers[1][: len(h) * k].reshape(len(h), k)
+    if h.shape[1] <= _FUSED_MAX_FAN_IN:
+        kernel = _fused.hidden_features_parallel if parallel else _fused.hidden_features_serial
+        kernel(np.ascontiguousarray(h), w, j0, b, dt(c), scale, tag, a, g)
+    else:
+        np.matmul(h, w[:, j0 : j0 + k], out=a)
+        kernel = _fused.activate_parallel if parallel else _fused.activate_serial
+        kernel(a, j0, b, dt(c), scale, tag, g)
+    return a, g
 
 
 def empirical_ntk(
@@ -27,6 +78,8 @@ def empirical_ntk(
     x1: np.ndarray,
     x2: np.ndarray | None = None,
     chunk_size: int | None = None,
+    *,
+    backend: str = "auto",
 ) -> np.ndarray:
     """Empirical NTK `Theta(x1, x2) = J(x1) J(x2)^T` (paper eq. 6), shape (N1, N2).
 
@@ -36,38 +89,54 @@ def empirical_ntk(
     `c_l`, `c^b_l` the layer's weight and bias multipliers (network.py).
     The last hidden layer is processed in chunks of its units, so memory stays
     O(N * (chunk + width)) even at very large width (for depth 1, O(N * chunk)).
-    Cost O(N1 N2 * sum of widths) plus the forward pass.
+    Cost O(N1 N2 * sum of widths) plus the forward and backward passes; for x2 = None the Gram
+    matrices are symmetric rank-k updates (`a @ a.T`, BLAS syrk: half the work of a product).
+
+    `backend`: "numpy" (the reference), "fused" (the last hidden layer's activations and slopes
+    in one compiled pass, numba) or "auto" (fused where numba is installed). They agree to
+    rounding; the Gram matrices, the bulk of the work, are BLAS products in both.
     """
+    _check_choice("backend", backend, BACKENDS)
+    fused = backend == "fused" or (backend == "auto" and fused_available())
+    if backend == "fused" and not fused_available():
+        raise ValueError("backend='fused' needs numba, which is not installed")
     x1 = as_inputs(net, x1)
     same = x2 is None
     x2 = x1 if same else as_inputs(net, x2)
-    c = net.multipliers
+    n1, n2 = len(x1), len(x2)
+    c, cb = net.multipliers, net.bias_multipliers
     L = net.depth  # index of the last hidden weight layer is L-1 (0-based); output is L
-    ins1 = _hidden_inputs(net, params, x1)
-    ins2 = ins1 if same else _hidden_inputs(net, params, x2)
+    ins1, slopes1 = _forward_hidden(net, params, x1)
+    ins2, slopes2 = (ins1, slopes1) if same else _forward_hidden(net, params, x2)
     h1, h2 = ins1[-1], ins2[-1]  # inputs of the last hidden layer
     w_last, b_last = params[L - 1]
-    w_out = params[L][0][:, 0]
+    scale = c[L] * params[L][0][:, 0]  # df/dh of the last hidden layer
     n = w_last.shape[1]
     if chunk_size is None:
-        chunk_size = max(256, _CHUNK_BYTES // (8 * max(len(x1), len(x2))))
+        chunk_size = max(256, _CHUNK_BYTES // (8 * max(n1, n2)))
 
-    hh_out = np.zeros((len(x1), len(x2)))  # sum over units of h_L h_L'^T
-    gg_last = np.zeros((len(x1), len(x2)))  # sum over units of G_L G_L'^T
+    hh_out = np.zeros((n1, n2))  # sum over units of h_L h_L'^T
+    gg_last = np.zeros((n1, n2))  # sum over units of G_L G_L'^T
     # back-propagated gradient at the inputs of the last hidden layer, (N, n_{L-1})
-    back1 = np.zeros((len(x1), h1.shape[1]), dtype=net.dtype) if L > 1 else None
-    back2 = None if (same or L == 1) else np.zeros((len(x2), h2.shape[1]), dtype=net.dtype)
+    back1 = np.zeros((n1, h1.shape[1]), dtype=net.dtype) if L > 1 else None
+    back2 = None if (same or L == 1) else np.zeros((n2, h2.shape[1]), dtype=net.dtype)
+    if fused:
+        chunk_size = min(chunk_size, n)
+        bufs1 = [np.empty(n1 * chunk_size, dtype=net.dtype) for _ in range(2)]
+        bufs2 = bufs1 if same else [np.empty(n2 * chunk_size, dtype=net.dtype) for _ in range(2)]
     for start in range(0, n, chunk_size):
-        sl = slice(start, min(start + chunk_size, n))
-        z1 = c[L - 1] * (h1 @ w_last[:, sl]) + b_last[sl]
-        g1 = (c[L] * w_out[sl]) * phi_prime(net.activation, z1)
-        a1 = phi(net.activation, z1)
-        if same:
-            g2, a2 = g1, a1
+        k = min(chunk_size, n - start)
+        sl = slice(start, start + k)
+        if fused:
+            a1, g1 = _features_fused(net, h1, w_last, start, k, b_last, c[L - 1], scale, bufs1)
         else:
-            z2 = c[L - 1] * (h2 @ w_last[:, sl]) + b_last[sl]
-            g2 = (c[L] * w_out[sl]) * phi_prime(net.activation, z2)
-            a2 = phi(net.activation, z2)
+            a1, g1 = _features_numpy(net, h1, w_last[:, sl], b_last[sl], c[L - 1], scale[sl])
+        if same:
+            a2, g2 = a1, g1
+        elif fused:
+            a2, g2 = _features_fused(net, h2, w_last, start, k, b_last, c[L - 1], scale, bufs2)
+        else:
+            a2, g2 = _features_numpy(net, h2, w_last[:, sl], b_last[sl], c[L - 1], scale[sl])
         hh_out += a1 @ a2.T
         gg_last += g1 @ g2.T
         if L > 1:
@@ -75,21 +144,23 @@ def empirical_ntk(
             if back2 is not None:
                 back2 += g2 @ w_last[:, sl].T
 
-    ntk = c[L] ** 2 * hh_out + net.bias_multipliers[L] ** 2
-    ntk += gg_last * (c[L - 1] ** 2 * (h1 @ h2.T) + 1.0)
+    ntk = c[L] ** 2 * hh_out
+    ntk += cb[L] ** 2
+    ntk += gg_last * (c[L - 1] ** 2 * (h1 @ h2.T) + cb[L - 1] ** 2)
     if L > 1:
         back2 = back1 if back2 is None else back2
         # walk down the remaining layers l = L-2 .. 0 (0-based weight-layer index)
         for l in range(L - 2, -1, -1):
-            w, b = params[l]
-            g1 = c[l + 1] * back1 * phi_prime(net.activation, c[l] * (ins1[l] @ w) + b)
-            g2 = (
-                g1
-                if same
-                else c[l + 1] * back2 * phi_prime(net.activation, c[l] * (ins2[l] @ w) + b)
-            )
-            ntk += (g1 @ g2.T) * (c[l] ** 2 * (ins1[l] @ ins2[l].T) + 1.0)
+            g1 = back1 * slopes1[l]
+            g1 *= c[l + 1]
+            if same:
+                g2 = g1
+            else:
+                g2 = back2 * slopes2[l]
+                g2 *= c[l + 1]
+            ntk += (g1 @ g2.T) * (c[l] ** 2 * (ins1[l] @ ins2[l].T) + cb[l] ** 2)
             if l > 0:
+                w = params[l][0]
                 back1 = g1 @ w.T
                 back2 = back1 if same else g2 @ w.T
     return ntk

@@ -1,0 +1,205 @@
+"""Hydra callback that prepares MLflow for a multirun, in the launching process, before any job.
+
+`on_multirun_start`:
+1. composes and validates every job of the sweep (BasicSweeper expansion of the command line
+   and `hydra.sweeper.params`), so a bad value anywhere stops the sweep with one line before
+   anything is created or trained;
+2. checks the tracking store, creates the database and the experiment (so parallel jobs never
+   race on creating them) and the sweep's parent run (tag `ntk_sweep.role=sweep`, name
+   `sweep-<date>_<time>`), and writes its id to `<hydra.sweep.dir>/mlflow_parent_run_id`,
+   where each job reads it.
+
+`on_multirun_end` marks the parent FINISHED (and runs `ntk_sweep.aggregate.aggregate_sweep` if
+`tracking.aggregate_on_end=true`). If the process exits without reaching it (Ctrl-C, SIGTERM
+during a job, a job's exception), an exit hook marks the parent KILLED.
+
+Works with any launcher: the basic one (jobs in this process), joblib (jobs in reused worker
+processes) and submitit (local processes or SLURM tasks): the callback object is pickled into
+them without its store client, and each job finds the parent id in the sweep folder. Resume
+(skipping jobs whose config already FINISHED) is decided by each job, see
+`ntk_sweep.experiment.run_experiment`; the parent lists reused runs as `ntk_sweep.resumed_run.*`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from ntk_sweep.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+EXIT_CONFIG_ERROR = 2
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def expand_sweep(config: DictConfig) -> list[list[str]] | None:
+    """The task overrides of every job of the sweep, or None if the sweeper is not Hydra's
+    basic sweeper (then each job validates itself)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if OmegaConf.select(config, "hydra.sweeper._target_") != BASIC_SWEEPER:
+        return None
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    arguments = [f"{k}={v}" for k, v in params.items()]
+    arguments += list(OmegaConf.select(config, "hydra.overrides.task") or [])
+    overrides = OverridesParser.create().parse_overrides(arguments)
+    return [list(job) for job in BasicSweeper.split_arguments(overrides, None)[0]]
+
+
+def validate_sweep(config: DictConfig) -> int:
+    """Compose and validate each job's config; load each distinct dataset once.
+
+    Raises ConfigError naming the field and the job. Returns the number of jobs checked.
+    """
+    from hydra import compose
+
+    from ntk_sweep.config import describe_hydra_error, load_data, validate
+
+    jobs = expand_sweep(config)
+    if jobs is None:
+        return 0
+    base = str(OmegaConf.select(config, "hydra.runtime.cwd") or os.getcwd())
+    datasets_seen: set[str] = set()
+    for num, job in enumerate(jobs):
+        where = f"[job {num}: {','.join(job)}]"
+        try:
+            cfg = compose(config_name=config.hydra.job.config_name, overrides=job)
+            validate(cfg)
+            key = OmegaConf.to_yaml(cfg.dataset, resolve=True)
+            if key not in datasets_seen:
+                datasets_seen.add(key)
+                load_data(cfg, base_dir=base)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} {where}") from None
+        except Exception as exc:  # composition errors are reported by Hydra's sweeper too
+            raise ConfigError(f"{describe_hydra_error(exc)} {where}") from None
+    return len(jobs)
+
+
+class MlflowSweepCallback(Callback):
+    """Creates DB, experiment and the sweep's parent run before any job; closes it at the end."""
+
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.parent_id: str | None = None
+        self.uri: str | None = None
+        self.sweep_dir: Path | None = None
+        self.ended = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Launchers (joblib, submitit) pickle the Hydra context, callbacks included, into their
+        # worker processes: send no client (a live store connection), and the jobs never need it.
+        state = dict(self.__dict__)
+        state["client"] = None
+        return state
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra turns a callback's exceptions into warnings and goes on with the sweep, so a
+        # bad config or store must stop the process here: one line on stderr, exit code 2.
+        try:
+            self._start(config)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_CONFIG_ERROR) from None
+        except Exception:
+            log.exception("could not prepare MLflow for the sweep")
+            raise SystemExit(1) from None
+
+    def _start(self, config: DictConfig) -> None:
+        from ntk_sweep import tracking
+        from ntk_sweep.config import validate
+
+        validate(config)  # the base config: fails fast even for a non-basic sweeper
+        n_jobs = validate_sweep(config)
+        cwd = str(config.hydra.runtime.cwd)
+        uri = tracking.resolve_tracking_uri(config.tracking.uri, cwd)
+        tracking.check_tracking_uri(uri)
+        launcher = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
+        if "Slurm" in launcher and tracking.sqlite_path(uri) is not None:
+            log.warning(
+                "SLURM jobs write to the SQLite file %s: that is safe only if every job runs on "
+                "this machine's file system (never a network file system); use a tracking "
+                "server instead (tracking.uri=http://HOST:PORT)",
+                tracking.sqlite_path(uri),
+            )
+        self.client, experiment_id = tracking.open_store(
+            uri, str(config.tracking.experiment), config.tracking.artifact_location
+        )
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if not sweep_dir.is_absolute():
+            sweep_dir = Path(cwd) / sweep_dir
+        tags = {
+            tracking.ROLE_TAG: "sweep",
+            tracking.TAG + "sweep_dir": str(sweep_dir),
+            tracking.TAG + "overrides": " ".join(config.hydra.overrides.task),
+            tracking.TAG + "git_commit": tracking.git_commit(),
+            tracking.TAG + "n_jobs": str(n_jobs),
+            tracking.TAG + "force": str(bool(OmegaConf.select(config, "force", default=False))),
+        }
+        name = "sweep-" + datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        self.parent_id = tracking.create_run(self.client, experiment_id, name, tags)
+        tracking.write_parent_id(sweep_dir, self.parent_id)
+        self.uri, self.sweep_dir = uri, sweep_dir
+        self.ended = False
+        atexit.register(self._abandoned)
+        log.info("MLflow parent run %s (%s, %d jobs) in %s", self.parent_id, name, n_jobs, uri)
+
+    def _abandoned(self) -> None:
+        """At exit without on_multirun_end (Ctrl-C, SIGTERM, a job's exception): the sweep did
+        not complete, so its parent run must not stay RUNNING."""
+        from ntk_sweep import tracking
+
+        if self.ended or self.client is None or self.parent_id is None:
+            return
+        self.ended = True
+        try:
+            tracking.set_tag(
+                self.client,
+                self.parent_id,
+                tracking.FAILURE_TAG,
+                "the sweep stopped before all its jobs had run",
+            )
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+            pass
+        tracking.end_run(self.client, self.parent_id, "KILLED")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from ntk_sweep import tracking
+
+        if self.client is None or self.parent_id is None:
+            return
+        tracking.end_run(self.client, self.parent_id, "FINISHED")
+        self.ended = True
+        try:
+            tags = self.client.get_run(self.parent_id).data.tags
+            reused = sum(k.startswith(tracking.RESUMED_RUN_TAG) for k in tags)
+            if reused:
+                log.info(
+                    "resumed sweep: %d job(s) skipped, their earlier runs are part of sweep %s",
+                    reused,
+                    self.parent_id,
+                )
+        except Exception:  # noqa: BLE001 - information only
+            pass
+        if OmegaConf.select(config, "tracking.aggregate_on_end", default=False):
+            try:
+                from ntk_sweep.aggregate import aggregate_sweep
+
+                aggregate_sweep(
+                    tracking_uri=self.uri,
+                    experiment=str(config.tracking.experiment),
+                    sweep_id=self.parent_id,
+                    out_dir=self.sweep_dir / "aggregate",
+                )
+            except Exception as exc:  # the sweep itself succeeded; report and go on
+                log.error("aggregation after the sweep failed: %s", exc)

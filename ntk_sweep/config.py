@@ -1,0 +1,459 @@
+"""Configuration schema of the sweep app: types, allowed values and validation, declared once.
+
+The dataclasses below are registered in Hydra's ConfigStore (`register_configs`), so a value of
+the wrong type (`width=abc`) fails while Hydra composes the config. Ranges and allowed values
+live next to each field (the `rule` metadata) and are checked by `validate(cfg)`, which raises
+`ConfigError` with one line naming the dotted field, the bad value and what is allowed, e.g.
+`model.width=0 is invalid: expected an integer >= 1`. The allowed activations,
+parameterizations, dtypes and datasets come from the numerical core and the datasets module;
+the dataset schemas are generated from `datasets.DATASET_OPTIONS` (types from the defaults).
+
+`describe_hydra_error(exc)` turns Hydra's own composition errors (unknown config group option,
+value of the wrong type, unknown key, malformed override) into the same one-line form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+from ntk_sweep.datasets import DATASET_OPTIONS, DATASETS
+from ntk_sweep.network import ACTIVATIONS, BACKENDS, DTYPES, PARAMETERIZATIONS
+
+# The paper's snapshot steps (MATH.md section 1): always logged when <= train.steps.
+PAPER_SNAPSHOT_STEPS = (2, 20, 100, 500, 1000, 3000)
+ANALYTIC_CHOICES = ("auto", "true", "false")
+PROGRESS_CHOICES = ("auto", "true", "false")
+# Where a closed-form infinite-width NTK exists (kernels.has_analytic_ntk; kept in sync by a test).
+ANALYTIC_ACTIVATIONS = ("relu", "erf", "linear")
+ANALYTIC_PARAMETERIZATIONS = ("ntk",)
+
+
+class ConfigError(ValueError):
+    """An invalid configuration. `str(err)` is one line naming the field and what is allowed."""
+
+
+class TrackingError(ConfigError):
+    """The tracking store is malformed, unreachable or unwritable (one line)."""
+
+
+# --------------------------------------------------------------------------- rules
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Allowed values of one field: an integer/number range or a set of choices."""
+
+    kind: str  # "int", "float", "choice", "int_list", "str"
+    minimum: float | None = None
+    strict: bool = False  # minimum excluded
+    choices: tuple[str, ...] = ()
+    nullable: bool = False
+
+    def describe(self) -> str:
+        if self.kind == "int":
+            return f"an integer >= {int(self.minimum)}"
+        if self.kind == "float":
+            op = ">" if self.strict else ">="
+            return f"a finite number {op} {self.minimum:g}"
+        if self.kind == "choice":
+            return f"one of {', '.join(self.choices)}"
+        if self.kind == "int_list":
+            return f"a list of integers >= {int(self.minimum)}"
+        return "a non-empty string" + (" or null" if self.nullable else "")
+
+    def check(self, value: Any) -> bool:
+        if value is None:
+            return self.nullable
+        if self.kind == "int":
+            return _is_int(value) and value >= self.minimum
+        if self.kind == "float":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return False
+            ok = math.isfinite(value)
+            return ok and (value > self.minimum if self.strict else value >= self.minimum)
+        if self.kind == "choice":
+            return isinstance(value, str) and value in self.choices
+        if self.kind == "int_list":
+            return isinstance(value, list | tuple) and all(
+                _is_int(v) and v >= self.minimum for v in value
+            )
+        return isinstance(value, str) and value.strip() != ""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def rule(kind: str, **kwargs: Any) -> dict[str, Rule]:
+    return {"rule": Rule(kind, **kwargs)}
+
+
+def _f(default: Any, kind: str, **kwargs: Any) -> Any:
+    """A dataclass field with a default (mutable defaults via factory) and a validation rule."""
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=rule(kind, **kwargs))
+    return field(default=default, metadata=rule(kind, **kwargs))
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@dataclass
+class ModelConfig:
+    """The MLP (ntk_sweep.network.MLP). width/depth default to the top-level shortcuts."""
+
+    width: int = _f("${width}", "int", minimum=1)
+    depth: int = _f("${depth}", "int", minimum=1)
+    activation: str = _f("relu", "choice", choices=ACTIVATIONS)
+    parameterization: str = _f("ntk", "choice", choices=PARAMETERIZATIONS)
+    sigma_w: float = _f(1.0, "float", minimum=0.0, strict=True)
+    sigma_b: float = _f(1.0, "float", minimum=0.0)
+    dtype: str = _f("float64", "choice", choices=DTYPES)
+
+
+@dataclass
+class TrainConfig:
+    """Full-batch gradient descent and what is measured along the way."""
+
+    lr: float = _f("${lr}", "float", minimum=0.0, strict=True)
+    steps: int = _f(3000, "int", minimum=1)
+    # About this many geometrically spaced log steps from 0 to `steps`, plus `snapshot_steps`.
+    n_log_points: int = _f(20, "int", minimum=2)
+    snapshot_steps: list[int] = _f(list(PAPER_SNAPSHOT_STEPS), "int_list", minimum=0)
+    fig8_step: int = _f(500, "int", minimum=0)  # clamped to the nearest log step
+    # auto: use the infinite-width NTK where it is defined; true: require it; false: skip it.
+    analytic: str = _f("auto", "choice", choices=ANALYTIC_CHOICES)
+    # The test-input kernel (drift/distance on test inputs) uses at most this many test points.
+    test_kernel_points: int = _f(64, "int", minimum=1)
+    # GD implementation (network.gd_trajectory): auto | numpy | fused (one hidden layer, numba).
+    backend: str = _f("auto", "choice", choices=BACKENDS)
+
+
+@dataclass
+class TrackingConfig:
+    """Where and how runs are recorded. Excluded from the config hash (does not change results)."""
+
+    uri: str | None = _f(None, "str", nullable=True)  # > $MLFLOW_TRACKING_URI > ./mlflow.db
+    experiment: str = _f("ntk-sweep", "str")
+    artifact_location: str | None = _f(None, "str", nullable=True)  # default: next to the db
+    run_name: str | None = _f(None, "str", nullable=True)  # default: the job's overrides
+    figures: bool = True
+    progress: str = _f("auto", "choice", choices=PROGRESS_CHOICES)  # auto: when stderr is a tty
+    aggregate_on_end: bool = False
+    # A sweep job RUNNING without a heartbeat for this long is dead (resume re-runs it).
+    stale_after_s: float = _f(120.0, "float", minimum=0.0, strict=True)
+
+
+@dataclass
+class DatasetConfig:
+    """Base of the generated per-dataset schemas: `name` plus the dataset's options."""
+
+    name: str = MISSING
+    seed: int = _f("${seed}", "int", minimum=0)  # data seed (defaults to the run's seed)
+
+
+@dataclass
+class Config:
+    """The root config. `width`, `depth`, `lr`, `seed` are the command-line shortcuts."""
+
+    dataset: Any = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    width: int = _f(1000, "int", minimum=1)
+    depth: int = _f(1, "int", minimum=1)
+    lr: float = _f(0.1, "float", minimum=0.0, strict=True)
+    seed: int = _f(0, "int", minimum=0)
+    # Sweeps resume: a job whose config already FINISHED is skipped. force=true runs it anyway.
+    force: bool = False
+
+
+def _dataset_schema(name: str, options: dict[str, Any]) -> type:
+    """A dataclass for dataset `name`: typed fields for its options (types from the defaults)."""
+    fields: list[tuple[str, Any, Any]] = [("name", str, field(default=name))]
+    for option, default in options.items():
+        if isinstance(default, bool):
+            typ: Any = bool
+        elif isinstance(default, int):
+            typ = int
+        elif isinstance(default, float):
+            typ = float
+        elif isinstance(default, str):
+            typ = str
+        else:  # None (required / not set) or a list: anything, checked by load_dataset
+            typ = Any
+        fields.append((option, typ, field(default=default)))
+    return dataclasses.make_dataclass(
+        f"{name.title().replace('_', '')}Dataset", fields, bases=(DatasetConfig,)
+    )
+
+
+DATASET_SCHEMAS: dict[str, type] = {n: _dataset_schema(n, DATASET_OPTIONS[n]) for n in DATASETS}
+SCHEMA_SUFFIX = "_schema"
+
+_registered = False
+
+
+def register_configs() -> None:
+    """Register the schemas in Hydra's ConfigStore (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for name, schema in DATASET_SCHEMAS.items():
+        cs.store(group="dataset", name=f"{name}{SCHEMA_SUFFIX}", node=schema)
+    _registered = True
+
+
+register_configs()
+
+
+# --------------------------------------------------------------------------- rules table
+
+
+def _rules_of(schema: type, prefix: str) -> list[tuple[str, Rule]]:
+    out = []
+    for f in dataclasses.fields(schema):
+        if "rule" in f.metadata:
+            out.append((f"{prefix}{f.name}", f.metadata["rule"]))
+    return out
+
+
+def validation_rules() -> list[tuple[str, str]]:
+    """(dotted field, what is allowed) for every validated field: the documented table."""
+    rows = [(k, r.describe()) for k, r in _rules_of(Config, "")]
+    for section, schema in (("model", ModelConfig), ("train", TrainConfig)):
+        rows += [(k, r.describe()) for k, r in _rules_of(schema, f"{section}.")]
+    rows += [(k, r.describe()) for k, r in _rules_of(TrackingConfig, "tracking.")]
+    rows.append(("dataset", f"one of {', '.join(DATASETS)}"))
+    rows.append(("dataset.seed", "an integer >= 0"))
+    rows.append(("dataset.<option>", "checked by ntk_sweep.datasets.load_dataset"))
+    return rows
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, str):
+        return value if value else "''"
+    if value is None:
+        return "null"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_fmt(v) for v in value) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def invalid(key: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"{key}={_fmt(value)} is invalid: expected {allowed}")
+
+
+def _value(node: DictConfig, key: str, dotted: str) -> Any:
+    try:
+        value = node[key]
+    except Exception as exc:  # unresolvable interpolation, missing value
+        raise ConfigError(f"{dotted} could not be resolved: {_first_line(exc)}") from None
+    if isinstance(value, ListConfig | DictConfig):
+        value = OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _check_section(node: DictConfig, schema: type, prefix: str) -> None:
+    for key, r in _rules_of(schema, ""):
+        if key not in node:
+            continue
+        value = _value(node, key, f"{prefix}{key}")
+        if r.kind == "choice" and str(value) in ("True", "False"):  # CLI true -> str "True"
+            value = str(value).lower()
+        if not r.check(value):
+            raise invalid(f"{prefix}{key}", value, r.describe())
+
+
+def analytic_enabled(cfg: DictConfig) -> bool:
+    """Whether the run computes the infinite-width NTK (train.analytic and the model)."""
+    mode = str(cfg.train.analytic).lower()
+    defined = (
+        cfg.model.activation in ANALYTIC_ACTIVATIONS
+        and cfg.model.parameterization in ANALYTIC_PARAMETERIZATIONS
+    )
+    return mode == "true" or (mode == "auto" and defined)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every field against its rule and the cross-field constraints.
+
+    Raises ConfigError (one line). Dataset options are checked by `load_data`.
+    """
+    _check_section(cfg, Config, "")
+    _check_section(cfg.model, ModelConfig, "model.")
+    _check_section(cfg.train, TrainConfig, "train.")
+    _check_section(cfg.tracking, TrackingConfig, "tracking.")
+    ds = cfg.dataset
+    if not isinstance(ds, DictConfig) or "name" not in ds:
+        raise ConfigError(f"dataset is missing: expected one of {', '.join(DATASETS)}")
+    name = _value(ds, "name", "dataset.name")
+    if name not in DATASETS:
+        raise invalid("dataset.name", name, f"one of {', '.join(DATASETS)}")
+    schema = OmegaConf.get_type(ds)
+    if schema in DATASET_SCHEMAS.values() and schema is not DATASET_SCHEMAS[name]:
+        chosen = next(k for k, v in DATASET_SCHEMAS.items() if v is schema)
+        raise ConfigError(
+            f"dataset.name={name} does not match the selected dataset {chosen}: choose a "
+            f"dataset with dataset={name}, not dataset.name={name}"
+        )
+    seed = _value(ds, "seed", "dataset.seed") if "seed" in ds else 0
+    if not Rule("int", minimum=0).check(seed):
+        raise invalid("dataset.seed", seed, "an integer >= 0")
+
+    if cfg.train.backend == "fused":
+        from ntk_sweep.network import fused_available
+
+        if cfg.model.depth != 1:
+            raise ConfigError(
+                f"train.backend=fused is invalid with model.depth={cfg.model.depth}: the fused "
+                "step needs one hidden layer (use train.backend=auto or numpy)"
+            )
+        if not fused_available():
+            raise ConfigError(
+                "train.backend=fused is invalid here: numba is not installed "
+                "(use train.backend=auto or numpy)"
+            )
+
+    analytic = str(cfg.train.analytic).lower()
+    if analytic == "true":
+        act, par = cfg.model.activation, cfg.model.parameterization
+        if act not in ANALYTIC_ACTIVATIONS:
+            raise ConfigError(
+                f"train.analytic=true is invalid with model.activation={act}: the "
+                f"infinite-width NTK has a closed form only for activation "
+                f"{', '.join(ANALYTIC_ACTIVATIONS)} (use train.analytic=auto or false)"
+            )
+        if par not in ANALYTIC_PARAMETERIZATIONS:
+            raise ConfigError(
+                f"train.analytic=true is invalid with model.parameterization={par}: the "
+                f"infinite-width NTK is defined only for parameterization "
+                f"{', '.join(ANALYTIC_PARAMETERIZATIONS)} (use train.analytic=auto or false)"
+            )
+
+
+def dataset_options(cfg: DictConfig) -> tuple[str, int, dict[str, Any]]:
+    """(name, data seed, options for load_dataset) of the config's dataset."""
+    ds = OmegaConf.to_container(cfg.dataset, resolve=True)
+    assert isinstance(ds, dict)
+    name = ds.pop("name")
+    seed = int(ds.pop("seed", 0))
+    return name, seed, ds
+
+
+def load_data(cfg: DictConfig, base_dir: str | None = None):
+    """Load the dataset of `cfg`; its option errors become one-line ConfigErrors.
+
+    A relative csv `path` is taken relative to `base_dir` (the launch directory).
+    """
+    import os
+
+    from ntk_sweep.datasets import load_dataset
+
+    name, seed, options = dataset_options(cfg)
+    path = options.get("path")
+    if base_dir and isinstance(path, str) and path.strip():
+        options["path"] = os.path.join(base_dir, os.path.expanduser(path.strip()))
+    try:
+        return load_dataset(name, seed=seed, **options)
+    except ValueError as exc:
+        raise ConfigError(_dataset_message(name, options, exc)) from None
+
+
+def _dataset_message(name: str, options: dict[str, Any], exc: Exception) -> str:
+    msg = _first_line(exc)
+    for option in sorted(options, key=len, reverse=True):
+        if re.match(rf"{re.escape(option)}\b", msg):
+            return f"dataset.{msg} (dataset={name})"
+    return f"dataset={name} is invalid: {msg}"
+
+
+# --------------------------------------------------------------------------- log steps
+
+
+def compute_log_steps(
+    steps: int, n_points: int = 20, snapshot_steps: tuple[int, ...] | list[int] = ()
+) -> list[int]:
+    """Union of ~n_points geometric steps from 0 to `steps` and the snapshot steps <= steps."""
+    geo = np.unique(np.round(np.geomspace(1, steps, max(n_points - 1, 1))).astype(int))
+    chosen = {0, int(steps), *(int(s) for s in geo)}
+    chosen |= {int(s) for s in snapshot_steps if 0 <= int(s) <= steps}
+    return sorted(chosen)
+
+
+def nearest_step(log_steps: list[int], step: int) -> int:
+    """The logged step closest to `step` (the earlier one on a tie)."""
+    return min(log_steps, key=lambda s: (abs(s - step), s))
+
+
+# --------------------------------------------------------------------------- hydra errors
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+_TYPE_NAMES = {
+    "Integer": "an integer",
+    "Float": "a number",
+    "Boolean": "true or false",
+    "String": "a string",
+}
+
+
+def describe_hydra_error(exc: BaseException) -> str:
+    """One line for a Hydra/OmegaConf composition error, naming the field and what is allowed."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(exc, ConfigError):
+        return _first_line(exc)
+    if isinstance(exc, MissingConfigException):
+        missing = exc.missing_cfg_file or ""
+        options = [o for o in (exc.options or []) if not o.endswith(SCHEMA_SUFFIX)]
+        if "/" in missing and options:
+            group, name = missing.rsplit("/", 1)
+            return f"{group}={name} is invalid: expected one of {', '.join(sorted(options))}"
+        return _one_line(str(exc).split("\n\n")[0])
+    if isinstance(exc, OverrideParseException):
+        return f"cannot parse override '{exc.override}': {_one_line(exc.message)}"
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, OmegaConfBaseException):
+        key = getattr(cause, "full_key", None)
+        text = str(cause).split("\n")[0].strip()
+        m = re.search(r"Error merging override (\S+)", str(exc))
+        override = m.group(1) if m else None
+        conv = re.search(r"could not be converted to (\w+)", text)
+        if key and (conv or "is not a valid bool" in text):
+            value = override.split("=", 1)[1] if override and "=" in override else "?"
+            expected = _TYPE_NAMES.get(conv.group(1), conv.group(1)) if conv else "true or false"
+            return f"{key}={value} is invalid: expected {expected} ({text})"
+        if "not in struct" in text or "Key '" in text:
+            m2 = re.search(r"Could not override '([^']+)'", str(exc))
+            target = m2.group(1) if m2 else key
+            return f"{target}: no such config field ({text})"
+        return _one_line(f"{_first_line(exc)}: {text}")
+    text = str(exc)
+    m = re.search(r"Could not override '([^']+)'", text)
+    if m:
+        return f"{m.group(1)}: no such config field ({_one_line(text.splitlines()[-1])})"
+    return _one_line(text)

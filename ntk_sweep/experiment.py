@@ -1,0 +1,781 @@
+"""One run of the sweep app: train a network, its linearisation and the kernel predictions side
+by side, measure how far they drift apart, and record everything in MLflow.
+
+`run_experiment(cfg)` is a plain function (run.py's `@hydra.main` only calls it). Order:
+`preflight` (validate the config, load the dataset, check the tracking store: all before any
+training, each failure a one-line ConfigError/TrackingError); in a multirun, resume (skip the job
+if its config fingerprint already FINISHED, mark runs whose heartbeat stopped KILLED); create the
+run (a heartbeat thread refreshes tag `ntk_sweep.heartbeat` while it lives), then
+
+1. at init: empirical NTK on train inputs, on (train, test) and on a test subsample, its
+   spectrum, 2N/lambda_max, the infinite-width NTK where defined, and the kernel predictions of
+   MATH.md section 4 (discrete GD, spectral) at every log step, plus the kernel machines;
+2. full-batch GD of the network and of its linearisation (`network.gd_trajectory`); at each
+   log step every metric of docs/metrics.md, sent in one `log_batch` request;
+3. artifacts: resolved config, Hydra's .hydra files, arrays/ntk.npz, figures/*.png.
+
+A NaN/inf loss stops the run, marks it FAILED with `ntk_sweep.failure_reason` and returns
+(so a sweep goes on); Ctrl-C or SIGTERM marks it KILLED, keeping what was logged, and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from ntk_sweep import tracking
+from ntk_sweep.config import (
+    analytic_enabled,
+    compute_log_steps,
+    load_data,
+    nearest_step,
+    validate,
+)
+
+log = logging.getLogger(__name__)
+
+PROGRESS_DELAY_S = 3.0  # show the progress bar once a run has taken this long
+PROGRESS_TICKS = 200  # progress / interrupt granularity, in fractions of the run
+
+
+class Killed(BaseException):
+    """Raised by the SIGTERM handler inside a run (a BaseException, like KeyboardInterrupt)."""
+
+
+# --------------------------------------------------------------------------- job context
+
+
+@dataclass
+class JobContext:
+    output_dir: Path
+    launch_dir: str
+    multirun: bool = False
+    sweep_dir: str | None = None
+    job_num: int = 0
+    overrides: list[str] = field(default_factory=list)
+    hydra_files: Path | None = None
+    sweeper_params: dict[str, Any] = field(default_factory=dict)
+
+
+def job_context(output_dir: str | Path | None = None) -> JobContext:
+    """What Hydra knows about this job; outside Hydra, `output_dir` (or a temp dir) and cwd."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        out = Path(output_dir or hc.runtime.output_dir)
+        cwd = str(hc.runtime.cwd)
+        sweep_dir = str(hc.sweep.dir) if hc.sweep.dir else None
+        if sweep_dir and not os.path.isabs(sweep_dir):
+            sweep_dir = os.path.join(cwd, sweep_dir)
+        # a multirun job: its output dir lies in the sweep dir where the callback left the id
+        multirun = bool(
+            sweep_dir
+            and Path(out).resolve().is_relative_to(Path(sweep_dir).resolve())
+            and (Path(sweep_dir) / tracking.PARENT_ID_FILE).is_file()
+        )
+        subdir = hc.output_subdir
+        params = OmegaConf.select(hc, "sweeper.params", default=None)
+        return JobContext(
+            output_dir=out,
+            launch_dir=cwd,
+            multirun=multirun,
+            sweep_dir=sweep_dir if multirun else None,
+            job_num=int(OmegaConf.select(hc, "job.num", default=0) or 0),
+            overrides=list(hc.overrides.task),
+            hydra_files=(out / subdir) if subdir else None,
+            sweeper_params=OmegaConf.to_container(params) if params else {},
+        )
+    out = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="ntk-sweep-"))
+    return JobContext(output_dir=out, launch_dir=os.getcwd())
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _rms(a: np.ndarray) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    return float(np.sqrt(np.mean(a * a)))
+
+
+def _mse_half(f: np.ndarray, y: np.ndarray) -> float:
+    r = np.asarray(f, dtype=np.float64) - y
+    return float(r @ r) / (2 * len(r))
+
+
+def test_kernel_index(n_test: int, max_points: int) -> np.ndarray:
+    """Evenly spaced subsample (deterministic) of the test inputs for the test-input kernel."""
+    if n_test <= max_points:
+        return np.arange(n_test)
+    return np.unique(np.round(np.linspace(0, n_test - 1, max_points)).astype(int))
+
+
+@contextlib.contextmanager
+def _log_warnings() -> Iterator[None]:
+    """Route warnings of the numerical core to this module's log, once per message."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    seen = set()
+    for w in caught:
+        msg = str(w.message)
+        if msg not in seen:
+            seen.add(msg)
+            log.warning("%s", msg)
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into a `Killed` exception for the duration of a run (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise Killed(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Progress:
+    """Progress of a run, shown once it has lasted a few seconds: a carriage-return bar on
+    stderr (`mode="bar"`), or a log line every `LOG_EVERY_S` seconds (`mode="log"`, for
+    non-terminals such as SLURM logs), or nothing (`mode="off"`)."""
+
+    LOG_EVERY_S = 30.0
+
+    def __init__(self, total: int, label: str, mode: str) -> None:
+        self.total, self.label, self.mode = max(total, 1), label, mode
+        self.start = self.last = time.monotonic()
+        self.shown = False
+
+    def _text(self, step: int, now: float) -> str:
+        frac = min(step / self.total, 1.0)
+        elapsed = now - self.start
+        eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
+        return f"{step}/{self.total} steps {100 * frac:3.0f}%  {elapsed:5.1f}s  ETA {eta:5.1f}s"
+
+    def update(self, step: int, force: bool = False) -> None:
+        if self.mode == "off":
+            return
+        now = time.monotonic()
+        every = 0.25 if self.mode == "bar" else self.LOG_EVERY_S
+        if now - self.start < PROGRESS_DELAY_S or (now - self.last < every and not force):
+            return
+        self.last = now
+        if self.mode == "log":
+            if not force:
+                log.info("%s: %s", self.label, self._text(step, now))
+            return
+        self.shown = True
+        bar = "#" * int(30 * min(step / self.total, 1.0))
+        sys.stderr.write(f"\r{self.label} [{bar:<30}] {self._text(step, now)} ")
+        sys.stderr.flush()
+
+    def close(self, step: int) -> None:
+        if self.shown:
+            self.update(step, force=True)
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+class _Closer:
+    """Ends the progress bar's line however the training loop exits."""
+
+    def __init__(self, progress: Progress, step) -> None:
+        self.progress, self.step = progress, step
+
+    def close(self) -> None:
+        self.progress.close(self.step())
+
+
+def _progress_mode(setting: Any) -> str:
+    """tracking.progress: true -> bar, false -> off, auto -> bar on a terminal, else log."""
+    s = str(setting).lower()
+    if s == "true":
+        return "bar"
+    if s == "false":
+        return "off"
+    return "bar" if sys.stderr.isatty() else "log"
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class RunOutcome:
+    status: str  # FINISHED or FAILED
+    final_step: int
+    final_metrics: dict[str, float]
+    init_metrics: dict[str, float]
+    failure_reason: str = ""
+    train_time_s: float = 0.0
+    figures_time_s: float = 0.0
+    figure_names: list[str] = field(default_factory=list)
+
+
+def build_network(cfg: DictConfig, input_dim: int):
+    from ntk_sweep.network import MLP
+
+    m = cfg.model
+    return MLP(
+        input_dim=input_dim,
+        width=int(m.width),
+        depth=int(m.depth),
+        activation=str(m.activation),
+        parameterization=str(m.parameterization),
+        sigma_w=float(m.sigma_w),
+        sigma_b=float(m.sigma_b),
+        dtype=str(m.dtype),
+    )
+
+
+def preflight(cfg: DictConfig, launch_dir: str | None = None):
+    """Every check that must pass before anything is recorded or trained, in order: the config's
+    fields (`validate`), the dataset (`load_data`), the network, the tracking URI (malformed ->
+    ConfigError) and the store (unreachable / unwritable -> TrackingError). Each failure is one
+    line; nothing is created in the store (an SQLite database's folder at most).
+
+    Returns (dataset, network, absolute tracking URI). run.py, sweep validation and the tests
+    all go through here.
+    """
+    base = launch_dir or os.getcwd()
+    cfg = _without_hydra(cfg)
+    validate(cfg)
+    data = load_data(cfg, base_dir=base)
+    net = build_network(cfg, data.input_dim)
+    uri = tracking.resolve_tracking_uri(cfg.tracking.uri, base)
+    tracking.check_tracking_uri(uri)
+    return data, net, uri
+
+
+def run_experiment(cfg: DictConfig, output_dir: str | Path | None = None) -> dict[str, Any]:
+    """Run one configuration end to end and return a summary dict (see module docstring).
+
+    Raises ConfigError / TrackingError (one line) before creating any run; re-raises
+    KeyboardInterrupt, and turns SIGTERM into SystemExit(143), after marking the run KILLED.
+
+    A multirun job resumes (unless `force=true`): if a run with the same config fingerprint
+    already FINISHED in the experiment, or is RUNNING with a fresh heartbeat, the job is skipped
+    (status "SKIPPED", `run_id` = that run, recorded on the sweep's parent run as tag
+    `ntk_sweep.resumed_run.<job num>`); RUNNING runs without a heartbeat for
+    `tracking.stale_after_s` are marked KILLED and the job runs anew.
+    """
+    t_start = time.perf_counter()
+    cfg = _without_hydra(cfg)
+    ctx = job_context(output_dir)
+    data, net, uri = preflight(cfg, ctx.launch_dir)
+    if ctx.sweeper_params and not ctx.multirun:
+        log.warning(
+            "this config defines a sweep (hydra.sweeper.params) but runs as a single job: "
+            "add -m to run the sweep"
+        )
+    client, experiment_id = tracking.open_store(
+        uri, str(cfg.tracking.experiment), cfg.tracking.artifact_location
+    )
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    parent_id = tracking.read_parent_id(ctx.sweep_dir) if ctx.multirun else ""
+    run_name = cfg.tracking.run_name or tracking.run_name_from_overrides(ctx.overrides) or None
+    chash = tracking.config_hash(container)
+    base_summary = {
+        "run_name": run_name,
+        "experiment_id": experiment_id,
+        "tracking_uri": uri,
+        "parent_run_id": parent_id,
+        "output_dir": str(ctx.output_dir),
+        "config_hash": chash,
+    }
+    stale_after = float(cfg.tracking.stale_after_s)
+    if ctx.multirun and not bool(cfg.get("force", False)):
+        skipped = _resume(client, experiment_id, chash, stale_after, parent_id, ctx.job_num)
+        if skipped is not None:
+            return {**base_summary, **skipped, "total_time_s": time.perf_counter() - t_start}
+    tags = {
+        tracking.ROLE_TAG: "job",
+        tracking.TAG + "sweep_id": parent_id,
+        tracking.TAG + "git_commit": tracking.git_commit(),
+        tracking.TAG + "job_num": str(ctx.job_num),
+        tracking.TAG + "output_dir": str(Path(ctx.output_dir).resolve()),
+        tracking.TAG + "overrides": " ".join(ctx.overrides),
+        tracking.CONFIG_HASH_TAG: chash,
+        **tracking.host_tags(),
+        **tracking.heartbeat_tags(),
+    }
+    with _sigterm_raises():
+        run_id = tracking.create_run(client, experiment_id, run_name, tags, parent_id or None)
+        log.info("MLflow run %s (%s) in %s", run_id, run_name or "unnamed", uri)
+        with tracking.Heartbeat(client, run_id, tracking.heartbeat_interval(stale_after)):
+            outcome = _run_and_close(cfg, data, net, client, run_id, ctx)
+    status = outcome.status
+
+    summary = {
+        **base_summary,
+        "run_id": run_id,
+        "status": status,
+        "final_step": outcome.final_step,
+        "failure_reason": outcome.failure_reason,
+        "metrics": {**outcome.init_metrics, **outcome.final_metrics},
+        "train_time_s": outcome.train_time_s,
+        "figures_time_s": outcome.figures_time_s,
+        "total_time_s": time.perf_counter() - t_start,
+    }
+    print(format_summary(cfg, data, net, summary), flush=True)
+    return summary
+
+
+def _resume(
+    client, experiment_id: str, chash: str, stale_after_s: float, parent_id: str, job_num: int
+) -> dict[str, Any] | None:
+    """Apply `tracking.plan_resume` for this job: mark dead runs KILLED; if the job is to be
+    skipped, record the reused run on the parent and return the (partial) summary, else None."""
+    runs = tracking.runs_with_hash(client, experiment_id, chash)
+    plan = tracking.plan_resume(runs, time.time(), stale_after_s)
+    for run in plan.dead:
+        tracking.mark_dead(client, run)
+        log.warning(
+            "run %s was RUNNING without a heartbeat for over %gs (%s): marked KILLED",
+            run.info.run_id,
+            stale_after_s,
+            tracking.DEAD_REASON,
+        )
+    if plan.action == "run":
+        return None
+    if plan.action == "finished":
+        message = f"skipped: finished run {plan.run_id} has this config"
+        log.info("%s (force=true runs it again)", message)
+    else:
+        where = next(r for r in runs if r.info.run_id == plan.run_id).data.tags
+        message = (
+            f"skipped: run {plan.run_id} with this config is still RUNNING (heartbeat within "
+            f"{stale_after_s:g}s; host {where.get(tracking.TAG + 'host', '?')}, pid "
+            f"{where.get(tracking.TAG + 'pid', '?')}): not started twice"
+        )
+        log.warning("%s", message)
+    if parent_id:
+        tracking.set_tag(client, parent_id, f"{tracking.RESUMED_RUN_TAG}{job_num}", plan.run_id)
+    return {
+        "run_id": plan.run_id,
+        "status": "SKIPPED",
+        "skipped_reason": message,
+        "final_step": 0,
+        "failure_reason": "",
+        "metrics": {},
+        "train_time_s": 0.0,
+        "figures_time_s": 0.0,
+    }
+
+
+def _run_and_close(cfg, data, net, client, run_id: str, ctx: JobContext) -> RunOutcome:
+    """Train and record into run `run_id`, then mark it FINISHED / FAILED / KILLED.
+
+    Ctrl-C re-raises KeyboardInterrupt and SIGTERM (inside `_sigterm_raises`) exits with
+    SystemExit(143), both after marking the run KILLED; any other exception marks it FAILED
+    with the reason as a tag and propagates.
+    """
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    container.pop("force", None)  # how to launch, not what was run
+    try:
+        tracking.log_params(client, run_id, tracking.flatten(container))
+        client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
+        if ctx.hydra_files is not None and ctx.hydra_files.is_dir():
+            tracking.log_artifacts(client, run_id, ctx.hydra_files, "hydra")
+        outcome = _train_and_record(cfg, data, net, client, run_id, ctx)
+    except (KeyboardInterrupt, Killed) as exc:
+        what = "SIGTERM" if isinstance(exc, Killed) else "KeyboardInterrupt (Ctrl-C)"
+        tracking.set_tag(client, run_id, tracking.FAILURE_TAG, f"killed by {what}")
+        log.error("run %s interrupted by %s: marked KILLED", run_id, what)
+        tracking.end_run(client, run_id, "KILLED")
+        if isinstance(exc, Killed):
+            raise SystemExit(128 + signal.SIGTERM) from None
+        raise
+    except BaseException as exc:
+        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]
+        tracking.set_tag(client, run_id, tracking.FAILURE_TAG, reason)
+        tracking.end_run(client, run_id, "FAILED")
+        raise
+    tracking.end_run(client, run_id, outcome.status)
+    return outcome
+
+
+def _without_hydra(cfg: DictConfig) -> DictConfig:
+    if "hydra" not in cfg:
+        return cfg
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return cfg
+
+
+def _train_and_record(cfg, data, net, client, run_id: str, ctx: JobContext) -> RunOutcome:
+    from ntk_sweep import dynamics, kernels
+    from ntk_sweep.network import (
+        Linearization,
+        forward,
+        gd_trajectory,
+        init_params,
+        param_movement,
+    )
+
+    t0 = time.perf_counter()
+    steps = int(cfg.train.steps)
+    lr = float(cfg.train.lr)
+    lr_eff = lr * net.lr_scale
+    log_steps = compute_log_steps(steps, int(cfg.train.n_log_points), cfg.train.snapshot_steps)
+    x, y = data.x_train, data.y_train
+    x_test, y_test = data.x_test, data.y_test
+    n, m = len(x), len(x_test)
+    sub = test_kernel_index(m, int(cfg.train.test_kernel_points))
+    x_sub = x_test[sub]
+    use_analytic = analytic_enabled(cfg) and kernels.has_analytic_ntk(net)
+
+    # ---------------------------------------------------------------- init
+    params0 = init_params(net, int(cfg.seed))
+    with _log_warnings():
+        k0 = kernels.empirical_ntk(net, params0, x)
+        k0_test = kernels.empirical_ntk(net, params0, x_sub)
+        k0_test_train = kernels.empirical_ntk(net, params0, x_test, x)
+        f0_train = forward(net, params0, x)
+        f0_test = forward(net, params0, x_test)
+        spec = dynamics.kernel_spectrum(k0)
+        lr_max = 2 * n / spec.lambda_max
+        f_kernel_train, f_kernel_test = dynamics.kernel_predictions(
+            k0, k0_test_train, f0_train, f0_test, y, lr_eff, log_steps
+        )
+        km_emp = dynamics.kernel_regression(k0, k0_test_train, y)
+        k_an = f_an_train = f_an_test = km_an = None
+        init: dict[str, float] = {
+            "ntk_lambda_max": spec.lambda_max,
+            "ntk_lambda_min": spec.lambda_min,
+            "ntk_condition_number": spec.condition_number,
+            "ntk_rank": float(spec.rank),
+            "lr_max_stable": lr_max,
+            "lr_effective": lr_eff,
+        }
+        if use_analytic:
+            k_an = kernels.analytic_ntk(net, x)
+            k_an_test_train = kernels.analytic_ntk(net, x_test, x)
+            spec_an = dynamics.kernel_spectrum(k_an)
+            f_an_train, f_an_test = dynamics.kernel_predictions(
+                k_an, k_an_test_train, f0_train, f0_test, y, lr_eff, log_steps
+            )
+            km_an = dynamics.kernel_regression(k_an, k_an_test_train, y)
+            init.update(
+                ntk_analytic_lambda_max=spec_an.lambda_max,
+                ntk_analytic_lambda_min=spec_an.lambda_min,
+                ntk_analytic_condition_number=spec_an.condition_number,
+                ntk_analytic_vs_empirical=kernels.relative_difference(k0, k_an),
+            )
+    if lr_eff >= lr_max:
+        log.warning(
+            "lr_effective=%g exceeds 2N/lambda_max=%g of the initial NTK: gradient descent is "
+            "expected to diverge or leave the lazy regime (catapult)",
+            lr_eff,
+            lr_max,
+        )
+    if spec.rank < n:
+        log.warning(
+            "the initial NTK is singular (rank %d of %d, condition number %s): kernel "
+            "predictions use the spectral limit and the kernel machine a pseudo-inverse "
+            "(MATH.md s.3; the paper's sigma_b=0 setting is degenerate)",
+            spec.rank,
+            n,
+            spec.condition_number,
+        )
+
+    lin_test = Linearization(net, params0, x_test)
+    n_layers = net.n_layers
+    hist_names = [
+        "loss",
+        "loss_lin",
+        "loss_kernel",
+        "test_loss",
+        "kernel_drift",
+        "kernel_drift_test",
+        "kernel_distance",
+        "kernel_distance_test",
+        "lin_error_train",
+        "lin_error_test",
+        "kernel_pred_error_train",
+        "kernel_pred_error_test",
+        "analytic_pred_error_train",
+        "analytic_pred_error_test",
+        "param_movement",
+        *[f"param_movement_layer{i + 1}" for i in range(n_layers)],
+    ]
+    n_log = len(log_steps)
+    history = {k: np.full(n_log, np.nan) for k in hist_names}
+    f_test_hist = np.full((n_log, m), np.nan)
+    f_lin_test_hist = np.full((n_log, m), np.nan)
+    f_train_hist = np.full((n_log, n), np.nan)
+    f_lin_train_hist = np.full((n_log, n), np.nan)
+    index = {s: i for i, s in enumerate(log_steps)}
+
+    ticks = set(log_steps) | {int(round(steps * k / PROGRESS_TICKS)) for k in range(PROGRESS_TICKS)}
+    progress = Progress(steps, f"train {run_id[:8]}", _progress_mode(cfg.tracking.progress))
+    failure = ""
+    last_step = 0
+    k_last, k_last_test = k0, k0_test
+    final: dict[str, float] = {}
+    with (
+        np.errstate(over="ignore", invalid="ignore", divide="ignore"),
+        contextlib.closing(_Closer(progress, lambda: last_step)),
+    ):
+        for state in gd_trajectory(
+            net, params0, x, y, lr, steps, sorted(ticks), backend=str(cfg.train.backend)
+        ):
+            last_step = state.step
+            progress.update(state.step)
+            if state.diverged:
+                failure = (
+                    f"loss became {state.loss} at step {state.step} (diverged; lr_effective="
+                    f"{lr_eff:g}, 2N/lambda_max={lr_max:g})"
+                )
+                tracking.log_metrics(
+                    client, run_id, {"loss": state.loss, "loss_lin": state.loss_lin}, state.step
+                )
+                break
+            if state.step not in index:
+                continue
+            i = index[state.step]
+            f_test = forward(net, state.params, x_test)
+            f_lin_test = lin_test.predict(state.delta_lin)
+            k_t = k0 if state.step == 0 else kernels.empirical_ntk(net, state.params, x)
+            k_t_test = (
+                k0_test if state.step == 0 else kernels.empirical_ntk(net, state.params, x_sub)
+            )
+            total, per_layer = param_movement(state.params, params0)
+            mt: dict[str, float] = {
+                "loss": state.loss,
+                "loss_lin": state.loss_lin,
+                "loss_kernel": _mse_half(f_kernel_train[i], y),
+                "test_loss": _mse_half(f_test, y_test) if y_test is not None else math.nan,
+                "kernel_drift": kernels.kernel_drift(k_t, k0),
+                "kernel_drift_test": kernels.kernel_drift(k_t_test, k0_test),
+                "kernel_distance": kernels.kernel_distance(k_t, k0),
+                "kernel_distance_test": kernels.kernel_distance(k_t_test, k0_test),
+                "lin_error_train": _rms(state.f_train - state.f_lin_train),
+                "lin_error_test": _rms(f_test - f_lin_test),
+                "kernel_pred_error_train": _rms(state.f_train - f_kernel_train[i]),
+                "kernel_pred_error_test": _rms(f_test - f_kernel_test[i]),
+                "analytic_pred_error_train": (
+                    _rms(state.f_train - f_an_train[i]) if f_an_train is not None else math.nan
+                ),
+                "analytic_pred_error_test": (
+                    _rms(f_test - f_an_test[i]) if f_an_test is not None else math.nan
+                ),
+                "param_movement": total,
+            }
+            for layer, value in enumerate(per_layer):
+                mt[f"param_movement_layer{layer + 1}"] = value
+            for k, v in mt.items():
+                history[k][i] = v
+            f_test_hist[i], f_lin_test_hist[i] = f_test, f_lin_test
+            f_train_hist[i], f_lin_train_hist[i] = state.f_train, state.f_lin_train
+            tracking.log_metrics(
+                client,
+                run_id,
+                {**init, **mt} if i == 0 else mt,
+                state.step,
+                tags=tracking.heartbeat_tags(),
+            )
+            k_last, k_last_test, final = k_t, k_t_test, mt
+    train_time = time.perf_counter() - t0
+
+    if failure:
+        log.error("run %s FAILED: %s", run_id, failure)
+        tracking.set_tag(client, run_id, tracking.FAILURE_TAG, failure)
+        tracking.log_metrics(
+            client, run_id, {"train_time_s": train_time, "final_step": last_step}, last_step
+        )
+        return RunOutcome("FAILED", last_step, final, init, failure, train_time)
+
+    # ---------------------------------------------------------------- artifacts
+    out = Path(ctx.output_dir)
+    arrays = {
+        "x_train": x,
+        "y_train": y,
+        "x_test": x_test,
+        "steps": np.asarray(log_steps),
+        "ntk_init": k0,
+        "ntk_final": k_last,
+        "ntk_test_init": k0_test,
+        "ntk_test_final": k_last_test,
+        "test_kernel_index": sub,
+        "f_train": f_train_hist,
+        "f_lin_train": f_lin_train_hist,
+        "f_kernel_train": f_kernel_train,
+        "f_test": f_test_hist,
+        "f_lin_test": f_lin_test_hist,
+        "f_kernel_test": f_kernel_test,
+        "km_empirical_test": km_emp,
+    }
+    if y_test is not None:
+        arrays["y_test"] = y_test
+    if use_analytic:
+        arrays.update(
+            ntk_analytic=k_an,
+            f_analytic_train=f_an_train,
+            f_analytic_test=f_an_test,
+            km_analytic_test=km_an,
+        )
+    (out / "arrays").mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / "arrays" / "ntk.npz", **arrays)
+    tracking.log_artifact(client, run_id, out / "arrays" / "ntk.npz", "arrays")
+
+    figures_time = 0.0
+    names: list[str] = []
+    if cfg.tracking.figures:
+        t_fig = time.perf_counter()
+        snaps = [s for s in cfg.train.snapshot_steps if s <= steps] or list(log_steps)
+        record = {
+            "x_train": x,
+            "y_train": y,
+            "x_test": x_test,
+            "y_test": y_test,
+            "steps": np.asarray(log_steps),
+            "snapshot_steps": snaps,
+            "fig8_step": nearest_step(log_steps, int(cfg.train.fig8_step)),
+            "f_train": f_train_hist,
+            "f_test": f_test_hist,
+            "f_lin_test": f_lin_test_hist,
+            "f_kernel_test": f_kernel_test,
+            "f_analytic_test": f_an_test,
+            "km_empirical_test": km_emp,
+            "km_analytic_test": km_an,
+            "history": history,
+            "ntk_init": k0,
+            "ntk_final": k_last,
+            "ntk_analytic": k_an,
+            "lr": lr,
+            "lr_effective": lr_eff,
+            "n_train": n,
+            "meta": {
+                "width": net.width,
+                "depth": net.depth,
+                "lr": lr,
+                "seed": int(cfg.seed),
+                "activation": net.activation,
+                "parameterization": net.parameterization,
+                "dataset": data.name,
+                "sigma_b": net.sigma_b,
+            },
+        }
+        try:
+            names, failed = _save_figures(record, out / "figures")
+            tracking.log_artifacts(client, run_id, out / "figures", "figures")
+            if failed:
+                tracking.set_tag(client, run_id, tracking.TAG + "figures_failed", ",".join(failed))
+        except Exception as exc:  # a plotting bug must not fail a finished experiment
+            log.exception("figures failed: %s", exc)
+            tracking.set_tag(client, run_id, tracking.TAG + "figures_failed", repr(exc)[:500])
+        figures_time = time.perf_counter() - t_fig
+
+    tracking.log_metrics(
+        client,
+        run_id,
+        {"train_time_s": train_time, "final_step": last_step, "figures_time_s": figures_time},
+        last_step,
+    )
+    log_file = _job_log_file(ctx)
+    if log_file is not None:
+        tracking.log_artifact(client, run_id, log_file, "logs")
+    return RunOutcome("FINISHED", last_step, final, init, "", train_time, figures_time, names)
+
+
+def _save_figures(record: dict[str, Any], folder: Path) -> tuple[list[str], list[str]]:
+    """Render every figure to `folder`; returns (saved names, failed names). A figure that
+    cannot be drawn (e.g. values near the float range) is skipped with a logged error."""
+    from ntk_sweep.figures import run_figures
+
+    folder.mkdir(parents=True, exist_ok=True)
+    saved, failed = [], []
+    with _log_warnings():
+        figs = run_figures(record)
+        for name, fig in figs.items():
+            try:
+                fig.savefig(folder / f"{name}.png")
+                saved.append(name)
+            except Exception as exc:  # noqa: BLE001 - one bad figure must not stop the others
+                log.error("figure %s could not be drawn: %s: %s", name, type(exc).__name__, exc)
+                failed.append(name)
+    return sorted(saved), sorted(failed)
+
+
+def _job_log_file(ctx: JobContext) -> Path | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    path = Path(ctx.output_dir) / f"{HydraConfig.get().job.name}.log"
+    return path if path.is_file() and path.stat().st_size > 0 else None
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _g(value: Any, fmt: str = ".3g") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(float(value), fmt)
+
+
+def format_summary(cfg: DictConfig, data, net, s: dict[str, Any]) -> str:
+    """The one-screen end-of-run summary."""
+    mt = s["metrics"]
+
+    def g(key: str) -> str:
+        return _g(mt.get(key))
+
+    lines = [
+        f"=== ntk-sweep run {s['status']}: {s['run_name'] or '(no overrides)'} ===",
+        f"model     {net.activation} MLP, {net.parameterization} parameterization, depth "
+        f"{net.depth}, width {net.width}, sigma_w {net.sigma_w:g}, sigma_b {net.sigma_b:g} "
+        f"({net.dtype})",
+        f"data      {data.name}: {data.n_train} train / {data.n_test} test points, "
+        f"d={data.input_dim}",
+        f"training  {s['final_step']}/{cfg.train.steps} GD steps, lr {float(cfg.train.lr):g} "
+        f"(effective {g('lr_effective')}; 2N/lambda_max {g('lr_max_stable')}), "
+        f"{s['train_time_s']:.1f}s",
+        f"NTK init  lambda_max {g('ntk_lambda_max')}, lambda_min {g('ntk_lambda_min')}, "
+        f"condition {g('ntk_condition_number')}, analytic vs empirical "
+        f"{g('ntk_analytic_vs_empirical')}",
+    ]
+    if s["status"] == "FAILED":
+        lines.append(f"FAILED    {s['failure_reason']}")
+    else:
+        lines += [
+            f"loss      network {g('loss')} | linearised {g('loss_lin')} | kernel "
+            f"{g('loss_kernel')} | test {g('test_loss')}",
+            f"kernel    drift {g('kernel_drift')} (test {g('kernel_drift_test')}), distance "
+            f"{g('kernel_distance')} (test {g('kernel_distance_test')})",
+            f"net vs    linearised RMS {g('lin_error_train')} train / {g('lin_error_test')} "
+            f"test; kernel prediction {g('kernel_pred_error_test')} test; analytic "
+            f"{g('analytic_pred_error_test')} test",
+            f"params    moved {g('param_movement')} of their initial norm",
+        ]
+    lines += [
+        f"outputs   {s['output_dir']}",
+        f"tracking  {s['tracking_uri']} (experiment id {s['experiment_id']}, run {s['run_id']})",
+    ]
+    if s["tracking_uri"].startswith("sqlite:"):
+        lines.append(f"view      mlflow ui --backend-store-uri {s['tracking_uri']}")
+    return "\n".join(lines)

@@ -1,0 +1,64 @@
+"""ntk-sweep: `python run.py [overrides]` runs one configuration, `python run.py -m ...` a sweep.
+
+Examples:
+    python run.py experiment=paper
+    python run.py -m width=100,1000,10000 seed=0,1,2
+    python run.py --cfg job dataset=sine          # show the composed config
+
+Invalid configs (bad values, unknown options, wrong types, unreachable tracking store) stop
+before any training with one line on stderr and exit code 2. A single run whose loss diverges
+is recorded as FAILED and exits with code 1 (in a multirun the sweep goes on). A multirun resumes:
+jobs whose config already FINISHED in the experiment are skipped (`force=true` reruns them);
+parallel or cluster sweeps: `hydra/launcher=joblib`, `hydra/launcher=slurm` (conf/hydra/launcher),
+`hydra/launcher=submitit_local`. The work is done by
+`ntk_sweep.experiment.run_experiment`; see docs/metrics.md for what is logged.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from ntk_sweep.config import ConfigError, describe_hydra_error, validate
+
+EXIT_CONFIG_ERROR = 2
+EXIT_RUN_FAILED = 1
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> dict:
+    try:
+        validate(cfg)
+        from ntk_sweep.experiment import run_experiment
+
+        summary = run_experiment(cfg)
+    except ConfigError as exc:  # raised before any run exists: one line, exit 2
+        _config_error(exc)
+    if summary["status"] != "FINISHED" and not summary["parent_run_id"]:
+        sys.exit(EXIT_RUN_FAILED)  # a single run that diverged; a sweep goes on instead
+    return summary
+
+
+def _config_error(exc: BaseException) -> None:
+    print(f"error: {describe_hydra_error(exc)}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_CONFIG_ERROR)
+
+
+def cli() -> None:
+    """Run `main`, turning configuration errors into one stderr line and exit code 2."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    # Let Hydra's errors reach us instead of being printed (multi-line) by Hydra itself.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        main()
+    except (ConfigError, HydraException, OmegaConfBaseException) as exc:
+        _config_error(exc)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,335 @@
+"""The bad-input table: every validated field with a bad value -> one line, exit code 2, and
+nothing in the tracking store.
+
+Each row runs in process through the same checks as `python run.py` (Hydra composition, then
+`ntk_sweep.experiment.preflight`: config fields, dataset, tracking URI and store), and a
+representative subset also as a real `python run.py ...` subprocess, whose stderr line must be
+exactly the in-process message. `python -m tests.test_bad_input` prints the table as markdown
+(the documented table is generated from these rows and their real messages).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from ntk_sweep.config import describe_hydra_error
+from ntk_sweep.experiment import preflight
+
+ROOT = Path(__file__).resolve().parent.parent
+EXIT_CONFIG_ERROR = 2
+
+
+@dataclass(frozen=True)
+class Row:
+    field: str
+    bad: str  # the bad value, as shown in the table
+    overrides: tuple[str, ...]  # "{tmp}" = the launch directory
+    expected: str  # a substring of the message ("{tmp}" allowed)
+    cli: bool = False  # also run as a `python run.py` subprocess
+
+
+CSV = ("dataset=csv", "dataset.inputs=[x1,x2]", "dataset.target=y")
+ROWS = [
+    Row("width", "0", ("width=0",), "width=0 is invalid: expected an integer >= 1", cli=True),
+    Row(
+        "width",
+        "abc (not an integer)",
+        ("width=abc",),
+        "width=abc is invalid: expected an integer",
+        cli=True,
+    ),
+    Row("width", "2.5", ("width=2.5",), "width=2.5 is invalid: expected an integer"),
+    Row("model.width", "-3", ("model.width=-3",), "model.width=-3 is invalid: expected an integer"),
+    Row("depth", "0", ("depth=0",), "depth=0 is invalid: expected an integer >= 1"),
+    Row("lr", "0", ("lr=0",), "lr=0 is invalid: expected a finite number > 0"),
+    Row("lr", "-1", ("lr=-1",), "lr=-1 is invalid: expected a finite number > 0", cli=True),
+    Row("lr", "nan", ("lr=nan",), "lr=nan is invalid: expected a finite number > 0"),
+    Row("train.steps", "0", ("train.steps=0",), "train.steps=0 is invalid: expected an integer"),
+    Row("seed", "-1", ("seed=-1",), "seed=-1 is invalid: expected an integer >= 0"),
+    Row(
+        "dataset",
+        "nope (unknown)",
+        ("dataset=nope",),
+        "dataset=nope is invalid: expected one of csv, digits, paper_toy, sine, teacher",
+        cli=True,
+    ),
+    Row(
+        "model.activation",
+        "sigmoid (unknown)",
+        ("model.activation=sigmoid",),
+        "model.activation=sigmoid is invalid: expected one of relu, erf, tanh, linear",
+        cli=True,
+    ),
+    Row(
+        "model.parameterization",
+        "muP (unknown)",
+        ("model.parameterization=muP",),
+        "model.parameterization=muP is invalid: expected one of ntk, standard, mean_field",
+    ),
+    Row(
+        "model.sigma_w",
+        "0",
+        ("model.sigma_w=0",),
+        "model.sigma_w=0 is invalid: expected a finite number > 0",
+    ),
+    Row(
+        "model.sigma_w",
+        "-1",
+        ("model.sigma_w=-1",),
+        "model.sigma_w=-1 is invalid: expected a finite number > 0",
+    ),
+    Row(
+        "model.sigma_b",
+        "-1",
+        ("model.sigma_b=-1",),
+        "model.sigma_b=-1 is invalid: expected a finite number >= 0",
+    ),
+    Row(
+        "model.dtype",
+        "float16",
+        ("model.dtype=float16",),
+        "model.dtype=float16 is invalid: expected one of float64, float32",
+    ),
+    Row(
+        "train.analytic",
+        "true with activation tanh (no closed form)",
+        ("train.analytic=true", "model.activation=tanh"),
+        "train.analytic=true is invalid with model.activation=tanh",
+        cli=True,
+    ),
+    Row(
+        "train.analytic",
+        "true with mean_field parameterization",
+        ("train.analytic=true", "model.parameterization=mean_field"),
+        "train.analytic=true is invalid with model.parameterization=mean_field",
+    ),
+    Row(
+        "train.n_log_points",
+        "1",
+        ("train.n_log_points=1",),
+        "train.n_log_points=1 is invalid: expected an integer >= 2",
+    ),
+    Row(
+        "train.backend",
+        "fused with depth 2",
+        ("train.backend=fused", "depth=2"),
+        "train.backend=fused is invalid with model.depth=2",
+    ),
+    Row("model.<key>", "model.foo=1 (no such field)", ("model.foo=1",), "model.foo: no such"),
+    Row(
+        "dataset.path",
+        "missing.csv (file missing)",
+        (*CSV, "dataset.path=missing.csv"),
+        "dataset.path: CSV file not found: {tmp}/missing.csv",
+        cli=True,
+    ),
+    Row(
+        "dataset.target",
+        "z (missing column)",
+        ("dataset=csv", "dataset.inputs=[x1,x2]", "dataset.target=z", "dataset.path=good.csv"),
+        "dataset.target: column(s) 'z' not found in {tmp}/good.csv",
+    ),
+    Row(
+        "dataset.inputs",
+        "[x1,x3] (missing column)",
+        ("dataset=csv", "dataset.inputs=[x1,x3]", "dataset.target=y", "dataset.path=good.csv"),
+        "dataset.inputs: column(s) 'x3' not found",
+    ),
+    Row(
+        "dataset (CSV content)",
+        "a CSV with a non-numeric value",
+        (*CSV, "dataset.path=bad.csv"),
+        "column 'x2' in {tmp}/bad.csv: data row 2 (file line 3) value 'abc' is not a finite number",
+        cli=True,
+    ),
+    Row(
+        "dataset.test_fraction",
+        "1.0 (no rows left to train)",
+        (*CSV, "dataset.path=good.csv", "dataset.test_fraction=1.0"),
+        "dataset.test_fraction must be in (0, 1)",
+    ),
+    Row(
+        "dataset.test_fraction",
+        "0.9 of 3 rows (test set takes every row)",
+        (*CSV, "dataset.path=good.csv", "dataset.test_fraction=0.9"),
+        "at least 1 row must remain for training",
+    ),
+    Row(
+        "dataset.n_train + n_test",
+        "n_test 1700 with n_train 200 (more than the 1797 digits)",
+        ("dataset=digits", "dataset.n_test=1700"),
+        "dataset.n_train + n_test must be <= 1797",
+        cli=True,
+    ),
+    Row(
+        "dataset.n_train",
+        "0",
+        ("dataset=sine", "dataset.n_train=0"),
+        "dataset.n_train must be an integer >= 1",
+    ),
+    Row(
+        "tracking.uri",
+        "foo://bar (malformed)",
+        ("tracking.uri=foo://bar",),
+        "tracking.uri=foo://bar is invalid: expected sqlite:///PATH, http(s)://HOST[:PORT]",
+        cli=True,
+    ),
+    Row(
+        "tracking.uri",
+        "http://host:port (malformed port)",
+        ("tracking.uri=http://host:port",),
+        "tracking.uri=http://host:port is invalid",
+    ),
+    Row(
+        "tracking.uri",
+        "sqlite:///FILE/sub/mlflow.db (unwritable path)",
+        ("tracking.uri=sqlite:///{tmp}/afile/sub/mlflow.db",),
+        "tracking store sqlite:///{tmp}/afile/sub/mlflow.db is not writable: cannot create",
+        cli=True,
+    ),
+    Row(
+        "tracking.uri",
+        "http://127.0.0.1:9 (server down)",
+        ("tracking.uri=http://127.0.0.1:9",),
+        "tracking server http://127.0.0.1:9 is unreachable",
+        cli=True,
+    ),
+    Row(
+        "tracking.stale_after_s",
+        "0",
+        ("tracking.stale_after_s=0",),
+        "tracking.stale_after_s=0 is invalid: expected a finite number > 0",
+    ),
+    Row("force", "maybe", ("force=maybe",), "force=maybe is invalid: expected true or false"),
+]
+MULTIRUN_ROW = Row(
+    "width (one job of a sweep)",
+    "-m width=32,0",
+    ("-m", "width=32,0"),
+    "width=0 is invalid: expected an integer >= 1 [job 1: width=0]",
+    cli=True,
+)
+
+
+def _ids(rows: list[Row]) -> list[str]:
+    return [" ".join(r.overrides) for r in rows]
+
+
+def launch_dir(tmp: Path) -> Path:
+    """A launch directory with the CSV files the table refers to."""
+    (tmp / "good.csv").write_text("x1,x2,y\n0.1,0.2,1\n0.3,0.4,2\n0.5,0.6,3\n")
+    (tmp / "bad.csv").write_text("x1,x2,y\n0.1,0.2,1\n0.3,abc,2\n0.5,0.6,3\n")
+    (tmp / "afile").write_text("a file where a folder is needed\n")
+    return tmp
+
+
+def _format(text: str, tmp: Path) -> str:
+    return text.replace("{tmp}", str(tmp))
+
+
+def preflight_error(overrides: tuple[str, ...], tmp: Path) -> str:
+    """The stderr line `python run.py OVERRIDES` prints, computed in process: Hydra composes,
+    then `preflight` checks (run.py -> run_experiment -> preflight)."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        try:
+            cfg = compose("config", overrides=[_format(o, tmp) for o in overrides])
+            preflight(cfg, str(tmp))
+        except Exception as exc:  # noqa: BLE001 - the message is what we inspect
+            return f"error: {describe_hydra_error(exc)}"
+    raise AssertionError(f"{overrides} passed every check")
+
+
+def assert_nothing_stored(tmp: Path) -> None:
+    leftovers = [p.name for p in tmp.rglob("*") if p.name in ("mlflow.db", "mlruns")]
+    assert not leftovers, leftovers
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=_ids(ROWS))
+def test_bad_value_is_one_line_naming_the_field_and_stores_nothing(row, tmp_path, clean_env):
+    tmp = launch_dir(tmp_path)
+    line = preflight_error(row.overrides, tmp)
+    assert "\n" not in line
+    assert _format(row.expected, tmp) in line, line
+    field = row.field.split(" ")[0].split(".<")[0]
+    assert field in line, line
+    assert_nothing_stored(tmp)
+
+
+def run_cli(args: tuple[str, ...], tmp: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI",)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            *(_format(a, tmp) for a in args),
+            f"hydra.run.dir={tmp / 'run'}",
+            f"hydra.sweep.dir={tmp / 'sweep'}",
+        ],
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+CLI_ROWS = [r for r in ROWS if r.cli] + [MULTIRUN_ROW]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("row", CLI_ROWS, ids=_ids(CLI_ROWS))
+def test_bad_value_on_the_command_line_exits_2_before_anything(row, tmp_path):
+    tmp = launch_dir(tmp_path)
+    res = run_cli(row.overrides, tmp)
+    assert res.returncode == EXIT_CONFIG_ERROR, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0] == f"error: {_format(row.expected, tmp)}" or (
+        _format(row.expected, tmp) in lines[0]
+    ), lines[0]
+    if row is not MULTIRUN_ROW:  # the same checks as in process, the same line
+        assert lines[0] == preflight_error(row.overrides, tmp)
+    assert "ntk-sweep run" not in res.stdout  # no training
+    assert_nothing_stored(tmp)
+    assert not (tmp / "run" / "arrays").exists() and not (tmp / "sweep" / "0").exists()
+
+
+def markdown_table() -> str:
+    """The documented table, with the real message of each row."""
+    import tempfile
+
+    out = [
+        "| field | bad value | command line | message (stderr, one line) | exit code |",
+        "|---|---|---|---|---|",
+    ]
+    with tempfile.TemporaryDirectory() as d:
+        tmp = launch_dir(Path(d))
+        for row in [*ROWS, MULTIRUN_ROW]:
+            if row is MULTIRUN_ROW:
+                line = f"error: {row.expected}"
+            else:
+                line = preflight_error(row.overrides, tmp)
+            line = line.replace(str(tmp), "/launch/dir")
+            args = " ".join(row.overrides).replace("{tmp}", "/launch/dir")
+            cells = [f"`{row.field}`", row.bad, f"`{args}`", f"`{line}`", "2"]
+            out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    print(markdown_table())
