@@ -100,7 +100,7 @@ def _step_block(q, x, r, params, act, c0, c1, lr, f_parts):
     j1 = min(j0 + block, w.shape[1])
     m = j1 - j0
     zero = c0 - c0
-    one = zero + 1
+    one = _constant(1.0, w)  # not zero + 1: an int would promote float32 to float64
     erf_c = _constant(_TWO_OVER_SQRT_PI, w)
     # separate allocations: LLVM then knows they do not alias, and vectorises the loops (2x)
     g_w = np.zeros((d, m), dtype=w.dtype)
@@ -153,7 +153,7 @@ def _step_block_1d(q, xs, rs, params, act, c0, c1, lr, f_parts):
     j1 = min(j0 + block, w.shape[1])
     m = j1 - j0
     zero = c0 - c0
-    one = zero + 1
+    one = _constant(1.0, w)  # not zero + 1: an int would promote float32 to float64
     erf_c = _constant(_TWO_OVER_SQRT_PI, w)
     w0b, bb, w1b = w[0, j0:j1], b[j0:j1], w1[j0:j1]
     step_w, step_b = lr * c0 * c1, lr * c1
@@ -282,14 +282,14 @@ def depth1_gd_step_parallel(x, r, params, tag, c0, c1, lr, f_parts):
 @nb.njit
 def _features_row(h, i, w, j0, b, c, scale, act, a, g):
     """Row i of `hidden_features_serial`, in sub-blocks of 512 units that stay in L1."""
-    zero = c - c
+    zero, one = c - c, _constant(1.0, a)
     erf_c = _constant(_TWO_OVER_SQRT_PI, a)
     for s0 in range(0, a.shape[1], 512):
         s1 = min(s0 + 512, a.shape[1])
         zr, gr, ss = a[i, s0:s1], g[i, s0:s1], scale[j0 + s0 : j0 + s1]
         _preactivation(zr, h, i, w, b, j0 + s0, j0 + s1, c)
         for j in range(s1 - s0):
-            aj, sj = _phi_and_slope(zr[j], act, zero, zero + 1, erf_c)
+            aj, sj = _phi_and_slope(zr[j], act, zero, one, erf_c)
             zr[j] = aj
             gr[j] = ss[j] * sj
 
@@ -314,12 +314,12 @@ def hidden_features_parallel(h, w, j0, b, c, scale, tag, a, g):
 
 @nb.njit
 def _activate_row(z, i, j0, b, c, scale, act, g):
-    zero = c - c
+    zero, one = c - c, _constant(1.0, z)
     erf_c = _constant(_TWO_OVER_SQRT_PI, z)
     zr, gr = z[i], g[i]
     bb, ss = b[j0 : j0 + z.shape[1]], scale[j0 : j0 + z.shape[1]]
     for j in range(z.shape[1]):
-        aj, sj = _phi_and_slope(c * zr[j] + bb[j], act, zero, zero + 1, erf_c)
+        aj, sj = _phi_and_slope(c * zr[j] + bb[j], act, zero, one, erf_c)
         zr[j] = aj
         gr[j] = ss[j] * sj
 

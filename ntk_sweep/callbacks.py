@@ -127,9 +127,8 @@ class MlflowSweepCallback(Callback):
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
         if "Slurm" in launcher and tracking.sqlite_path(uri) is not None:
             log.warning(
-                "SLURM jobs write to the SQLite file %s: that is safe only if every job runs on "
-                "this machine's file system (never a network file system); use a tracking "
-                "server instead (tracking.uri=http://HOST:PORT)",
+                "the SQLite store %s is for one machine only and must never be on a network "
+                "file system: for SLURM jobs, track into a server (tracking.uri=http://HOST:PORT)",
                 tracking.sqlite_path(uri),
             )
         self.client, experiment_id = tracking.open_store(

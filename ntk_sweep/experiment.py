@@ -274,11 +274,11 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path | None = None) -> dic
     Raises ConfigError / TrackingError (one line) before creating any run; re-raises
     KeyboardInterrupt, and turns SIGTERM into SystemExit(143), after marking the run KILLED.
 
-    A multirun job resumes (unless `force=true`): if a run with the same config fingerprint
-    already FINISHED in the experiment, or is RUNNING with a fresh heartbeat, the job is skipped
-    (status "SKIPPED", `run_id` = that run, recorded on the sweep's parent run as tag
-    `ntk_sweep.resumed_run.<job num>`); RUNNING runs without a heartbeat for
-    `tracking.stale_after_s` are marked KILLED and the job runs anew.
+    A multirun job resumes: if a run with the same config fingerprint already FINISHED in the
+    experiment, or is RUNNING with a fresh heartbeat, the job is skipped (status "SKIPPED",
+    `run_id` = that run, recorded on the sweep's parent run as tag
+    `ntk_sweep.resumed_run.<job num>`), unless `force=true`; RUNNING runs without a heartbeat
+    for `tracking.stale_after_s` are marked KILLED (also with `force`) and the job runs anew.
     """
     t_start = time.perf_counter()
     cfg = _without_hydra(cfg)
@@ -306,8 +306,9 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path | None = None) -> dic
         "config_hash": chash,
     }
     stale_after = float(cfg.tracking.stale_after_s)
-    if ctx.multirun and not bool(cfg.get("force", False)):
-        skipped = _resume(client, experiment_id, chash, stale_after, parent_id, ctx.job_num)
+    if ctx.multirun:
+        force = bool(cfg.get("force", False))
+        skipped = _resume(client, experiment_id, chash, stale_after, parent_id, ctx.job_num, force)
         if skipped is not None:
             return {**base_summary, **skipped, "total_time_s": time.perf_counter() - t_start}
     tags = {
@@ -344,10 +345,17 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path | None = None) -> dic
 
 
 def _resume(
-    client, experiment_id: str, chash: str, stale_after_s: float, parent_id: str, job_num: int
+    client,
+    experiment_id: str,
+    chash: str,
+    stale_after_s: float,
+    parent_id: str,
+    job_num: int,
+    force: bool = False,
 ) -> dict[str, Any] | None:
     """Apply `tracking.plan_resume` for this job: mark dead runs KILLED; if the job is to be
-    skipped, record the reused run on the parent and return the (partial) summary, else None."""
+    skipped (never with `force`), record the reused run on the parent and return the (partial)
+    summary, else None."""
     runs = tracking.runs_with_hash(client, experiment_id, chash)
     plan = tracking.plan_resume(runs, time.time(), stale_after_s)
     for run in plan.dead:
@@ -358,7 +366,9 @@ def _resume(
             stale_after_s,
             tracking.DEAD_REASON,
         )
-    if plan.action == "run":
+    if plan.action == "run" or force:
+        if force and plan.action != "run":
+            log.info("force=true: running again although run %s has this config", plan.run_id)
         return None
     if plan.action == "finished":
         message = f"skipped: finished run {plan.run_id} has this config"

@@ -4,26 +4,27 @@ Pure plotting: every function takes plain NumPy arrays (and, for :func:`run_figu
 ``record`` dict of the figures contract) and returns a :class:`matplotlib.figure.Figure`.
 Figures are built with ``matplotlib.figure.Figure`` directly, never through ``pyplot``: no
 global figure registry, no interactive backend, nothing to close, safe in worker processes
-and on machines without a screen. Each figure carries its own Agg canvas whose PNG output
-uses fast zlib compression, so ``fig.savefig(path)`` is already the fast path;
-:func:`save_png` and :func:`figure_to_png_bytes` spell it out.
+and on machines without a screen. Each figure carries its own Agg canvas with a fast PNG
+writer, so a plain ``fig.savefig(path)`` is already the fast path (:func:`save_png` and
+:func:`figure_to_png_bytes` spell it out).
 
 Style shared by all figures: 7 x 4.5 in at 90 dpi (630 x 405 px), fixed margins, grid,
-legend, labelled axes; time axes are in GD steps with a secondary axis ``t = lr * step`` (lr
-the effective learning rate, the one the dynamics use); titles carry dataset,
+legend, labelled axes; time axes are in GD steps (log) with ``t = lr * step`` ticks on top
+(lr the effective learning rate, the one the dynamics use); titles carry dataset,
 parameterization, activation, depth, width, lr and seed from ``record["meta"]``.
 
-Speed (issue 4: figures < 20 % of a paper run). Rendering cost is dominated by matplotlib's
-per-artist Python work, above all axis ticks (each tick is two marker lines, a grid line and
-two texts, created and laid out at draw time) and layout passes, not by pixels. Hence: at
-most ~5 major ticks per axis and no minor ticks; tick positions and plain-text labels
-computed here (no mathtext, no locator search; unicode superscripts such as ``10⁻³``); fixed
-margins instead of a layout engine; titles at a fixed position (automatic title placement
-measures every tick label once more); PNGs with zlib level 1.
+Speed (issue 4: figures < 20 % of a paper run). The cost is Matplotlib's per-artist Python
+work and text, not pixels. Hence: ticks drawn as two line collections and one text per
+label (Matplotlib's ticks are five artists each, made and laid out at draw time), at most ~5
+per axis, no minor ticks, plain-text labels (``10⁻³``, no mathtext); no secondary Axes for
+t = lr x step; fixed margins (no layout engine) and fixed title positions; the legend's
+location chosen here (``loc="best"`` tests every path at draw time); hex colours; a
+renderer that caches text layouts and glyph bitmaps across draws (pixel-identical); PNG
+rows unfiltered at zlib level 1.
 
 Robustness: values are drawn only where finite and within ``±BOUND`` (1e300); larger or
 infinite values are drawn at the bound and NaN values are left out, and the legend says so.
-Log axes get explicit limits and ticks within [1e-305, 1e305] (matplotlib's own log locator
+Log axes get explicit limits and ticks within [1e-305, 1e305] (Matplotlib's log locator
 overflows on data near 1e291). In the 1-D figures a model that runs away (e.g. a diverging
 linearised model) does not squash the others: the y-range follows the data and the network,
 and a curve that leaves it is labelled with its largest value.
@@ -95,11 +96,11 @@ _STYLE = {
     "target": dict(color="0.55", ls="--", lw=1.2),
 }
 _DATA_STYLE = dict(color="k", marker="o", s=36, zorder=5, edgecolors="w", linewidths=0.8)
-_LEGEND = dict(fontsize="small")
 # Ticks (drawn by `_ticks`, Matplotlib's default look): lengths in points.
 _TICK = dict(length=3.5, pad=3.5, label_gap=4.0)
 _TICK_FONT = FontProperties(size=10.0)  # one FontProperties for every tick label
 _TICK_LINE = dict(colors="k", linewidths=0.8)
+_TICK_GID = "ntk_sweep-ticks"  # marks the tick and grid collections (not data)
 _GRID_LINE = dict(colors="#b0b0b0", linewidths=0.8, alpha=0.3, zorder=0.5)
 _MAX_TICKS = 5  # major ticks per axis (each tick costs ~1 ms to create and draw)
 
@@ -107,10 +108,10 @@ _MAX_TICKS = 5  # major ticks per axis (each tick costs ~1 ms to create and draw
 # measures every tick label twice per savefig and roughly doubles the rendering time.
 # The content is known (two-line title, short axis labels), so fixed margins fit.
 _MARGINS = dict(left=0.115, right=0.97, bottom=0.11, top=0.85)
-# Per-step (log-log) figures: room for the secondary "t = lr x step" axis above the plot.
+# Per-step (log-log) figures: room for the "t = lr x step" ticks and label above the plot.
 _HISTORY_MARGINS = dict(top=0.75, left=0.12)
 _TITLE_PAD = 6.0  # points above the axes
-_HISTORY_TITLE_PAD = 34.0  # points: above the secondary axis' tick labels and label
+_HISTORY_TITLE_PAD = 34.0  # points: above the t = lr x step tick labels and label
 
 
 # --------------------------------------------------------------------------- saving
@@ -121,8 +122,9 @@ _HISTORY_TITLE_PAD = 34.0  # points: above the secondary axis' tick labels and l
 # and figures: string metrics and layouts per (string, font files, size, dpi, hinting), and
 # glyph bitmaps per (glyph, size, dpi, angle, hinting, antialiasing, sub-pixel offset). The
 # pixels are identical to Matplotlib's own (tests/test_figures.py checks it); only the work
-# is reused. It relies on private Agg/FT2Font methods of Matplotlib >= 3.11, so it is only
-# used where they exist, and falls back to Matplotlib's code for mathtext.
+# is reused. It relies on private Agg/FT2Font methods of Matplotlib 3.11, so it is only used
+# with 3.11 (other versions: Matplotlib's renderer), and falls back to Matplotlib's code for
+# mathtext.
 _TEXT_CACHE_LIMIT = 50_000  # entries per cache; cleared when exceeded (~1 kB per glyph)
 _METRICS: dict = {}
 _FONT_FILES: dict = {}
@@ -133,6 +135,9 @@ _GLYPHS: dict = {}
 
 
 def _fast_text_supported() -> bool:
+    # the private methods used below, as they are in the Matplotlib versions checked here
+    if tuple(mpl.__version_info__[:2]) not in {(3, 11)}:
+        return False
     try:
         from matplotlib.backends import backend_agg
         from matplotlib.ft2font import FT2Font, RenderMode  # noqa: F401
@@ -431,13 +436,15 @@ def _clean(values, *, positive: bool = False, report_nan: bool = True) -> tuple[
         big = np.abs(y) > BOUND  # includes +-inf
         if big.any():
             y[big] = np.copysign(BOUND, y[big])
-            notes.append(f"{int(big.sum())} inf or beyond ±{BOUND:.0e} drawn at the bound")
+            top = f"{BOUND:.0e}".replace("+", "")
+            notes.append(f"{int(big.sum())} inf or beyond ±{top} drawn at ±{top}")
         if positive:
             y[y <= 0] = np.nan
             tiny = y < 1.0 / BOUND
             if tiny.any():
                 y[tiny] = 1.0 / BOUND
-                notes.append(f"{int(tiny.sum())} below {1 / BOUND:.0e} drawn at it")
+                low = f"{1 / BOUND:.0e}"
+                notes.append(f"{int(tiny.sum())} below {low} drawn at {low}")
     if report_nan and nan.any():
         notes.append(f"{int(nan.sum())} NaN omitted")
     return y, (f" [{'; '.join(notes)}]" if notes else "")
@@ -457,19 +464,22 @@ def _finite_range(arrays) -> tuple[float, float] | None:
 
 def _view(anchor, others) -> tuple[float, float] | None:
     """Y-limits of a 1-D plot: the ``anchor`` arrays (data, targets, the network) always fit;
-    the ``others`` (model predictions) extend the view by up to three anchor spans each way,
-    so that one runaway model does not flatten every other curve into a line. Arrays must
-    already be clipped to +-BOUND. None when nothing is finite."""
+    the values of the ``others`` (model predictions) within three anchor spans of them
+    widen the view, farther ones are left out (labelled by :func:`_off_note`), so that one
+    runaway model does not flatten every other curve into a line. Arrays must already be
+    clipped to +-BOUND. None when nothing is finite."""
     a = _finite_range(anchor)
-    c = _finite_range(list(anchor) + list(others))
-    if c is None:
-        return None
     if a is None:
-        a = c
+        a = _finite_range(others)
+        if a is None:
+            return None
     lo, hi = a
     span = hi - lo if hi > lo else max(abs(hi), 1.0)
-    lo = max(c[0], lo - 3 * span)
-    hi = min(c[1], hi + 3 * span)
+    for y in others:
+        y = np.asarray(y, dtype=float)
+        y = y[(y >= a[0] - 3 * span) & (y <= a[1] + 3 * span)]  # False for NaN
+        if y.size:
+            lo, hi = min(lo, float(y.min())), max(hi, float(y.max()))
     pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi), 1.0) * 0.1
     return lo - pad, hi + pad
 
@@ -530,14 +540,19 @@ def _log_ticks(lo: float, hi: float, max_ticks: int = _MAX_TICKS) -> list[float]
     return [float(t) for t in ticks if lo <= t <= hi and t > 0]
 
 
-def _linear_ticks(lo: float, hi: float, nbins: int, integer: bool) -> tuple[list, list]:
-    """Tick positions in [lo, hi] (MaxNLocator's nice numbers) and plain labels: the fewest
-    significant digits that tell them apart (unicode minus, no offset text)."""
+def _linear_ticks(lo: float, hi: float, nbins: int, integer: bool) -> tuple[list, list, int]:
+    """Tick positions in [lo, hi] (MaxNLocator's nice numbers), plain labels (the fewest
+    significant digits that tell them apart, unicode minus) and a power of ten factored out
+    of the labels (0 unless the largest |tick| is >= 1e5 or < 1e-3)."""
     ticks = MaxNLocator(nbins=nbins, integer=integer).tick_values(lo, hi)
     eps = 1e-9 * max(abs(lo), abs(hi), hi - lo)
     ticks = np.array([t for t in ticks if lo - eps <= t <= hi + eps])
     if ticks.size == 0:
-        return [], []
+        return [], [], 0
+    big = float(np.max(np.abs(ticks)))
+    power = math.floor(math.log10(big)) if big >= 1e5 or 0 < big < 1e-3 else 0
+    positions = [float(t) for t in ticks]
+    ticks = ticks / 10.0**power
     step = float(np.min(np.diff(ticks))) if ticks.size > 1 else abs(float(ticks[0])) or 1.0
     if step > 0:
         with np.errstate(over="ignore", invalid="ignore"):
@@ -550,7 +565,7 @@ def _linear_ticks(lo: float, hi: float, nbins: int, integer: bool) -> tuple[list
         ):
             break
     labels = ["0" if float(s) == 0 else s.replace("-", "−") for s in labels]
-    return [float(t) for t in ticks], labels
+    return positions, labels, power
 
 
 def _text_extent_pt(fig, labels, index: int) -> float:
@@ -575,8 +590,12 @@ def _ticks(ax, which: str, ticks, labels=None, *, side: str | None = None, grid:
     lim = ax.get_xlim() if which == "x" else ax.get_ylim()
     (ax.set_xlim if which == "x" else ax.set_ylim)(*lim)  # freeze
     lo, hi = min(lim), max(lim)
-    eps = 1e-9 * (hi - lo)
-    keep = [i for i, t in enumerate(ticks) if lo - eps <= t <= hi + eps]
+    if axis.get_scale() == "log":  # within the limits up to rounding
+        a, b = math.log10(lo) - 1e-9, math.log10(hi) + 1e-9
+        keep = [i for i, t in enumerate(ticks) if t > 0 and a <= math.log10(t) <= b]
+    else:
+        eps = 1e-9 * (hi - lo)
+        keep = [i for i, t in enumerate(ticks) if lo - eps <= t <= hi + eps]
     ticks = [ticks[i] for i in keep]
     labels = None if labels is None else [labels[i] for i in keep]
     box = ax.get_position()
@@ -602,11 +621,13 @@ def _ticks(ax, which: str, ticks, labels=None, *, side: str | None = None, grid:
         align = dict(ha="left" if sign > 0 else "right", va="center_baseline")
         where = [(edge, t) for t in ticks]
     ax.add_collection(
-        LineCollection(marks, transform=transform, clip_on=False, **_TICK_LINE),
+        LineCollection(marks, transform=transform, clip_on=False, gid=_TICK_GID, **_TICK_LINE),
         autolim=False,
     )
     if grid:
-        ax.add_collection(LineCollection(lines, transform=transform, **_GRID_LINE), autolim=False)
+        ax.add_collection(
+            LineCollection(lines, transform=transform, gid=_TICK_GID, **_GRID_LINE), autolim=False
+        )
     if labels is None:
         return 0.0
     for (x, y), s in zip(where, labels, strict=True):
@@ -618,10 +639,13 @@ def _log_scale(ax, which: str, lo: float, hi: float, **kwargs) -> tuple[float, f
     """Log scale with explicit limits and plain-text ticks for the positive finite range
     [lo, hi] of the x or y axis; returns (limits, label extent in points)."""
     lim = _log_limits(lo, hi)
+    # limits first: autoscaling on the change of scale would overflow near 1e300
     if which == "x":
+        ax.set_xlim(*lim)
         ax.set_xscale("log")
         ax.set_xlim(*lim)
     else:
+        ax.set_ylim(*lim)
         ax.set_yscale("log")
         ax.set_ylim(*lim)
     ticks = _log_ticks(*lim)
@@ -634,8 +658,20 @@ def _linear_scale(
     """Plain-text ticks for the current (autoscaled or set) limits of a linear axis; returns
     the label extent in points."""
     lim = ax.get_xlim() if which == "x" else ax.get_ylim()
-    ticks, text = _linear_ticks(min(lim), max(lim), nbins, integer)
-    return _ticks(ax, which, ticks, text if labels else None, **kwargs)
+    ticks, text, power = _linear_ticks(min(lim), max(lim), nbins, integer)
+    extent = _ticks(ax, which, ticks, text if labels else None, **kwargs)
+    if labels and power and ticks:  # the factor, where Matplotlib puts its offset text
+        factor = "×10" + str(power).translate(_SUPERSCRIPT)
+        fig = ax.get_figure()
+        if which == "x":
+            shift = ScaledTranslation(0.0, -extent / 72.0, fig.dpi_scale_trans)
+            ax.text(1.0, 0.0, factor, transform=ax.transAxes + shift, ha="right", va="top")
+        else:
+            right = kwargs.get("side") == "right"
+            shift = ScaledTranslation(0.0, 2.0 / 72.0, fig.dpi_scale_trans)
+            x, ha = (1.0, "right") if right else (0.0, "left")
+            ax.text(x, 1.0, factor, transform=ax.transAxes + shift, ha=ha, va="bottom")
+    return extent
 
 
 def _labels(ax, xlabel=None, ylabel=None, *, x_extent: float = 0.0, y_extent: float = 0.0):
@@ -669,6 +705,92 @@ def _time_axis(ax, lr, xlim: tuple[float, float]) -> bool:
         va="bottom",
     )
     return True
+
+
+# Legend locations in the order Matplotlib's loc="best" tries them.
+_LEGEND_LOCS = (
+    "upper right",
+    "upper left",
+    "lower left",
+    "lower right",
+    "center left",
+    "center right",
+    "lower center",
+    "upper center",
+    "center",
+)
+
+
+def _data_points(ax) -> np.ndarray:
+    """(K, 2) points, in axes fraction, along the lines and at the markers drawn in ``ax``
+    (line segments sampled every ~1 % of the axes)."""
+    to_axes = ax.transAxes.inverted()
+    chunks = [np.empty((0, 2))]
+    for line in ax.get_lines():
+        pts = to_axes.transform(line.get_transform().transform(line.get_xydata()))
+        pts = pts[np.isfinite(pts).all(axis=1)]
+        if len(pts) > 1:
+            arc = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(pts, axis=0).T))])
+            if arc[-1] > 0:
+                at = np.linspace(0.0, arc[-1], int(min(2000, max(len(pts), arc[-1] / 0.01))))
+                pts = np.column_stack(
+                    [np.interp(at, arc, pts[:, 0]), np.interp(at, arc, pts[:, 1])]
+                )
+        chunks.append(pts)
+    for coll in ax.collections:
+        if coll.get_gid() == _TICK_GID:
+            continue
+        offsets = np.asarray(coll.get_offsets(), dtype=float)
+        if offsets.size:
+            pts = to_axes.transform(coll.get_offset_transform().transform(offsets))
+            chunks.append(pts[np.isfinite(pts).all(axis=1)])
+    return np.concatenate(chunks)
+
+
+def _legend(ax, fontsize="small", ncol: int = 1):
+    """``ax.legend`` at the first of Matplotlib's standard locations that covers the fewest
+    drawn points. Matplotlib's ``loc="best"`` does the same at draw time by laying the legend
+    out and testing every path (about a third of a legend's drawing time); here the legend's
+    size is estimated from its labels' text metrics, and the data are sampled points."""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return None
+    fig = ax.get_figure()
+    prop = FontProperties(size=fontsize)
+    em = prop.get_size_in_points()
+    renderer = fig.canvas.get_renderer()
+    to_pt = 72.0 / fig.dpi
+    text_w = max(renderer.get_text_width_height_descent(t, prop, False)[0] for t in labels) * to_pt
+    text_h = renderer.get_text_width_height_descent("lp", prop, False)[1] * to_pt
+    box = ax.get_position()
+    ax_w, ax_h = box.width * fig.get_figwidth() * 72.0, box.height * fig.get_figheight() * 72.0
+    # Matplotlib's legend geometry (rcParams legend.*, in font sizes): borderpad 0.4,
+    # labelspacing 0.5, handlelength 2, handletextpad 0.8, columnspacing 2, borderaxespad 0.5
+    while True:  # fewer columns while too wide for the axes
+        w_pt = ncol * (2.8 * em + text_w) + (ncol - 1) * 2.0 * em + 0.8 * em
+        if ncol == 1 or w_pt + 1.0 * em <= ax_w:
+            break
+        ncol -= 1
+    rows = -(-len(labels) // ncol)
+    h_pt = rows * text_h + (rows - 1) * 0.5 * em + 0.8 * em
+    w, h = w_pt / ax_w, h_pt / ax_h
+    px, py = 0.5 * em / ax_w, 0.5 * em / ax_h
+    xs = {"left": px, "center": 0.5 - w / 2, "right": 1.0 - px - w}
+    ys = {"lower": py, "center": 0.5 - h / 2, "upper": 1.0 - py - h}
+    pts = _data_points(ax)
+    best, fewest = _LEGEND_LOCS[0], math.inf
+    for loc in _LEGEND_LOCS:
+        v, _, hpos = loc.partition(" ")
+        x0, y0 = xs[hpos or v], ys[v]
+        inside = (
+            (pts[:, 0] >= x0) & (pts[:, 0] <= x0 + w) & (pts[:, 1] >= y0) & (pts[:, 1] <= y0 + h)
+        )
+        count = int(np.count_nonzero(inside))
+        if count < fewest:
+            best, fewest = loc, count
+            if count == 0:
+                break
+    return ax.legend(loc=best, fontsize=fontsize, ncol=ncol)
 
 
 # ------------------------------------------------------------------ 1-D (paper) figures
@@ -708,7 +830,7 @@ class _Plot1D:
         _labels(ax, xlabel, "f(x)", x_extent=x_extent, y_extent=y_extent)
         _set_title(ax, title)
         if legend:
-            ax.legend(**_LEGEND)
+            _legend(ax)
 
 
 def plot_data_init(
@@ -923,13 +1045,15 @@ def plot_net_vs_kernel_dynamics(
             )
             diffs.append(diff)
     dax.axhline(0.0, color="0.5", lw=0.8)
-    view = _view(diffs + [np.zeros(1)], [])
+    # the model closest to the network anchors the range: a runaway one is left out
+    sizes = [np.nanmax(np.abs(d)) if np.isfinite(d).any() else np.inf for d in diffs]
+    view = _view([np.zeros(1), diffs[int(np.argmin(sizes))]], diffs)
     if view is not None:
         dax.set_ylim(*view)
     x_extent = _linear_scale(dax, "x")
     y_extent = _linear_scale(dax, "y", nbins=2)
     _labels(dax, "x", "model − network", x_extent=x_extent, y_extent=y_extent)
-    dax.legend(fontsize="x-small", ncol=min(3, len(curves)), loc="best")
+    _legend(dax, fontsize="x-small", ncol=min(3, len(curves)))
     return fig
 
 
@@ -947,7 +1071,7 @@ def _history_figure(
     hline: tuple[float, str] | None = None,
 ) -> Figure:
     """A per-step figure: the named history series present, log-log (step 0 and values <= 0
-    cannot be drawn and are dropped), a secondary t = lr x step axis on top."""
+    cannot be drawn and are dropped), t = lr x step ticks on top."""
     fig, ax = _figure(margins=_HISTORY_MARGINS)
     steps = np.asarray(steps, dtype=float)
     good_step = np.isfinite(steps) & (steps > 0)
@@ -975,7 +1099,7 @@ def _history_figure(
     if xs:
         xlim, x_extent = _log_scale(ax, "x", *_finite_range(xs))
         _, y_extent = _log_scale(ax, "y", *_finite_range(ys))
-        ax.legend(**_LEGEND)
+        _legend(ax)
         on_top = _time_axis(ax, lr, xlim)
         _set_title(ax, title, _HISTORY_TITLE_PAD if on_top else _TITLE_PAD)
     else:
@@ -1026,9 +1150,9 @@ def plot_losses(
 ) -> Figure:
     """Training loss of network, linearised model and kernel prediction, and test loss, log-log.
 
-    Log-log like the other per-step figures (a symlog step axis would show step 0 but breaks
-    the secondary t = lr x step axis, which matplotlib maps linearly). Step 0 and
-    non-positive values are dropped; the initial training loss is drawn as a horizontal line.
+    Log-log like the other per-step figures (a symlog step axis would show step 0 but bend
+    the power laws near its linear threshold). Step 0 and non-positive values are dropped;
+    the initial training loss is drawn as a horizontal line.
     Losses that overflow (a diverging linearised model reaches 1e291 and beyond) are drawn
     at 1e300 at most, and the legend says how many points were clipped.
     """
@@ -1163,7 +1287,7 @@ def plot_ntk_spectrum(
     _set_title(ax, _title("NTK spectrum", meta, lr_effective))
     if ys:
         _, y_extent = _log_scale(ax, "y", *_finite_range(ys))
-        ax.legend(**_LEGEND)
+        _legend(ax)
     else:
         y_extent = _linear_scale(ax, "y")
         _no_data(ax)
@@ -1291,7 +1415,7 @@ def plot_pred_vs_target(
         ax.plot([a, b], [a, b], color="k", lw=1.0, ls="--", label="f = y")
         if view is not None:
             ax.set_ylim(*view)
-        ax.legend(**_LEGEND)
+        _legend(ax)
     else:
         _no_data(ax)
     x_extent, y_extent = _linear_scale(ax, "x"), _linear_scale(ax, "y")

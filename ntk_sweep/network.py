@@ -199,8 +199,17 @@ def forward_cache(net: MLP, params: Params, x: np.ndarray) -> ForwardCache:
 
 
 def forward(net: MLP, params: Params, x: np.ndarray) -> np.ndarray:
-    """Network output f(x), shape (N,)."""
-    return forward_cache(net, params, x).f
+    """Network output f(x), shape (N,): `forward_cache(...).f` without keeping the layers'
+    inputs and slopes (the same operations in the same order, so the same bits)."""
+    h = as_inputs(net, x)
+    c = net.multipliers
+    for l, (w, b) in enumerate(params[:-1]):
+        z = h @ w
+        z *= c[l]
+        z += b
+        h = phi(net.activation, z)
+    w, b = params[-1]
+    return c[-1] * (h @ w[:, 0]) + net.bias_multipliers[-1] * b[0]
 
 
 def vjp(net: MLP, params: Params, cache: ForwardCache, cotangent: np.ndarray) -> Params:

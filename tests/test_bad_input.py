@@ -49,7 +49,7 @@ ROWS = [
     Row("model.width", "-3", ("model.width=-3",), "model.width=-3 is invalid: expected an integer"),
     Row("depth", "0", ("depth=0",), "depth=0 is invalid: expected an integer >= 1"),
     Row("lr", "0", ("lr=0",), "lr=0 is invalid: expected a finite number > 0"),
-    Row("lr", "-1", ("lr=-1",), "lr=-1 is invalid: expected a finite number > 0", cli=True),
+    Row("lr", "-1", ("lr=-1",), "lr=-1 is invalid: expected a finite number > 0"),
     Row("lr", "nan", ("lr=nan",), "lr=nan is invalid: expected a finite number > 0"),
     Row("train.steps", "0", ("train.steps=0",), "train.steps=0 is invalid: expected an integer"),
     Row("seed", "-1", ("seed=-1",), "seed=-1 is invalid: expected an integer >= 0"),
@@ -58,7 +58,6 @@ ROWS = [
         "nope (unknown)",
         ("dataset=nope",),
         "dataset=nope is invalid: expected one of csv, digits, paper_toy, sine, teacher",
-        cli=True,
     ),
     Row(
         "model.activation",
@@ -166,7 +165,6 @@ ROWS = [
         "n_test 1700 with n_train 200 (more than the 1797 digits)",
         ("dataset=digits", "dataset.n_test=1700"),
         "dataset.n_train + n_test must be <= 1797",
-        cli=True,
     ),
     Row(
         "dataset.n_train",

@@ -191,6 +191,7 @@ def test_validation_table_covers_the_fields():
     for key in ("width", "lr", "model.width", "model.activation", "train.steps", "dataset"):
         assert key in fields
     assert fields["model.sigma_w"] == "a finite number > 0"
+    assert fields["tracking.stale_after_s"] == "a finite number > 0"
 
 
 # --------------------------------------------------------------------------- log steps
@@ -266,6 +267,8 @@ def test_flatten_hash_and_run_name(hydra_compose):
         resolve=True,
     )
     assert tracking.config_hash(other_tracking) == h
+    forced = hydra_compose("width=10", "force=true", "tracking.stale_after_s=5")
+    assert tracking.config_hash(OmegaConf.to_container(forced, resolve=True)) == h
     assert (
         tracking.config_hash(OmegaConf.to_container(hydra_compose("width=11"), resolve=True)) != h
     )

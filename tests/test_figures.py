@@ -253,3 +253,146 @@ def test_png_is_readable_image():
     img = mpimg.imread(io.BytesIO(F.figure_to_png_bytes(fig)), format="png")
     assert img.ndim == 3 and img.shape[2] in (3, 4)
     assert img.std() > 0  # not blank
+
+
+# ------------------------------------------------------- huge, infinite and NaN values
+
+
+def _diverging(steps, top):
+    """Geometric growth from 0.5 at step 0 to `top` at the last step."""
+    s = np.asarray(steps, dtype=float)
+    with np.errstate(over="ignore"):
+        out = 0.5 * 10.0 ** (np.log10(min(top, 1e307) / 0.5) * s / s[-1])
+    out[-1] = top
+    return out
+
+
+def _drawn_y(ax):
+    """The y values of the data lines of an axes (tick and grid collections are not lines)."""
+    return [np.asarray(ln.get_ydata(), dtype=float) for ln in ax.get_lines()]
+
+
+def test_losses_of_a_diverging_linearised_model_render():
+    """Regression: matplotlib's log tick labels raised OverflowError for a loss of ~1e291
+    (standard parameterization, lr=0.01: the linearised model diverges)."""
+    rec = make_record(d=1)
+    rec["history"]["loss_lin"] = _diverging(rec["steps"], 1e291)
+    fig = F.plot_losses(rec["steps"], rec["history"], lr=0.1, meta=rec["meta"])
+    _check_figure("losses", fig)
+    ax = fig.axes[0]
+    lo, hi = ax.get_ylim()
+    assert 0 < lo < hi < 1e306 and hi >= 1e291
+    assert all(np.all(y[np.isfinite(y)] <= F.BOUND) for y in _drawn_y(ax))
+
+
+@pytest.mark.parametrize("top", [1e291, 1e300, 1e305, 1.7e308, np.inf])
+def test_every_figure_renders_with_runaway_values(top):
+    for d in (1, 3):
+        rec = make_record(d=d)
+        s = rec["steps"].size
+        for key in ("loss_lin", "lin_error_train", "lin_error_test", "kernel_drift"):
+            rec["history"][key] = _diverging(rec["steps"], top)
+        rec["history"]["loss_kernel"] = np.full(s, 1e-310)  # below the drawable range
+        runaway = _diverging(rec["steps"], top)[:, None] * np.ones_like(rec["f_test"])
+        rec["f_lin_test"] = runaway
+        rec["f_analytic_test"] = -runaway
+        rec["km_analytic_test"] = np.full_like(rec["km_analytic_test"], top)
+        rec["ntk_final"] = rec["ntk_final"] * 1e298
+        figs = F.run_figures(rec)
+        for name, fig in figs.items():
+            _check_figure(name, fig)
+            for ax in _main_axes(fig):
+                for y in _drawn_y(ax):
+                    finite = y[np.isfinite(y)]
+                    assert np.all(np.abs(finite) <= F.BOUND), name
+                for lim in (ax.get_xlim(), ax.get_ylim()):
+                    assert np.all(np.isfinite(lim)), (name, lim)
+
+
+def test_clipped_values_are_noted_in_the_legend():
+    rec = make_record(d=1)
+    rec["history"]["loss_lin"] = _diverging(rec["steps"], np.inf)  # inf at the last step
+    ax = F.plot_losses(rec["steps"], rec["history"], lr=0.1, meta=rec["meta"]).axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    lin = [t for t in labels if t.startswith("linearised, train")]
+    assert len(lin) == 1 and "inf or beyond" in lin[0], labels
+    net = [t for t in labels if t.startswith("network, train")]
+    assert net and all("[" not in t for t in net)  # nothing clipped: no note
+
+
+def test_runaway_model_does_not_flatten_the_one_d_plot():
+    rec = make_record(d=1)
+    i = int(np.flatnonzero(rec["steps"] == rec["fig8_step"])[0])
+    rec["f_lin_test"] = rec["f_lin_test"].copy()
+    rec["f_lin_test"][i] = 1e291
+    rec["f_kernel_test"] = rec["f_kernel_test"].copy()
+    rec["f_kernel_test"][i, :3] = np.nan
+    ax = F.run_figures(rec)["fig8_net_vs_kernel_dynamics"].axes[0]
+    lo, hi = ax.get_ylim()
+    net = rec["f_test"][i]
+    assert lo <= min(net.min(), rec["y_train"].min()) and hi >= max(net.max(), rec["y_train"].max())
+    assert hi - lo < 100  # the data and the network stay readable
+    labels = {t.get_text().split(" [")[0]: t.get_text() for t in ax.get_legend().get_texts()}
+    assert "leaves the plot" in labels["linearised network"]
+    assert "3 NaN omitted" in labels["kernel dynamics, empirical NTK"]
+    assert "[" not in labels["network"]
+
+
+def test_all_nan_and_all_inf_inputs_render():
+    rec = make_record(d=3)
+    for key in ("f_test", "f_lin_test", "f_kernel_test", "f_analytic_test"):
+        rec[key] = np.full_like(rec[key], np.nan)
+    rec["history"] = {k: np.full_like(v, np.inf) for k, v in rec["history"].items()}
+    rec["ntk_init"] = np.full_like(rec["ntk_init"], np.inf)
+    rec["ntk_final"] = np.full_like(rec["ntk_final"], -np.inf)
+    for name, fig in F.run_figures(rec).items():
+        _check_figure(name, fig)
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi"), [(1e-300, 1e300), (1e-305, 1e305), (0.31, 0.33), (1.0, 3000.0), (7e-5, 7e-5)]
+)
+def test_log_axis_limits_and_ticks_stay_in_range(lo, hi):
+    lim = F._log_limits(lo, hi)
+    assert 0 < lim[0] <= lo and hi <= lim[1] < np.inf
+    ticks = F._log_ticks(*lim)
+    assert 2 <= len(ticks) <= 8
+    assert all(lim[0] <= t <= lim[1] for t in ticks)
+    labels = [F._tick_label(t) for t in ticks]
+    assert len(set(labels)) == len(labels) and not any("$" in s for s in labels)
+
+
+# --------------------------------------------------------------------- fast rendering
+
+
+def test_savefig_writes_a_valid_png_identical_to_pillows(tmp_path):
+    """``fig.savefig(path)`` (the app's call) uses the module's fast PNG writer; the image is
+    pixel-identical to Matplotlib's own (Pillow) output."""
+    import matplotlib.image as mpimg
+
+    fig = F.run_figures(make_record(d=1))["fig2_training"]
+    fig.savefig(tmp_path / "fast.png")
+    F.save_png(fig, tmp_path / "helper.png")
+    fig.savefig(tmp_path / "pillow.png", pil_kwargs={})
+    fast = mpimg.imread(tmp_path / "fast.png")
+    assert fast.shape == (405, 630, 4)
+    np.testing.assert_array_equal(fast, mpimg.imread(tmp_path / "pillow.png"))
+    np.testing.assert_array_equal(fast, mpimg.imread(tmp_path / "helper.png"))
+
+
+def test_text_caching_renderer_draws_what_matplotlib_draws():
+    """The figures' canvas caches text layouts and glyph bitmaps; the pixels must be exactly
+    those of Matplotlib's own Agg canvas (text at several sizes and angles included)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    rec = make_record(d=1)
+    for name in ("fig8_net_vs_kernel_dynamics", "losses", "ntk_heatmaps"):
+        for _ in range(2):  # the second time from the caches
+            ours = F.figure_builders(rec)[name]()
+            ours.text(0.5, 0.5, "Θ−λ ‖x‖ 10⁻³", rotation=30, fontsize=13)
+            ours.canvas.draw()
+            plain = F.figure_builders(rec)[name]()
+            plain.text(0.5, 0.5, "Θ−λ ‖x‖ 10⁻³", rotation=30, fontsize=13)
+            FigureCanvasAgg(plain).draw()
+            a = np.asarray(ours.canvas.buffer_rgba())
+            np.testing.assert_array_equal(a, np.asarray(plain.canvas.buffer_rgba()), name)
