@@ -323,6 +323,13 @@ def _fit_one(
             f"{len(used)} width(s) with 0 < mean {metric} < level {level:g} "
             f"(need {min_widths}; widths excluded: {out['widths_excluded'] or 'none'})"
         )
+        if not used and all(mu >= level for mu in means.values()):
+            # O(1) at every width (e.g. mean_field): not a power law, but a clear answer
+            lo, hi = min(means.values()), max(means.values())
+            out["status"] = "above level"
+            out["reason"] = (
+                f"mean {metric} >= level {level:g} at every width ({_fixed(lo)} to {_fixed(hi)})"
+            )
         return out
     x = np.log(np.array(used))
     y = np.log(np.array([means[w] for w in used]))
@@ -412,6 +419,12 @@ def verdict(fits: pd.DataFrame) -> list[str]:
             m = row["metric"]
             if not str(m).startswith(VANISHING_PREFIXES):
                 continue
+            if row["status"] == "above level":
+                lines.append(
+                    f"{prefix}{m}: {row['reason']}: O(1), does not fall into the lazy regime"
+                )
+                trends[m] = ("above", row)
+                continue
             if row["status"] != "ok":
                 lines.append(f"{prefix}{m}: no fit ({row['reason']})")
                 trends[m] = ("n/a", row)
@@ -442,6 +455,8 @@ def _claim(trends: dict, drift: str | None, lin: str | None, mean_field: bool) -
         return f"undetermined: no {drift} fit ({d_row['reason']})"
     if d_trend == "falls":
         text = f"{drift} falls with width, the kernel tends to constant"
+    elif d_trend == "above":
+        text = f"{drift} stays O(1) at every width ({d_row['reason']}), the kernel keeps moving"
     else:
         text = f"{drift} does not fall with width, the kernel keeps moving"
     if lin is not None:
@@ -450,6 +465,8 @@ def _claim(trends: dict, drift: str | None, lin: str | None, mean_field: bool) -
             text += f"; the network approaches its linearisation ({lin} falls likewise)"
         elif l_trend == "n/a":
             text += f"; no {lin} fit"
+        elif l_trend == "above":
+            text += f"; the network stays far from its linearisation ({lin} O(1))"
         else:
             text += f"; the network does not approach its linearisation ({lin} does not fall)"
     if mean_field:

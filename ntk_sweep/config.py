@@ -149,6 +149,8 @@ class TrackingConfig:
     aggregate_on_end: bool = False
     # A sweep job RUNNING without a heartbeat for this long is dead (resume re-runs it).
     stale_after_s: float = _f(120.0, "float", minimum=0.0, strict=True)
+    # Per-step metrics go to the store in one request per this many seconds (0: every log step).
+    metrics_every_s: float = _f(2.0, "float", minimum=0.0)
 
 
 @dataclass

@@ -405,14 +405,16 @@ def _run_and_close(cfg, data, net, client, run_id: str, ctx: JobContext) -> RunO
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     container.pop("force", None)  # how to launch, not what was run
+    metric_log = tracking.MetricLog(client, run_id, float(cfg.tracking.metrics_every_s))
     try:
         tracking.log_params(client, run_id, tracking.flatten(container))
         client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
         if ctx.hydra_files is not None and ctx.hydra_files.is_dir():
             tracking.log_artifacts(client, run_id, ctx.hydra_files, "hydra")
-        outcome = _train_and_record(cfg, data, net, client, run_id, ctx)
+        outcome = _train_and_record(cfg, data, net, client, run_id, ctx, metric_log)
     except (KeyboardInterrupt, Killed) as exc:
         what = "SIGTERM" if isinstance(exc, Killed) else "KeyboardInterrupt (Ctrl-C)"
+        _flush_quietly(metric_log)
         tracking.set_tag(client, run_id, tracking.FAILURE_TAG, f"killed by {what}")
         log.error("run %s interrupted by %s: marked KILLED", run_id, what)
         tracking.end_run(client, run_id, "KILLED")
@@ -421,11 +423,20 @@ def _run_and_close(cfg, data, net, client, run_id: str, ctx: JobContext) -> RunO
         raise
     except BaseException as exc:
         reason = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]
+        _flush_quietly(metric_log)
         tracking.set_tag(client, run_id, tracking.FAILURE_TAG, reason)
         tracking.end_run(client, run_id, "FAILED")
         raise
     tracking.end_run(client, run_id, outcome.status)
     return outcome
+
+
+def _flush_quietly(metric_log: tracking.MetricLog) -> None:
+    """Keep what a dying run measured; a store that fails now must not hide the real error."""
+    try:
+        metric_log.flush()
+    except Exception as exc:  # pragma: no cover - store vanished mid-run
+        log.error("could not send the last metrics: %s", exc)
 
 
 def _without_hydra(cfg: DictConfig) -> DictConfig:
@@ -435,7 +446,9 @@ def _without_hydra(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def _train_and_record(cfg, data, net, client, run_id: str, ctx: JobContext) -> RunOutcome:
+def _train_and_record(
+    cfg, data, net, client, run_id: str, ctx: JobContext, metric_log: tracking.MetricLog
+) -> RunOutcome:
     from ntk_sweep import dynamics, kernels
     from ntk_sweep.network import (
         Linearization,
@@ -559,9 +572,7 @@ def _train_and_record(cfg, data, net, client, run_id: str, ctx: JobContext) -> R
                     f"loss became {state.loss} at step {state.step} (diverged; lr_effective="
                     f"{lr_eff:g}, 2N/lambda_max={lr_max:g})"
                 )
-                tracking.log_metrics(
-                    client, run_id, {"loss": state.loss, "loss_lin": state.loss_lin}, state.step
-                )
+                metric_log.log({"loss": state.loss, "loss_lin": state.loss_lin}, state.step)
                 break
             if state.step not in index:
                 continue
@@ -600,15 +611,10 @@ def _train_and_record(cfg, data, net, client, run_id: str, ctx: JobContext) -> R
                 history[k][i] = v
             f_test_hist[i], f_lin_test_hist[i] = f_test, f_lin_test
             f_train_hist[i], f_lin_train_hist[i] = state.f_train, state.f_lin_train
-            tracking.log_metrics(
-                client,
-                run_id,
-                {**init, **mt} if i == 0 else mt,
-                state.step,
-                tags=tracking.heartbeat_tags(),
-            )
+            metric_log.log({**init, **mt} if i == 0 else mt, state.step)
             k_last, k_last_test, final = k_t, k_t_test, mt
     train_time = time.perf_counter() - t0
+    metric_log.flush(tags=tracking.heartbeat_tags())
 
     if failure:
         log.error("run %s FAILED: %s", run_id, failure)

@@ -177,15 +177,30 @@ def test_level_excludes_small_widths_and_unavailable_fit_is_a_row():
     ntk = fits[fits["model.parameterization"] == "ntk"].iloc[0]
     assert ntk["status"] == "ok" and ntk["widths_excluded"] == "64"
     assert ntk["widths_used"] == "128;256;512;1024;2048" and ntk["n_widths"] == 5
-    # mean_field drift ~0.2 everywhere: no width below 0.1 -> not available, with the reason
+    # mean_field drift ~0.2 everywhere: no width below 0.1 -> no power law, but O(1) at every
+    # width is itself the negative control's expected answer
     mf = fits[fits["model.parameterization"] == "mean_field"].iloc[0]
-    assert mf["status"] == "not available" and math.isnan(mf["slope"])
-    assert "0 width(s)" in mf["reason"] and "level 0.1" in mf["reason"]
+    assert mf["status"] == "above level" and math.isnan(mf["slope"])
+    assert "level 0.1 at every width (0.19" in mf["reason"]
     lines = verdict(fits)
     assert any(
-        x.startswith("[model.parameterization=mean_field] kernel_drift: no fit (") for x in lines
+        x.startswith("[model.parameterization=mean_field] kernel_drift: mean kernel_drift >=")
+        and x.endswith("O(1), does not fall into the lazy regime")
+        for x in lines
     )
-    assert any("verdict: undetermined: no kernel_drift fit" in x for x in lines)
+    assert any(
+        x.startswith("[model.parameterization=mean_field] verdict: as expected for the mean_field")
+        and "kernel_drift stays O(1) at every width" in x
+        for x in lines
+    )
+    # an ntk group whose drift stays O(1) does not support the claim
+    ntk_big = df[df["model.parameterization"] == "ntk"].assign(kernel_drift=1.0)
+    lines = verdict(fit_power_laws(ntk_big, BY, ["kernel_drift"], level=0.3, n_boot=50))
+    assert any("verdict: claim not supported: kernel_drift stays O(1)" in x for x in lines)
+    # a mixed group (some widths above, fewer than 2 below) is still "not available"
+    few = df[(df["model.parameterization"] == "ntk") & df["model.width"].isin([64, 2048])]
+    f1 = fit_power_laws(few, BY, ["kernel_drift"], level=0.1, n_boot=50).iloc[0]
+    assert f1["status"] == "not available" and "1 width(s)" in f1["reason"]
     # only two usable widths: a fit, flagged
     two = df[df["model.width"].isin([512, 1024])]
     f2 = fit_power_laws(two, BY, ["kernel_drift"], n_boot=100).iloc[0]

@@ -155,7 +155,7 @@ def test_gd_trajectory_logs_requested_steps_and_stops_on_divergence():
     net = MLP(1, 20, sigma_b=1.0)
     params0 = init_params(net, 0)
     x, y = rng.uniform(0, 1, (4, 1)), rng.standard_normal(4)
-    states = list(gd_trajectory(net, params0, x, y, lr=0.1, steps=30, log_steps=[0, 5, 30]))
+    states = list(gd_trajectory(net, params0, x, y, 0.1, 30, [0, 5, 30], backend="numpy"))
     assert [s.step for s in states] == [0, 5, 30]
     assert states[0].loss == pytest.approx(mse_loss(forward(net, params0, x), y))
     # the trajectory is plain gradient descent

@@ -435,6 +435,7 @@ def test_resume_after_sigkill_skips_finished_reruns_the_dead_and_force_reruns(
         "seed=0,1",
         f"train.steps={RESUME_STEPS}",
         "tracking.figures=false",
+        "tracking.metrics_every_s=0",  # every log step reaches the store: see it mid-training
     )
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI",)}
     with open(tmp_path / "first.log", "w") as log:
