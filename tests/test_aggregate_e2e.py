@@ -1,0 +1,74 @@
+"""Aggregation of a real sweep made by the app (issue 5, acceptance 1)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.test_app import ROOT, run_cli
+
+
+@pytest.mark.slow
+def test_real_sweep_aggregates_one_row_per_width_and_polyfit_slope(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = run_cli(
+        "-m",
+        "width=64,256,1024",
+        "seed=0,1,2",
+        "train.steps=60",
+        "tracking.figures=false",
+        "tracking.aggregate_on_end=true",  # the callback aggregates once the sweep ends
+        f"tracking.uri={uri}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    client = mlflow.MlflowClient(uri)
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("ntk-sweep").experiment_id],
+        "tags.`ntk_sweep.role` = 'sweep'",
+    )
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "aggregate")}
+    assert "aggregate/summary.csv" in logged and "aggregate/fits.csv" in logged
+
+    out = tmp_path / "agg"
+    cli = subprocess.run(
+        [sys.executable, "-m", "ntk_sweep.aggregate", "--tracking-uri", uri, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert "verdict:" in cli.stdout
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["model.width"]) == [64, 256, 1024]
+    assert list(summary["n_seeds"]) == [3, 3, 3]
+    m = "kernel_drift"
+    assert (
+        (summary[f"{m}_ci_low"] <= summary[f"{m}_mean"])
+        & (summary[f"{m}_mean"] <= summary[f"{m}_ci_high"])
+    ).all()
+
+    # the group means, read back independently from MLflow
+    runs = client.search_runs(
+        [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    finals = pd.DataFrame(
+        {"width": int(r.data.params["model.width"]), m: r.data.metrics[m]} for r in runs
+    )
+    assert len(finals) == 9
+    means = finals.groupby("width")[m].mean()
+    np.testing.assert_allclose(summary[f"{m}_mean"], means.values, rtol=1e-12)
+    fits = pd.read_csv(out / "fits.csv")
+    fit = fits[fits["metric"] == m].iloc[0]
+    used = [float(w) for w in str(fit["widths_used"]).split(";")]
+    slope = np.polyfit(np.log(used), np.log(means.loc[[int(w) for w in used]].values), 1)[0]
+    assert fit["slope"] == pytest.approx(slope, rel=1e-10)
+    assert fit["slope_ci_low"] <= fit["slope"] <= fit["slope_ci_high"]
