@@ -47,6 +47,9 @@ from ntk_sweep.config import (
     validate,
 )
 
+# matplotlib is imported once per process, with the app, not inside the first run's figure time
+from ntk_sweep.figures import run_figures
+
 log = logging.getLogger(__name__)
 
 PROGRESS_DELAY_S = 3.0  # show the progress bar once a run has taken this long
@@ -720,8 +723,6 @@ def _train_and_record(
 def _save_figures(record: dict[str, Any], folder: Path) -> tuple[list[str], list[str]]:
     """Render every figure to `folder`; returns (saved names, failed names). A figure that
     cannot be drawn (e.g. values near the float range) is skipped with a logged error."""
-    from ntk_sweep.figures import run_figures
-
     folder.mkdir(parents=True, exist_ok=True)
     saved, failed = [], []
     with _log_warnings():
