@@ -12,18 +12,8 @@ import pytest
 
 from ntk_sweep.experiment import run_experiment
 from tests.test_app import compose_cfg
-
-PAPER_FIGURES = {
-    "fig1_data_init",
-    "fig2_training",
-    "fig3_kernel_machine_empirical",
-    "fig4_kernel_machine_analytic",
-    "fig5_net_vs_kernel_machines",
-    "fig6_kernel_dynamics_empirical",
-    "fig7_kernel_dynamics_analytic",
-    "fig8_net_vs_kernel_dynamics",
-}
-COMMON_FIGURES = {"drift", "losses", "linearization_error", "ntk_spectrum", "ntk_heatmaps"}
+from tests.test_figures import COMMON_FIGS as COMMON_FIGURES
+from tests.test_figures import PAPER_FIGS as PAPER_FIGURES
 
 
 def png_size(data: bytes) -> tuple[int, int]:
