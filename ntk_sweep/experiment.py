@@ -622,9 +622,8 @@ def _train_and_record(
     if failure:
         log.error("run %s FAILED: %s", run_id, failure)
         tracking.set_tag(client, run_id, tracking.FAILURE_TAG, failure)
-        tracking.log_metrics(
-            client, run_id, {"train_time_s": train_time, "final_step": last_step}, last_step
-        )
+        metric_log.log({"train_time_s": train_time, "final_step": last_step}, last_step)
+        metric_log.flush()
         return RunOutcome("FAILED", last_step, final, init, failure, train_time)
 
     # ---------------------------------------------------------------- artifacts
@@ -708,12 +707,11 @@ def _train_and_record(
             tracking.set_tag(client, run_id, tracking.TAG + "figures_failed", repr(exc)[:500])
         figures_time = time.perf_counter() - t_fig
 
-    tracking.log_metrics(
-        client,
-        run_id,
+    metric_log.log(
         {"train_time_s": train_time, "final_step": last_step, "figures_time_s": figures_time},
         last_step,
     )
+    metric_log.flush()
     log_file = _job_log_file(ctx)
     if log_file is not None:
         tracking.log_artifact(client, run_id, log_file, "logs")

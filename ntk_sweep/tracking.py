@@ -305,36 +305,6 @@ def log_params(client, run_id: str, params: Mapping[str, str]) -> None:
         _retry(client.log_batch, run_id, params=items[i : i + PARAMS_PER_BATCH])
 
 
-def log_metrics(
-    client,
-    run_id: str,
-    metrics: Mapping[str, float],
-    step: int,
-    tags: Mapping[str, str] | None = None,
-) -> None:
-    """All metrics of one step (and `tags`, e.g. the heartbeat) in one request (NaN values are
-    skipped: 'undefined')."""
-    from mlflow.entities import Metric, RunTag
-
-    ts = int(time.time() * 1000)
-    items = [
-        Metric(k, float(v), ts, int(step))
-        for k, v in metrics.items()
-        if v is not None and not (isinstance(v, float) and math.isnan(v))
-    ]
-    run_tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-    if not items and not run_tags:
-        return
-    for i in range(0, max(len(items), 1), METRICS_PER_BATCH):
-        _retry(
-            client.log_batch,
-            run_id,
-            metrics=items[i : i + METRICS_PER_BATCH],
-            tags=run_tags if i == 0 else [],
-            synchronous=True,
-        )
-
-
 class MetricLog:
     """The per-step metrics of one run, sent in batches: one `log_batch` request when
     `every_s` seconds have passed since the last one, and on `flush()`.
