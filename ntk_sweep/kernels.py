@@ -3,6 +3,8 @@ measures of how much a kernel moved (section 5). Pure functions of inputs and pa
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ntk_sweep.network import (
@@ -166,45 +168,128 @@ def empirical_ntk(
     return ntk
 
 
+# Taylor coefficients of `sin t - t cos t = sum_{n >= 1} (-1)^(n+1) 2n t^(2n+1) / (2n+1)!`; ten
+# terms leave a remainder below 1e-18 relative for t <= 1, where the series replaces the direct form
+_SIN_MINUS_T_COS = tuple((-1) ** (n + 1) * 2 * n / math.factorial(2 * n + 1) for n in range(1, 11))
+# Veltkamp's splitting constant for float64: `_two_product` splits each factor into 26-bit halves
+_SPLITTER = 2.0**27 + 1
+
+
+def _sin_minus_t_cos(t: np.ndarray) -> np.ndarray:
+    """`sin t - t cos t` for t in [0, pi/2] to full relative precision: below t = 1 the two terms
+    cancel (the difference is ~t^3 / 3), so the Taylor series is used there."""
+    t2 = t * t
+    series = np.zeros_like(t)
+    for coef in reversed(_SIN_MINUS_T_COS):
+        series = series * t2 + coef
+    return np.where(t < 1, series * t2 * t, np.sin(t) - t * np.cos(t))
+
+
+def _relu_expectations(
+    s11: np.ndarray, s22: np.ndarray, s12: np.ndarray, det: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The arc-cosine expectations of MATH.md section 3 for relu, written so that no step cancels.
+
+    With `theta` the angle of the covariance (`cos theta = rho`), `J = sin theta + (pi - theta)
+    cos theta` and `k = J / pi`: `E[phi phi] = sqrt(s11 s22) J / (2 pi)` (MATH.md's form, as
+    `sqrt(s11 s22) sqrt(1 - rho^2) = sqrt(det)`), `E[phi' phi'] = (pi - theta) / (2 pi)`. The
+    angle comes from atan2 of the accurate sine `sqrt(det)` and cosine `|s12|`; for an obtuse
+    angle it is measured from -v (`t = pi - theta`), where `J = sin t - t cos t` cancels and is
+    taken from `_sin_minus_t_cos`. Also returns the determinant `s11 s22 (1 - k^2) / 4` and the
+    `E[(phi(u) - phi(v))^2] = ((sqrt(s11) - sqrt(s22))^2 + 2 sqrt(s11 s22) (1 - k)) / 2` of the
+    features' second moments, with `1 - k = 2 sin^2(theta / 2) - m(theta) / pi` for an acute
+    angle (`m = sin t - t cos t`; the second term is at most half the first: no cancellation)
+    and `1 - k = 1 - m(t) / pi` for an obtuse one.
+    """
+    root, norm = np.sqrt(det), np.sqrt(s11 * s22)
+    obtuse = s12 < 0
+    t = np.arctan2(root, np.abs(s12))  # theta, or pi - theta when obtuse: in [0, pi/2]
+    m = _sin_minus_t_cos(t)
+    outer = np.where(obtuse, t, np.pi - t)  # pi - theta
+    e_phi = np.where(obtuse, norm * m, root + outer * s12) / (2 * np.pi)
+    # an input with zero pre-activation variance has relu'(0) = 0
+    e_dphi = np.where(norm > 0, outer / (2 * np.pi), 0.0)
+    one_minus_k = np.where(obtuse, 1 - m / np.pi, 2 * np.sin(t / 2) ** 2 - m / np.pi)
+    moment_det = s11 * s22 * one_minus_k * (2 - one_minus_k) / 4
+    # sqrt(s11) - sqrt(s22) from s11 - s22, which is exact when they are close
+    sum_roots = np.sqrt(s11) + np.sqrt(s22)
+    root_gap = np.divide(s11 - s22, sum_roots, out=np.zeros_like(norm), where=sum_roots > 0)
+    moment_dist = (root_gap**2 + 2 * norm * one_minus_k) / 2
+    return e_phi, e_dphi, moment_det, moment_dist
+
+
 def _gaussian_expectations(
     activation: str, s11: np.ndarray, s22: np.ndarray, s12: np.ndarray, det: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """`E[phi(u) phi(v)]` and `E[phi'(u) phi'(v)]` for (u, v) ~ N(0, [[s11, s12], [s12, s22]])
-    (MATH.md section 3), given `det = s11 s22 - s12^2 >= 0`.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`E[phi(u) phi(v)]`, `E[phi'(u) phi'(v)]` for (u, v) ~ N(0, [[s11, s12], [s12, s22]])
+    (MATH.md section 3), given `det = s11 s22 - s12^2 >= 0`, and the determinant and
+    `E[(phi(u) - phi(v))^2]` of the features' second-moment matrix, from which
+    `analytic_kernels` carries the next layer's determinant.
 
-    The relu angle is `atan2(sqrt(det), s12)` rather than `arccos(rho)`: arccos loses half the
-    digits near rho = 1 (collinear inputs, the paper's own setting), atan2 with an accurate
-    determinant does not. MATH.md's forms follow with `sqrt(s11 s22) sqrt(1 - rho^2) = sqrt(det)`.
+    Only relu needs the determinant to full relative precision (its angle is ~sqrt(det), see
+    `_relu_expectations`). erf and linear use it at most added to order-one terms
+    (`(1 + 2 s11)(1 + 2 s22) - 4 s12^2 = 1 + 2 s11 + 2 s22 + 4 det`), where the direct
+    difference of products is accurate enough.
     """
-    if activation == "linear":
-        return s12, np.ones_like(s12)
     if activation == "relu":
-        root = np.sqrt(det)
-        angle = np.pi - np.arctan2(root, s12)  # pi - arccos(rho)
-        e_phi = (root + angle * s12) / (2 * np.pi)
-        # an input with zero pre-activation variance has relu'(0) = 0
-        e_dphi = np.where(s11 * s22 > 0, angle / (2 * np.pi), 0.0)
-        return e_phi, e_dphi
+        return _relu_expectations(s11, s22, s12, det)
+    if activation == "linear":
+        return s12, np.ones_like(s12), det, s11 + s22 - 2 * s12
     if activation == "erf":
         a, b = 1 + 2 * s11, 1 + 2 * s22
         e_phi = (2 / np.pi) * np.arcsin(np.clip(2 * s12 / np.sqrt(a * b), -1, 1))
-        # (1 + 2 s11)(1 + 2 s22) - 4 s12^2 = 1 + 2 s11 + 2 s22 + 4 det
         e_dphi = (4 / np.pi) / np.sqrt(1 + 2 * s11 + 2 * s22 + 4 * det)
-        return e_phi, e_dphi
+        # E[phi(u)^2], E[phi(v)^2] by the same formula as for identical inputs
+        e11 = (2 / np.pi) * np.arcsin(2 * s11 / a)
+        e22 = (2 / np.pi) * np.arcsin(2 * s22 / b)
+        moment_det = np.maximum(e11 * e22 - e_phi**2, 0.0)
+        return e_phi, e_dphi, moment_det, np.maximum(e11 + e22 - 2 * e_phi, 0.0)
     raise AssertionError(activation)
+
+
+def _split(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`a = hi + lo` exactly with `hi`, `lo` of at most 26 significant bits (Veltkamp)."""
+    t = _SPLITTER * a
+    hi = t - (t - a)
+    return hi, a - hi
+
+
+def _two_product(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`(p, e)` with `p = fl(a b)` and `a b = p + e` exactly (Dekker's product, no FMA needed)."""
+    p = a * b
+    (ah, al), (bh, bl) = _split(a), _split(b)
+    e = ah * bh - p
+    e += ah * bl
+    e += al * bh
+    e += al * bl
+    return p, e
+
+
+def _identical_rows(x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
+    """(N1, N2) mask of the pairs of bit-identical inputs."""
+    return np.array([np.all(x2 == xi, axis=1) for xi in x1]).reshape(len(x1), len(x2))
 
 
 def _gram_determinant(x1: np.ndarray, x2: np.ndarray, scale: float, shift: float) -> np.ndarray:
     """`s11 s22 - s12^2` of the first-layer covariance `s = scale * x.x' + shift`, without
     cancellation: `scale^2 (|x|^2 |x'|^2 - (x.x')^2) + scale shift |x - x'|^2`, the first term
-    written as `|x|^2 |x' - proj_x x'|^2`, exactly 0 for collinear inputs."""
+    written as `|x|^2 |x' - c x|^2` with `c = x.x' / |x|^2` (0 in one dimension).
+
+    The residual `x' - c x` is formed with the exact product `c x` (`_two_product`), so it is
+    accurate to rounding even when x' is within 1e-8 of the line through x (either direction).
+    `c` itself is only rounded: its error adds `(c - c*)^2 |x|^4`, second order, to the result.
+    """
     n1 = np.einsum("ij,ij->i", x1, x1)
     det = np.empty((len(x1), len(x2)))
     for i, (xi, ni) in enumerate(zip(x1, n1, strict=True)):
-        coef = (x2 @ xi) / ni if ni > 0 else np.zeros(len(x2))
-        residual = x2 - coef[:, None] * xi
-        det[i] = scale**2 * ni * np.einsum("ij,ij->i", residual, residual)
-        det[i] += scale * shift * np.einsum("ij,ij->i", x2 - xi, x2 - xi)
+        gap = x2 - xi
+        det[i] = scale * shift * np.einsum("ij,ij->i", gap, gap)
+        if x1.shape[1] > 1 and ni > 0:
+            coef = (x2 @ xi) / ni
+            p, e = _two_product(coef[:, None], xi[None, :])
+            residual = np.subtract(x2, p, out=p)
+            residual -= e
+            det[i] += scale**2 * ni * np.einsum("ij,ij->i", residual, residual)
     return det
 
 
@@ -239,26 +324,40 @@ def analytic_kernels(
     `Sigma^1 = sigma_w^2 x.x'/d + sigma_b^2`, `Theta^1 = sigma_w^2 x.x'/d + 1`, then per layer
     `Sigma^{l+1} = sigma_w^2 E[phi phi] + sigma_b^2` and
     `Theta^{l+1} = sigma_w^2 E[phi phi] + 1 + sigma_w^2 E[phi' phi'] Theta^l`.
-    Computed in float64 whatever the network's dtype.
+    Computed in float64 whatever the network's dtype, to ~1e-15 relative (erf and linear: up to
+    the cancellation in sums of terms of opposite sign), nearly collinear inputs included: the
+    determinant `Sigma_11 Sigma_22 - Sigma_12^2` of each pair is carried by its own recursion,
+    `det^{l+1} = sigma_w^4 det M + sigma_w^2 sigma_b^2 (M_11 + M_22 - 2 M_12)` with `M` the
+    features' second moments (`_gaussian_expectations`), and bit-identical inputs get exactly
+    the values of one input alone.
     """
     check_analytic(net)
+    same = x2 is None
     x1 = as_inputs(net, x1).astype(np.float64)
-    x2 = x1 if x2 is None else as_inputs(net, x2).astype(np.float64)
+    x2 = x1 if same else as_inputs(net, x2).astype(np.float64)
     sw2, sb2, d = net.sigma_w**2, net.sigma_b**2, net.input_dim
-    dot12 = x1 @ x2.T / d
+    sq1 = np.einsum("ij,ij->i", x1, x1) / d
+    sq2 = sq1 if same else np.einsum("ij,ij->i", x2, x2) / d
+    # A pair of identical inputs takes its squared norm for the dot product and a zero
+    # determinant, so Theta(x, x) comes out bit for bit as for x alone, whatever the batch.
+    identical = _identical_rows(x1, x2)
+    dot12 = np.where(identical, sq1[:, None], x1 @ x2.T / d)
     # diagonal variances of each input set, carried through the recursion alongside the cross term
-    v1 = sw2 * np.einsum("ij,ij->i", x1, x1) / d + sb2
-    v2 = sw2 * np.einsum("ij,ij->i", x2, x2) / d + sb2
+    v1, v2 = sw2 * sq1 + sb2, sw2 * sq2 + sb2
     sigma = sw2 * dot12 + sb2
     theta = sw2 * dot12 + 1.0
-    det = _gram_determinant(x1, x2, sw2 / d, sb2)
-    for layer in range(net.depth):
+    # det = s11 s22 - s12^2 has its own recursion: formed as that difference from layer 2 on, it
+    # would cancel to an absolute error ~1e-16 s11 s22, and relu's angle ~sqrt(det) to ~1e-8
+    det = np.where(identical, 0.0, _gram_determinant(x1, x2, sw2 / d, sb2))
+    for _ in range(net.depth):
         s11, s22 = v1[:, None], v2[None, :]
-        if layer > 0:
-            det = np.maximum(s11 * s22 - sigma**2, 0.0)
-        e_phi, e_dphi = _gaussian_expectations(net.activation, s11, s22, sigma, det)
+        e_phi, e_dphi, moment_det, moment_dist = _gaussian_expectations(
+            net.activation, s11, s22, sigma, det
+        )
         theta = sw2 * e_phi + 1.0 + sw2 * e_dphi * theta
         sigma = sw2 * e_phi + sb2
+        # det(sw2 M + sb2 [[1, 1], [1, 1]]) for the features' second-moment matrix M
+        det = sw2**2 * moment_det + sw2 * sb2 * moment_dist
         zero = np.zeros_like(v1)
         v1 = sw2 * _gaussian_expectations(net.activation, v1, v1, v1, zero)[0] + sb2
         zero = np.zeros_like(v2)
