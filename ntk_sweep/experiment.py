@@ -249,6 +249,7 @@ def build_network(cfg: DictConfig, input_dim: int):
         sigma_w=float(m.sigma_w),
         sigma_b=float(m.sigma_b),
         dtype=str(m.dtype),
+        alpha=None if m.get("alpha") is None else float(m.alpha),
     )
 
 
@@ -481,6 +482,8 @@ def _train_and_record(
         k0_test_train = kernels.empirical_ntk(net, params0, x_test, x)
         f0_train = forward(net, params0, x)
         f0_test = forward(net, params0, x_test)
+        if net.centred:  # the model alpha (f_net - f_net(theta_0)) starts at 0 (network.py)
+            f0_train, f0_test = np.zeros_like(f0_train), np.zeros_like(f0_test)
         spec = dynamics.kernel_spectrum(k0)
         lr_max = 2 * n / spec.lambda_max
         f_kernel_train, f_kernel_test = dynamics.kernel_predictions(
@@ -580,7 +583,7 @@ def _train_and_record(
             if state.step not in index:
                 continue
             i = index[state.step]
-            f_test = forward(net, state.params, x_test)
+            f_test = lin_test.centre(forward(net, state.params, x_test))
             f_lin_test = lin_test.predict(state.delta_lin)
             k_t = k0 if state.step == 0 else kernels.empirical_ntk(net, state.params, x)
             k_t_test = (

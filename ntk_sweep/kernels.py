@@ -267,13 +267,17 @@ def analytic_kernels(
 
 
 def analytic_ntk(net: MLP, x1: np.ndarray, x2: np.ndarray | None = None) -> np.ndarray:
-    """Infinite-width NTK, shape (N1, N2); see `analytic_kernels`."""
-    return analytic_kernels(net, x1, x2)[1]
+    """Infinite-width NTK, shape (N1, N2); see `analytic_kernels` (times `alpha^2` for the
+    centred model: its NTK is that of `alpha f_net`)."""
+    theta = analytic_kernels(net, x1, x2)[1]
+    return theta * float(net.alpha) ** 2 if net.centred else theta
 
 
 def analytic_nngp(net: MLP, x1: np.ndarray, x2: np.ndarray | None = None) -> np.ndarray:
-    """Infinite-width NNGP kernel (covariance of f at init), shape (N1, N2)."""
-    return analytic_kernels(net, x1, x2)[0]
+    """Infinite-width NNGP kernel (covariance of f at init), shape (N1, N2). For the centred
+    model, the covariance of `alpha f_net` before centring (the centred output is 0 at init)."""
+    sigma = analytic_kernels(net, x1, x2)[0]
+    return sigma * float(net.alpha) ** 2 if net.centred else sigma
 
 
 def relative_difference(k: np.ndarray, k_ref: np.ndarray) -> float:
