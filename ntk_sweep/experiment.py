@@ -234,6 +234,7 @@ class RunOutcome:
     train_time_s: float = 0.0
     figures_time_s: float = 0.0
     figure_names: list[str] = field(default_factory=list)
+    phases: dict[str, str] = field(default_factory=dict)  # tag -> lazy / catapult / ...
 
 
 def build_network(cfg: DictConfig, input_dim: int):
@@ -343,6 +344,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path | None = None) -> dic
         "train_time_s": outcome.train_time_s,
         "figures_time_s": outcome.figures_time_s,
         "total_time_s": time.perf_counter() - t_start,
+        "phase_net": outcome.phases.get(PHASE_NET_TAG, ""),
+        "phase_lin": outcome.phases.get(PHASE_LIN_TAG, ""),
     }
     print(format_summary(cfg, data, net, summary), flush=True)
     return summary
@@ -486,6 +489,8 @@ def _train_and_record(
             f0_train, f0_test = np.zeros_like(f0_train), np.zeros_like(f0_test)
         spec = dynamics.kernel_spectrum(k0)
         lr_max = 2 * n / spec.lambda_max
+        # above 2N/lambda_max, one line before training says so (_unstable_lr_message)
+        warnings.filterwarnings("ignore", UNSTABLE_WARNING, RuntimeWarning)
         f_kernel_train, f_kernel_test = dynamics.kernel_predictions(
             k0, k0_test_train, f0_train, f0_test, y, lr_eff, log_steps
         )
@@ -498,6 +503,7 @@ def _train_and_record(
             "ntk_rank": float(spec.rank),
             "lr_max_stable": lr_max,
             "lr_effective": lr_eff,
+            "lr_over_lr_max_stable": lr_eff / lr_max,
         }
         if use_analytic:
             k_an = kernels.analytic_ntk(net, x)
@@ -514,12 +520,7 @@ def _train_and_record(
                 ntk_analytic_vs_empirical=kernels.relative_difference(k0, k_an),
             )
     if lr_eff >= lr_max:
-        log.warning(
-            "lr_effective=%g exceeds 2N/lambda_max=%g of the initial NTK: gradient descent is "
-            "expected to diverge or leave the lazy regime (catapult)",
-            lr_eff,
-            lr_max,
-        )
+        log.warning("%s", _unstable_lr_message(lr, lr_eff, lr_max, net.lr_scale))
     if spec.rank < n:
         log.warning(
             "the initial NTK is singular (rank %d of %d, condition number %s): kernel "
@@ -549,6 +550,7 @@ def _train_and_record(
         "analytic_pred_error_test",
         "param_movement",
         *[f"param_movement_layer{i + 1}" for i in range(n_layers)],
+        *DIAGNOSTICS,
     ]
     n_log = len(log_steps)
     history = {k: np.full(n_log, np.nan) for k in hist_names}
@@ -563,6 +565,8 @@ def _train_and_record(
     failure = ""
     last_step = 0
     k_last, k_last_test = k0, k0_test
+    step_last, lam_last = 0, spec.lambda_max
+    first = last = None
     final: dict[str, float] = {}
     with (
         np.errstate(over="ignore", invalid="ignore", divide="ignore"),
@@ -571,7 +575,8 @@ def _train_and_record(
         for state in gd_trajectory(
             net, params0, x, y, lr, steps, sorted(ticks), backend=str(cfg.train.backend)
         ):
-            last_step = state.step
+            last_step, last = state.step, state
+            first = first or state
             progress.update(state.step)
             if state.diverged:
                 failure = (
@@ -613,21 +618,26 @@ def _train_and_record(
             }
             for layer, value in enumerate(per_layer):
                 mt[f"param_movement_layer{layer + 1}"] = value
+            mt.update(_kernel_diagnostics(k_t, k_last, k0, y, lr * (state.step - step_last)))
+            if state.step == 0:  # the same kernel: the same number as ntk_lambda_max
+                mt["kernel_lambda_max"] = spec.lambda_max
             for k, v in mt.items():
                 history[k][i] = v
             f_test_hist[i], f_lin_test_hist[i] = f_test, f_lin_test
             f_train_hist[i], f_lin_train_hist[i] = state.f_train, state.f_lin_train
             metric_log.log({**init, **mt} if i == 0 else mt, state.step)
             k_last, k_last_test, final = k_t, k_t_test, mt
+            step_last, lam_last = state.step, mt["kernel_lambda_max"]
     train_time = time.perf_counter() - t0
-    metric_log.flush(tags=tracking.heartbeat_tags())
+    phases = _phases(first, last, float(np.var(y)) / 2, spec.lambda_max, lam_last)
+    metric_log.flush(tags={**tracking.heartbeat_tags(), **phases})
 
     if failure:
         log.error("run %s FAILED: %s", run_id, failure)
         tracking.set_tag(client, run_id, tracking.FAILURE_TAG, failure)
         metric_log.log({"train_time_s": train_time, "final_step": last_step}, last_step)
         metric_log.flush()
-        return RunOutcome("FAILED", last_step, final, init, failure, train_time)
+        return RunOutcome("FAILED", last_step, final, init, failure, train_time, phases=phases)
 
     # ---------------------------------------------------------------- artifacts
     out = Path(ctx.output_dir)
@@ -688,6 +698,10 @@ def _train_and_record(
             "ntk_analytic": k_an,
             "lr": lr,
             "lr_effective": lr_eff,
+            "lr_max_stable": lr_max,
+            "lr_over_lr_max_stable": lr_eff / lr_max,
+            "phase_net": phases[PHASE_NET_TAG],
+            "phase_lin": phases[PHASE_LIN_TAG],
             "n_train": n,
             "meta": {
                 "width": net.width,
@@ -718,7 +732,54 @@ def _train_and_record(
     log_file = _job_log_file(ctx)
     if log_file is not None:
         tracking.log_artifact(client, run_id, log_file, "logs")
-    return RunOutcome("FINISHED", last_step, final, init, "", train_time, figures_time, names)
+    return RunOutcome(
+        "FINISHED", last_step, final, init, "", train_time, figures_time, names, phases
+    )
+
+
+UNSTABLE_WARNING = r"lr=.* >= 2N/lambda_max=.*: gradient descent diverges"
+DIAGNOSTICS = ("kernel_lambda_max", "kernel_velocity", "kernel_alignment")
+PHASE_NET_TAG = tracking.TAG + "phase_net"
+PHASE_LIN_TAG = tracking.TAG + "phase_lin"
+
+
+def _kernel_diagnostics(
+    k_t: np.ndarray, k_prev: np.ndarray, k0: np.ndarray, y: np.ndarray, dt: float
+) -> dict[str, float]:
+    """Per-log-step kernel diagnostics (docs/metrics.md): lambda_max of Theta_t, its velocity
+    since the previous log step (`dt` = lr x steps between them; undefined at step 0, NaN) and
+    the kernel-target alignment."""
+    from ntk_sweep import dynamics, kernels
+
+    return {
+        "kernel_lambda_max": dynamics.kernel_spectrum(k_t).lambda_max,
+        "kernel_velocity": kernels.kernel_velocity(k_t, k_prev, k0, dt) if dt > 0 else math.nan,
+        "kernel_alignment": kernels.kernel_target_alignment(k_t, y),
+    }
+
+
+def _phases(first, last, loss_constant: float, lambda_0: float, lambda_last: float):
+    """The tags `ntk_sweep.phase_net` / `phase_lin` (`dynamics.lr_phase`) from the first and
+    last states GD yielded; the linearised model's kernel is constant (lambda_0)."""
+    from ntk_sweep.dynamics import lr_phase
+
+    if first is None or last is None:  # pragma: no cover - GD yields step 0 first
+        return {}
+    net = lr_phase(first.loss, last.loss_max, last.loss, loss_constant, lambda_0, lambda_last)
+    lin = lr_phase(
+        first.loss_lin, last.loss_lin_max, last.loss_lin, loss_constant, lambda_0, lambda_0
+    )
+    return {PHASE_NET_TAG: net, PHASE_LIN_TAG: lin}
+
+
+def _unstable_lr_message(lr: float, lr_eff: float, lr_max: float, lr_scale: float) -> str:
+    """The one warning line before training when lr_effective >= 2N / lambda_max(Theta_0)."""
+    stable = float(f"{0.5 * lr_max / lr_scale:.2g}")
+    return (
+        f"lr={lr:g} (lr_effective={lr_eff:g}) is {lr_eff / lr_max:.3g}x the stable bound "
+        f"2N/lambda_max={lr_max:g} of the initial NTK: gradient descent will catapult, collapse "
+        f"or diverge (MATH.md s.4); a stable choice is lr={stable:g}"
+    )
 
 
 def _save_figures(record: dict[str, Any], folder: Path) -> tuple[list[str], list[str]]:
@@ -773,6 +834,8 @@ def format_summary(cfg: DictConfig, data, net, s: dict[str, Any]) -> str:
         f"training  {s['final_step']}/{cfg.train.steps} GD steps, lr {float(cfg.train.lr):g} "
         f"(effective {g('lr_effective')}; 2N/lambda_max {g('lr_max_stable')}), "
         f"{s['train_time_s']:.1f}s",
+        f"phase     network {s['phase_net'] or '-'}, linearised {s['phase_lin'] or '-'} "
+        f"(lr_effective / lr_max_stable {g('lr_over_lr_max_stable')})",
         f"NTK init  lambda_max {g('ntk_lambda_max')}, lambda_min {g('ntk_lambda_min')}, "
         f"condition {g('ntk_condition_number')}, analytic vs empirical "
         f"{g('ntk_analytic_vs_empirical')}",

@@ -372,6 +372,10 @@ class TrainState:
     loss: float
     loss_lin: float
     diverged: bool
+    # the largest loss of each model over every GD step so far, this one included (a catapult's
+    # spike can fall between log steps); NaN/inf once a loss was
+    loss_max: float = math.nan
+    loss_lin_max: float = math.nan
 
 
 def gd_trajectory(
@@ -410,6 +414,7 @@ def gd_trajectory(
         yield from _fused_trajectory(net, params0, x, y, lr_eff, steps, log, lin)
         return
     params, delta = params0, zeros_like(params0)
+    loss_max = loss_lin_max = -math.inf
     for step in range(steps + 1):
         # overflow on the way to a divergence is expected: it is detected and reported below
         with np.errstate(over="ignore", invalid="ignore"):
@@ -420,14 +425,22 @@ def gd_trajectory(
             f_lin = lin.predict(delta)
             r_lin = f_lin - y
             loss_lin = float(r_lin @ r_lin) / (2 * len(r_lin))
+        loss_max, loss_lin_max = _running_max(loss_max, loss), _running_max(loss_lin_max, loss_lin)
         diverged = not math.isfinite(loss)
         if step in log or diverged:
-            yield TrainState(step, params, delta, f, f_lin, loss, loss_lin, diverged)
+            yield TrainState(
+                step, params, delta, f, f_lin, loss, loss_lin, diverged, loss_max, loss_lin_max
+            )
         if diverged or step == steps:
             return
         with np.errstate(over="ignore", invalid="ignore"):
             params = sgd_update(params, vjp(net, params, cache, r / len(r)), lr_eff)
             delta = sgd_update(delta, vjp(net, params0, lin.cache, r_lin / len(r_lin)), lr_eff)
+
+
+def _running_max(best: float, value: float) -> float:
+    """max(best, value), NaN once either is NaN (Python's max would keep whichever came first)."""
+    return best if math.isnan(best) or value <= best else value
 
 
 BACKENDS = ("auto", "numpy", "fused")
@@ -520,6 +533,7 @@ def _fused_trajectory(
     k0 = empirical_ntk(net, params0, x).astype(np.float64)
     f0 = lin.f0.astype(np.float64)
     coef = np.zeros(n_samples)
+    loss_max = loss_lin_max = -math.inf
     f_net, f_lin = lin.cache.f.copy(), lin.f0.copy()  # the network's raw output, the linear model's
     for step in range(steps + 1):
         with np.errstate(over="ignore", invalid="ignore"):
@@ -527,12 +541,15 @@ def _fused_trajectory(
             r, r_lin = f - y, f_lin - y
             loss = float(r @ r) / (2 * n_samples)
             loss_lin = float(r_lin @ r_lin) / (2 * n_samples)
+        loss_max, loss_lin_max = _running_max(loss_max, loss), _running_max(loss_lin_max, loss_lin)
         diverged = not math.isfinite(loss)
         if step in log or diverged:
             params = [(w.copy(), b.copy()), (w1m.copy(), b1.copy())]
             with np.errstate(over="ignore", invalid="ignore"):
                 delta = vjp(net, params0, lin.cache, coef)
-            yield TrainState(step, params, delta, f, f_lin, loss, loss_lin, diverged)
+            yield TrainState(
+                step, params, delta, f, f_lin, loss, loss_lin, diverged, loss_max, loss_lin_max
+            )
         if diverged or step == steps:
             return
         with np.errstate(over="ignore", invalid="ignore"):

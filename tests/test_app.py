@@ -324,3 +324,50 @@ def test_paper_fits_the_least_squares_line_and_paper_fixed_fits_far_better(tmp_p
     assert abs(paper["metrics"]["loss_kernel"] - ls_loss) < 1e-3 * ls_loss
     assert fixed["metrics"]["loss"] < 0.1 * ls_loss
     assert np.isfinite(fixed["metrics"]["ntk_condition_number"])
+
+
+@pytest.mark.slow
+def test_phases_and_kernel_diagnostics_read_back_from_the_store(tmp_path, db):
+    """Three learning rates straddling 2N/lambda_max (width 128, where the catapult exists),
+    then the lazy limit alpha = 1e12 of a linear network (a constant kernel)."""
+    from ntk_sweep.dynamics import max_stable_lr
+    from ntk_sweep.kernels import empirical_ntk
+    from ntk_sweep.network import MLP, init_params
+
+    data = load_dataset("paper_toy")
+    net = MLP(1, 128, sigma_b=1.0)
+    lr_max = max_stable_lr(empirical_ntk(net, init_params(net, 0), data.x_train))
+    client = mlflow.MlflowClient(db)
+    base = ("width=128", "train.steps=300", f"tracking.uri={db}", "tracking.figures=false")
+    runs = {}
+    for ratio in (0.5, 1.4, 30):
+        cfg = compose_cfg(*base, f"lr={ratio * lr_max!r}")
+        runs[ratio] = run_experiment(cfg, output_dir=tmp_path / str(ratio))
+    tags = {r: client.get_run(s["run_id"]).data.tags for r, s in runs.items()}
+    got = {r: (t["ntk_sweep.phase_net"], t["ntk_sweep.phase_lin"]) for r, t in tags.items()}
+    assert got == {0.5: ("lazy", "lazy"), 1.4: ("catapult", "divergent"), 30: ("divergent",) * 2}
+    assert runs[30]["status"] == "FAILED" and "diverged" in tags[30]["ntk_sweep.failure_reason"]
+    for ratio, summary in runs.items():
+        m = client.get_run(summary["run_id"]).data.metrics
+        assert m["lr_over_lr_max_stable"] == pytest.approx(ratio, rel=1e-12)
+    expected_steps = compute_log_steps(300, 20, PAPER_SNAPSHOT_STEPS)
+    catapult = runs[1.4]["run_id"]
+    lam = history(client, catapult, "kernel_lambda_max")
+    assert [s for s, _ in lam] == expected_steps
+    assert lam[0][1] == client.get_run(catapult).data.metrics["ntk_lambda_max"]
+    assert lam[-1][1] < 0.7 * lam[0][1]  # the catapult flattened the kernel
+    velocity = history(client, catapult, "kernel_velocity")
+    assert [s for s, _ in velocity] == expected_steps[1:]  # undefined at step 0
+    assert all(v > 0 for _, v in velocity)
+    alignment = history(client, catapult, "kernel_alignment")
+    assert [s for s, _ in alignment] == expected_steps and all(0 < v <= 1 for _, v in alignment)
+
+    lazy = run_experiment(
+        compose_cfg(
+            *base, "model.activation=linear", "model.alpha=1.0e12", "width=32", "train.steps=50"
+        ),
+        output_dir=tmp_path / "linear",
+    )
+    velocity = [v for _, v in history(client, lazy["run_id"], "kernel_velocity")]
+    assert len(velocity) > 5 and max(velocity) <= 1e-12
+    assert client.get_run(lazy["run_id"]).data.tags["ntk_sweep.phase_net"] == "lazy"
