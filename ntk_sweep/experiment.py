@@ -24,6 +24,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -128,18 +129,29 @@ def test_kernel_index(n_test: int, max_points: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, n_test - 1, max_points)).astype(int))
 
 
+FLOATING_WARNING = re.compile(r"(overflow|invalid value|divide by zero|underflow) encountered")
+
+
 @contextlib.contextmanager
 def _log_warnings() -> Iterator[None]:
     """Route warnings of the numerical core to this module's log, once per message."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield
-    seen = set()
+    seen: dict[str, None] = {}  # insertion-ordered set
+    floating: dict[str, None] = {}
     for w in caught:
         msg = str(w.message)
-        if msg not in seen:
-            seen.add(msg)
-            log.warning("%s", msg)
+        # NumPy's floating-point warnings ("overflow encountered in power", ...): one line
+        (floating if FLOATING_WARNING.search(msg) else seen)[msg] = None
+    for msg in seen:
+        log.warning("%s", msg)
+    if floating:
+        log.warning(
+            "numerical overflow / NaN (%s): values beyond the float range, expected where "
+            "lr_effective exceeds 2N/lambda_max; the affected metrics are inf or NaN",
+            "; ".join(floating),
+        )
 
 
 @contextlib.contextmanager

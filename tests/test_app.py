@@ -371,3 +371,25 @@ def test_phases_and_kernel_diagnostics_read_back_from_the_store(tmp_path, db):
     velocity = [v for _, v in history(client, lazy["run_id"], "kernel_velocity")]
     assert len(velocity) > 5 and max(velocity) <= 1e-12
     assert client.get_run(lazy["run_id"]).data.tags["ntk_sweep.phase_net"] == "lazy"
+
+
+def test_numpy_floating_point_warnings_become_one_logged_line(caplog):
+    import logging
+    import warnings
+
+    from ntk_sweep.experiment import _log_warnings, _unstable_lr_message
+
+    with caplog.at_level(logging.WARNING, logger="ntk_sweep.experiment"), _log_warnings():
+        with np.errstate(over="warn", invalid="warn"):
+            big = np.power(np.full(3, 10.0), 400)  # overflow encountered in power
+            _ = big - big  # invalid value encountered in subtract
+            _ = np.power(np.full(2, 10.0), 500)  # the same message again
+        warnings.warn("kernel is singular", RuntimeWarning, stacklevel=1)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and lines[0] == "kernel is singular", lines
+    assert lines[1].startswith("numerical overflow / NaN (overflow encountered in power; ")
+    assert "invalid value encountered in subtract" in lines[1]
+    # the unstable-lr line names the bound and suggests lr_effective = lr_max_stable / 2
+    line = _unstable_lr_message(0.1, 0.1, 0.00315254, 1.0)
+    assert "31.7x the stable bound 2N/lambda_max=0.00315254" in line
+    assert line.endswith("a stable choice is lr=0.0016") and "\n" not in line
