@@ -174,20 +174,61 @@ def _sigterm_raises() -> Iterator[None]:
 class Progress:
     """Progress of a run, shown once it has lasted a few seconds: a carriage-return bar on
     stderr (`mode="bar"`), or a log line every `LOG_EVERY_S` seconds (`mode="log"`, for
-    non-terminals such as SLURM logs), or nothing (`mode="off"`)."""
+    non-terminals such as SLURM logs), or nothing (`mode="off"`).
+
+    The ETA is `remaining steps / GD step rate + remaining log steps x mean log-step time`:
+    the step rate leaves out the work done at log steps (kernels, metrics: `log_step_done`),
+    which is dense early on, and the steps before `restart_rate` (numba's one-time compile in
+    the first step, announced by `status("compiling (once)")`)."""
 
     LOG_EVERY_S = 30.0
 
-    def __init__(self, total: int, label: str, mode: str) -> None:
+    def __init__(self, total: int, label: str, mode: str, n_log_steps: int = 0) -> None:
         self.total, self.label, self.mode = max(total, 1), label, mode
         self.start = self.last = time.monotonic()
         self.shown = False
+        self.n_log_steps, self.n_logged, self.log_work_s = n_log_steps, 0, 0.0
+        self.base_step, self.base_gd_s = 0, 0.0
+
+    def _gd_seconds(self, now: float) -> float:
+        """Wall time so far spent outside log-step work (GD steps, compilation)."""
+        return now - self.start - self.log_work_s
+
+    def log_step_done(self, seconds: float) -> None:
+        """A log step's measurements took `seconds` (left out of the step rate)."""
+        self.log_work_s += seconds
+        self.n_logged += 1
+
+    def restart_rate(self, step: int) -> None:
+        """Measure the step rate from here on (after a one-time cost such as compilation)."""
+        self.base_step, self.base_gd_s = step, self._gd_seconds(time.monotonic())
+
+    def eta(self, step: int, now: float) -> float:
+        """Seconds left (NaN before any step was timed); see the class docstring."""
+        steps_timed = step - self.base_step
+        gd_s = self._gd_seconds(now) - self.base_gd_s
+        if steps_timed <= 0 or gd_s <= 0:
+            return float("nan")
+        left_logs = max(self.n_log_steps - self.n_logged, 0)
+        per_log = self.log_work_s / self.n_logged if self.n_logged else 0.0
+        return (self.total - step) * gd_s / steps_timed + left_logs * per_log
 
     def _text(self, step: int, now: float) -> str:
         frac = min(step / self.total, 1.0)
         elapsed = now - self.start
-        eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
+        eta = self.eta(step, now)
         return f"{step}/{self.total} steps {100 * frac:3.0f}%  {elapsed:5.1f}s  ETA {eta:5.1f}s"
+
+    def status(self, text: str) -> None:
+        """Show `text` now (e.g. "compiling (once)" before a long one-time step)."""
+        if self.mode == "off":
+            return
+        if self.mode == "log":
+            log.info("%s: %s", self.label, text)
+            return
+        self.shown = True
+        sys.stderr.write(f"\r{self.label} {text:<60}")
+        sys.stderr.flush()
 
     def update(self, step: int, force: bool = False) -> None:
         if self.mode == "off":
@@ -472,6 +513,7 @@ def _train_and_record(
     from ntk_sweep.network import (
         Linearization,
         forward,
+        fused_compile_pending,
         gd_trajectory,
         init_params,
         param_movement,
@@ -573,7 +615,10 @@ def _train_and_record(
     index = {s: i for i, s in enumerate(log_steps)}
 
     ticks = set(log_steps) | {int(round(steps * k / PROGRESS_TICKS)) for k in range(PROGRESS_TICKS)}
-    progress = Progress(steps, f"train {run_id[:8]}", _progress_mode(cfg.tracking.progress))
+    progress = Progress(
+        steps, f"train {run_id[:8]}", _progress_mode(cfg.tracking.progress), len(log_steps)
+    )
+    compiling = fused_compile_pending(net, n, str(cfg.train.backend))
     failure = ""
     last_step = 0
     k_last, k_last_test = k0, k0_test
@@ -589,6 +634,9 @@ def _train_and_record(
         ):
             last_step, last = state.step, state
             first = first or state
+            if compiling and state.step > 0:  # the first GD steps compiled the fused kernel
+                compiling = False
+                progress.restart_rate(state.step)
             progress.update(state.step)
             if state.diverged:
                 failure = (
@@ -599,6 +647,7 @@ def _train_and_record(
                 break
             if state.step not in index:
                 continue
+            t_log = time.monotonic()
             i = index[state.step]
             f_test = lin_test.centre(forward(net, state.params, x_test))
             f_lin_test = lin_test.predict(state.delta_lin)
@@ -640,6 +689,9 @@ def _train_and_record(
             metric_log.log({**init, **mt} if i == 0 else mt, state.step)
             k_last, k_last_test, final = k_t, k_t_test, mt
             step_last, lam_last = state.step, mt["kernel_lambda_max"]
+            progress.log_step_done(time.monotonic() - t_log)
+            if compiling and state.step == 0:
+                progress.status("compiling (once)")
     train_time = time.perf_counter() - t0
     phases = _phases(first, last, float(np.var(y)) / 2, spec.lambda_max, lam_last)
     metric_log.flush(tags={**tracking.heartbeat_tags(), **phases})

@@ -492,6 +492,25 @@ def _fused_block(input_dim: int) -> int:
     return max(64, min(2048, 16384 // input_dim)) // 16 * 16
 
 
+def _fused_step_kernel(net: MLP, n_samples: int):
+    """The compiled GD step `_fused_trajectory` uses: threaded for large steps (see
+    FUSED_PARALLEL_WORK), single-threaded otherwise."""
+    from ntk_sweep import _fused
+
+    n_blocks = -(-net.width // _fused_block(net.input_dim))
+    parallel = n_blocks > 1 and _fused_work(net, n_samples) >= FUSED_PARALLEL_WORK
+    return _fused.depth1_gd_step_parallel if parallel else _fused.depth1_gd_step_serial
+
+
+def fused_compile_pending(net: MLP, n_samples: int, backend: str = "auto") -> bool:
+    """Whether `gd_trajectory` takes the fused path and its compiled step is not loaded in this
+    process yet: its first GD step then compiles it (~20 s the first time on a machine) or
+    loads it from numba's disk cache. Reads the dispatcher's public `signatures` list."""
+    if not use_fused(net, backend):
+        return False
+    return not _fused_step_kernel(net, n_samples).signatures
+
+
 def _fused_trajectory(
     net: MLP,
     params0: Params,
@@ -526,8 +545,7 @@ def _fused_trajectory(
     x = np.ascontiguousarray(x)
     n_samples = len(x)
     n_blocks = -(-net.width // _fused_block(net.input_dim))
-    parallel = n_blocks > 1 and _fused_work(net, n_samples) >= FUSED_PARALLEL_WORK
-    kernel = _fused.depth1_gd_step_parallel if parallel else _fused.depth1_gd_step_serial
+    kernel = _fused_step_kernel(net, n_samples)
     f_parts = np.empty((n_blocks, n_samples))
 
     k0 = empirical_ntk(net, params0, x).astype(np.float64)

@@ -393,3 +393,19 @@ def test_numpy_floating_point_warnings_become_one_logged_line(caplog):
     line = _unstable_lr_message(0.1, 0.1, 0.00315254, 1.0)
     assert "31.7x the stable bound 2N/lambda_max=0.00315254" in line
     assert line.endswith("a stable choice is lr=0.0016") and "\n" not in line
+
+
+def test_progress_eta_leaves_out_log_step_work_and_compilation(capsys):
+    from ntk_sweep.experiment import Progress
+
+    p = Progress(100, "train x", "bar", n_log_steps=5)
+    now = p.start + 10.0
+    # 2 log steps took 6 s of the 10: 40 GD steps in 4 s (10 steps/s); 3 log steps left at 3 s
+    p.log_work_s, p.n_logged = 6.0, 2
+    assert p.eta(40, now) == pytest.approx(60 / 10 + 3 * 3.0)
+    # a one-time compile in the first 5 steps (3 s of GD time) is left out after restart_rate
+    p.base_step, p.base_gd_s = 5, 3.0
+    assert p.eta(40, now) == pytest.approx(60 * (1.0 / 35) + 9.0)
+    assert np.isnan(Progress(100, "t", "bar").eta(0, p.start + 1))
+    p.status("compiling (once)")
+    assert "train x compiling (once)" in capsys.readouterr().err
