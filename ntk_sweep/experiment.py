@@ -122,11 +122,16 @@ def _mse_half(f: np.ndarray, y: np.ndarray) -> float:
     return float(r @ r) / (2 * len(r))
 
 
-def test_kernel_index(n_test: int, max_points: int) -> np.ndarray:
-    """Evenly spaced subsample (deterministic) of the test inputs for the test-input kernel."""
-    if n_test <= max_points:
-        return np.arange(n_test)
-    return np.unique(np.round(np.linspace(0, n_test - 1, max_points)).astype(int))
+def test_kernel_index(
+    n_test: int, max_points: int, exclude: np.ndarray | None = None
+) -> np.ndarray:
+    """Evenly spaced subsample (deterministic) of the test inputs for the test-input kernel,
+    leaving out the inputs where `exclude` (a boolean mask) is true."""
+    candidates = np.arange(n_test) if exclude is None else np.flatnonzero(~exclude)
+    if len(candidates) <= max_points:
+        return candidates
+    pick = np.unique(np.round(np.linspace(0, len(candidates) - 1, max_points)).astype(int))
+    return candidates[pick]
 
 
 FLOATING_WARNING = re.compile(r"(overflow|invalid value|divide by zero|underflow) encountered")
@@ -516,6 +521,7 @@ def _train_and_record(
         fused_compile_pending,
         gd_trajectory,
         init_params,
+        kink_inputs,
         param_movement,
     )
 
@@ -527,7 +533,8 @@ def _train_and_record(
     x, y = data.x_train, data.y_train
     x_test, y_test = data.x_test, data.y_test
     n, m = len(x), len(x_test)
-    sub = test_kernel_index(m, int(cfg.train.test_kernel_points))
+    kinks = kink_inputs(net, x_test)
+    sub = test_kernel_index(m, int(cfg.train.test_kernel_points), kinks if kinks.any() else None)
     x_sub = x_test[sub]
     use_analytic = analytic_enabled(cfg) and kernels.has_analytic_ntk(net)
 

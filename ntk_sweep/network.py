@@ -46,6 +46,17 @@ Params = list[tuple[np.ndarray, np.ndarray]]
 """Per weight layer l = 1..depth+1: `(W (fan_in, fan_out), b (fan_out,))`."""
 
 
+def kink_inputs(net: MLP, x: np.ndarray) -> np.ndarray:
+    """Boolean mask of the inputs at relu's kink at init: with sigma_b = 0, an input x = 0 has
+    every first-layer pre-activation exactly 0 (`Sigma^1(x, x) = 0`, MATH.md s.3), where
+    relu'(0) = 0; the first bias update switches half the units on, an O(1) jump in the
+    kernel at any width. False everywhere for other activations or sigma_b > 0."""
+    x = as_inputs(net, x)
+    if net.activation != "relu" or net.sigma_b != 0:
+        return np.zeros(len(x), dtype=bool)
+    return ~np.any(x != 0, axis=1)
+
+
 def _check_int(name: str, value: object, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise ValueError(f"{name}={value!r} is invalid: expected an integer >= {minimum}")

@@ -409,3 +409,25 @@ def test_progress_eta_leaves_out_log_step_work_and_compilation(capsys):
     assert np.isnan(Progress(100, "t", "bar").eta(0, p.start + 1))
     p.status("compiling (once)")
     assert "train x compiling (once)" in capsys.readouterr().err
+
+
+def test_the_paper_presets_test_kernel_subset_leaves_out_the_kink_at_x_0(tmp_path):
+    from ntk_sweep.experiment import preflight, test_kernel_index
+    from ntk_sweep.network import kink_inputs
+
+    data, net, _ = preflight(
+        compose_cfg("experiment=paper", f"tracking.uri=sqlite:///{tmp_path}/m.db")
+    )
+    kinks = kink_inputs(net, data.x_test)
+    assert data.x_test[0, 0] == 0 and np.flatnonzero(kinks).tolist() == [0]
+    sub = test_kernel_index(len(data.x_test), 64, kinks)
+    assert len(sub) == 64 and 0 not in sub and sub[-1] == len(data.x_test) - 1
+    assert np.all(np.diff(sub) > 0)
+    # sigma_b = 1 (paper_fixed) has no kink: the plain evenly spaced subsample, x = 0 included
+    _, fixed, _ = preflight(
+        compose_cfg("experiment=paper_fixed", f"tracking.uri=sqlite:///{tmp_path}/m.db")
+    )
+    assert not kink_inputs(fixed, data.x_test).any()
+    np.testing.assert_array_equal(
+        test_kernel_index(200, 64), np.unique(np.round(np.linspace(0, 199, 64)).astype(int))
+    )
