@@ -783,6 +783,7 @@ def _train_and_record(
                 "parameterization": net.parameterization,
                 "dataset": data.name,
                 "sigma_b": net.sigma_b,
+                "alpha": net.alpha,
             },
         }
         try:
