@@ -61,7 +61,7 @@ class Rule:
             return f"an integer >= {int(self.minimum)}"
         if self.kind == "float":
             op = ">" if self.strict else ">="
-            return f"a finite number {op} {self.minimum:g}"
+            return f"a finite number {op} {self.minimum:g}" + (" or null" if self.nullable else "")
         if self.kind == "choice":
             return f"one of {', '.join(self.choices)}"
         if self.kind == "int_list":
@@ -116,6 +116,11 @@ class ModelConfig:
     sigma_w: float = _f(1.0, "float", minimum=0.0, strict=True)
     sigma_b: float = _f(1.0, "float", minimum=0.0)
     dtype: str = _f("float64", "choice", choices=DTYPES)
+    # Lazy-to-rich dial (Chizat & Bach 2019): a number alpha > 0 trains the centred model
+    # alpha * (f_net - f_net(theta_0)) with lr / alpha^2 (alpha -> inf: lazy; small: rich);
+    # null (default): the plain, uncentred network. alpha=1 is the centred network, not the
+    # default (ntk_sweep/network.py, docs/metrics.md).
+    alpha: float | None = _f(None, "float", minimum=0.0, strict=True, nullable=True)
 
 
 @dataclass

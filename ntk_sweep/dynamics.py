@@ -7,6 +7,7 @@ setting, MATH.md section 3) gives finite, well-defined predictions.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -176,3 +177,45 @@ def kernel_regression(
         )
     inv = np.divide(1.0, lam, out=np.zeros_like(lam), where=keep)
     return f0_test.reshape(-1) + k_test_train @ (v @ (inv * (v.T @ (y - f0_train))))
+
+
+PHASES = ("lazy", "catapult", "collapsed", "divergent")
+# a loss above its initial value by more than this relative margin is a spike (not round-off)
+SPIKE_RTOL = 1e-9
+# a run that ends within this relative margin of the best constant predictor's loss (or above)
+# learned nothing beyond a constant: the loss of a collapsed network tends to it from above
+COLLAPSE_RTOL = 0.01
+
+
+def lr_phase(
+    loss_0: float,
+    loss_max: float,
+    loss_final: float,
+    loss_constant: float,
+    lambda_0: float,
+    lambda_final: float,
+) -> str:
+    """Learning-rate phase of one GD run (Lewkowycz et al. 2020, arXiv 2003.02218), measured:
+
+    - "divergent": a loss was NaN/inf, or the final loss exceeds the initial one;
+    - "lazy": the loss never rose above its initial value (`loss_max <= loss_0 (1 + 1e-9)`);
+    - "catapult": the loss spiked above its initial value, then came down below
+      `0.99 loss_constant` (`loss_constant`: the loss of the best constant predictor,
+      `Var(y) / 2`) with a smaller top kernel eigenvalue at the end (`lambda_final < lambda_0`);
+    - "collapsed": it spiked and came down, but not to a catapult's end: the final loss is
+      `>= 0.99 loss_constant` (e.g. every relu unit dead, only the output bias left) or
+      lambda_max did not decrease.
+
+    `loss_max` is the largest loss over every step; `lambda_*` the top eigenvalues of the
+    model's kernel at init and at the last logged step (pass `lambda_final = lambda_0` for the
+    linearised model, whose kernel is constant: it is lazy or divergent, or collapsed if it
+    spiked and came back, which GD on a quadratic cannot do).
+    """
+    losses = (loss_0, loss_max, loss_final)
+    if not all(math.isfinite(v) for v in losses) or loss_final > loss_0:
+        return "divergent"
+    if loss_max <= loss_0 * (1 + SPIKE_RTOL):
+        return "lazy"
+    if loss_final < (1 - COLLAPSE_RTOL) * loss_constant and lambda_final < lambda_0:
+        return "catapult"
+    return "collapsed"

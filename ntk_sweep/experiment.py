@@ -24,6 +24,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -121,11 +122,19 @@ def _mse_half(f: np.ndarray, y: np.ndarray) -> float:
     return float(r @ r) / (2 * len(r))
 
 
-def test_kernel_index(n_test: int, max_points: int) -> np.ndarray:
-    """Evenly spaced subsample (deterministic) of the test inputs for the test-input kernel."""
-    if n_test <= max_points:
-        return np.arange(n_test)
-    return np.unique(np.round(np.linspace(0, n_test - 1, max_points)).astype(int))
+def test_kernel_index(
+    n_test: int, max_points: int, exclude: np.ndarray | None = None
+) -> np.ndarray:
+    """Evenly spaced subsample (deterministic) of the test inputs for the test-input kernel,
+    leaving out the inputs where `exclude` (a boolean mask) is true."""
+    candidates = np.arange(n_test) if exclude is None else np.flatnonzero(~exclude)
+    if len(candidates) <= max_points:
+        return candidates
+    pick = np.unique(np.round(np.linspace(0, len(candidates) - 1, max_points)).astype(int))
+    return candidates[pick]
+
+
+FLOATING_WARNING = re.compile(r"(overflow|invalid value|divide by zero|underflow) encountered")
 
 
 @contextlib.contextmanager
@@ -134,12 +143,20 @@ def _log_warnings() -> Iterator[None]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield
-    seen = set()
+    seen: dict[str, None] = {}  # insertion-ordered set
+    floating: dict[str, None] = {}
     for w in caught:
         msg = str(w.message)
-        if msg not in seen:
-            seen.add(msg)
-            log.warning("%s", msg)
+        # NumPy's floating-point warnings ("overflow encountered in power", ...): one line
+        (floating if FLOATING_WARNING.search(msg) else seen)[msg] = None
+    for msg in seen:
+        log.warning("%s", msg)
+    if floating:
+        log.warning(
+            "numerical overflow / NaN (%s): values beyond the float range, expected where "
+            "lr_effective exceeds 2N/lambda_max; the affected metrics are inf or NaN",
+            "; ".join(floating),
+        )
 
 
 @contextlib.contextmanager
@@ -162,20 +179,61 @@ def _sigterm_raises() -> Iterator[None]:
 class Progress:
     """Progress of a run, shown once it has lasted a few seconds: a carriage-return bar on
     stderr (`mode="bar"`), or a log line every `LOG_EVERY_S` seconds (`mode="log"`, for
-    non-terminals such as SLURM logs), or nothing (`mode="off"`)."""
+    non-terminals such as SLURM logs), or nothing (`mode="off"`).
+
+    The ETA is `remaining steps / GD step rate + remaining log steps x mean log-step time`:
+    the step rate leaves out the work done at log steps (kernels, metrics: `log_step_done`),
+    which is dense early on, and the steps before `restart_rate` (numba's one-time compile in
+    the first step, announced by `status("compiling (once)")`)."""
 
     LOG_EVERY_S = 30.0
 
-    def __init__(self, total: int, label: str, mode: str) -> None:
+    def __init__(self, total: int, label: str, mode: str, n_log_steps: int = 0) -> None:
         self.total, self.label, self.mode = max(total, 1), label, mode
         self.start = self.last = time.monotonic()
         self.shown = False
+        self.n_log_steps, self.n_logged, self.log_work_s = n_log_steps, 0, 0.0
+        self.base_step, self.base_gd_s = 0, 0.0
+
+    def _gd_seconds(self, now: float) -> float:
+        """Wall time so far spent outside log-step work (GD steps, compilation)."""
+        return now - self.start - self.log_work_s
+
+    def log_step_done(self, seconds: float) -> None:
+        """A log step's measurements took `seconds` (left out of the step rate)."""
+        self.log_work_s += seconds
+        self.n_logged += 1
+
+    def restart_rate(self, step: int) -> None:
+        """Measure the step rate from here on (after a one-time cost such as compilation)."""
+        self.base_step, self.base_gd_s = step, self._gd_seconds(time.monotonic())
+
+    def eta(self, step: int, now: float) -> float:
+        """Seconds left (NaN before any step was timed); see the class docstring."""
+        steps_timed = step - self.base_step
+        gd_s = self._gd_seconds(now) - self.base_gd_s
+        if steps_timed <= 0 or gd_s <= 0:
+            return float("nan")
+        left_logs = max(self.n_log_steps - self.n_logged, 0)
+        per_log = self.log_work_s / self.n_logged if self.n_logged else 0.0
+        return (self.total - step) * gd_s / steps_timed + left_logs * per_log
 
     def _text(self, step: int, now: float) -> str:
         frac = min(step / self.total, 1.0)
         elapsed = now - self.start
-        eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
+        eta = self.eta(step, now)
         return f"{step}/{self.total} steps {100 * frac:3.0f}%  {elapsed:5.1f}s  ETA {eta:5.1f}s"
+
+    def status(self, text: str) -> None:
+        """Show `text` now (e.g. "compiling (once)" before a long one-time step)."""
+        if self.mode == "off":
+            return
+        if self.mode == "log":
+            log.info("%s: %s", self.label, text)
+            return
+        self.shown = True
+        sys.stderr.write(f"\r{self.label} {text:<60}")
+        sys.stderr.flush()
 
     def update(self, step: int, force: bool = False) -> None:
         if self.mode == "off":
@@ -234,6 +292,7 @@ class RunOutcome:
     train_time_s: float = 0.0
     figures_time_s: float = 0.0
     figure_names: list[str] = field(default_factory=list)
+    phases: dict[str, str] = field(default_factory=dict)  # tag -> lazy / catapult / ...
 
 
 def build_network(cfg: DictConfig, input_dim: int):
@@ -249,6 +308,7 @@ def build_network(cfg: DictConfig, input_dim: int):
         sigma_w=float(m.sigma_w),
         sigma_b=float(m.sigma_b),
         dtype=str(m.dtype),
+        alpha=None if m.get("alpha") is None else float(m.alpha),
     )
 
 
@@ -342,6 +402,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path | None = None) -> dic
         "train_time_s": outcome.train_time_s,
         "figures_time_s": outcome.figures_time_s,
         "total_time_s": time.perf_counter() - t_start,
+        "phase_net": outcome.phases.get(PHASE_NET_TAG, ""),
+        "phase_lin": outcome.phases.get(PHASE_LIN_TAG, ""),
     }
     print(format_summary(cfg, data, net, summary), flush=True)
     return summary
@@ -456,8 +518,10 @@ def _train_and_record(
     from ntk_sweep.network import (
         Linearization,
         forward,
+        fused_compile_pending,
         gd_trajectory,
         init_params,
+        kink_inputs,
         param_movement,
     )
 
@@ -469,7 +533,8 @@ def _train_and_record(
     x, y = data.x_train, data.y_train
     x_test, y_test = data.x_test, data.y_test
     n, m = len(x), len(x_test)
-    sub = test_kernel_index(m, int(cfg.train.test_kernel_points))
+    kinks = kink_inputs(net, x_test)
+    sub = test_kernel_index(m, int(cfg.train.test_kernel_points), kinks if kinks.any() else None)
     x_sub = x_test[sub]
     use_analytic = analytic_enabled(cfg) and kernels.has_analytic_ntk(net)
 
@@ -481,8 +546,12 @@ def _train_and_record(
         k0_test_train = kernels.empirical_ntk(net, params0, x_test, x)
         f0_train = forward(net, params0, x)
         f0_test = forward(net, params0, x_test)
+        if net.centred:  # the model alpha (f_net - f_net(theta_0)) starts at 0 (network.py)
+            f0_train, f0_test = np.zeros_like(f0_train), np.zeros_like(f0_test)
         spec = dynamics.kernel_spectrum(k0)
         lr_max = 2 * n / spec.lambda_max
+        # above 2N/lambda_max, one line before training says so (_unstable_lr_message)
+        warnings.filterwarnings("ignore", UNSTABLE_WARNING, RuntimeWarning)
         f_kernel_train, f_kernel_test = dynamics.kernel_predictions(
             k0, k0_test_train, f0_train, f0_test, y, lr_eff, log_steps
         )
@@ -495,6 +564,7 @@ def _train_and_record(
             "ntk_rank": float(spec.rank),
             "lr_max_stable": lr_max,
             "lr_effective": lr_eff,
+            "lr_over_lr_max_stable": lr_eff / lr_max,
         }
         if use_analytic:
             k_an = kernels.analytic_ntk(net, x)
@@ -511,12 +581,7 @@ def _train_and_record(
                 ntk_analytic_vs_empirical=kernels.relative_difference(k0, k_an),
             )
     if lr_eff >= lr_max:
-        log.warning(
-            "lr_effective=%g exceeds 2N/lambda_max=%g of the initial NTK: gradient descent is "
-            "expected to diverge or leave the lazy regime (catapult)",
-            lr_eff,
-            lr_max,
-        )
+        log.warning("%s", _unstable_lr_message(lr, lr_eff, lr_max, net.lr_scale))
     if spec.rank < n:
         log.warning(
             "the initial NTK is singular (rank %d of %d, condition number %s): kernel "
@@ -546,6 +611,7 @@ def _train_and_record(
         "analytic_pred_error_test",
         "param_movement",
         *[f"param_movement_layer{i + 1}" for i in range(n_layers)],
+        *DIAGNOSTICS,
     ]
     n_log = len(log_steps)
     history = {k: np.full(n_log, np.nan) for k in hist_names}
@@ -556,10 +622,15 @@ def _train_and_record(
     index = {s: i for i, s in enumerate(log_steps)}
 
     ticks = set(log_steps) | {int(round(steps * k / PROGRESS_TICKS)) for k in range(PROGRESS_TICKS)}
-    progress = Progress(steps, f"train {run_id[:8]}", _progress_mode(cfg.tracking.progress))
+    progress = Progress(
+        steps, f"train {run_id[:8]}", _progress_mode(cfg.tracking.progress), len(log_steps)
+    )
+    compiling = fused_compile_pending(net, n, str(cfg.train.backend))
     failure = ""
     last_step = 0
     k_last, k_last_test = k0, k0_test
+    step_last, lam_last = 0, spec.lambda_max
+    first = last = None
     final: dict[str, float] = {}
     with (
         np.errstate(over="ignore", invalid="ignore", divide="ignore"),
@@ -568,7 +639,11 @@ def _train_and_record(
         for state in gd_trajectory(
             net, params0, x, y, lr, steps, sorted(ticks), backend=str(cfg.train.backend)
         ):
-            last_step = state.step
+            last_step, last = state.step, state
+            first = first or state
+            if compiling and state.step > 0:  # the first GD steps compiled the fused kernel
+                compiling = False
+                progress.restart_rate(state.step)
             progress.update(state.step)
             if state.diverged:
                 failure = (
@@ -579,8 +654,9 @@ def _train_and_record(
                 break
             if state.step not in index:
                 continue
+            t_log = time.monotonic()
             i = index[state.step]
-            f_test = forward(net, state.params, x_test)
+            f_test = lin_test.centre(forward(net, state.params, x_test))
             f_lin_test = lin_test.predict(state.delta_lin)
             k_t = k0 if state.step == 0 else kernels.empirical_ntk(net, state.params, x)
             k_t_test = (
@@ -610,21 +686,29 @@ def _train_and_record(
             }
             for layer, value in enumerate(per_layer):
                 mt[f"param_movement_layer{layer + 1}"] = value
+            mt.update(_kernel_diagnostics(k_t, k_last, k0, y, lr * (state.step - step_last)))
+            if state.step == 0:  # the same kernel: the same number as ntk_lambda_max
+                mt["kernel_lambda_max"] = spec.lambda_max
             for k, v in mt.items():
                 history[k][i] = v
             f_test_hist[i], f_lin_test_hist[i] = f_test, f_lin_test
             f_train_hist[i], f_lin_train_hist[i] = state.f_train, state.f_lin_train
             metric_log.log({**init, **mt} if i == 0 else mt, state.step)
             k_last, k_last_test, final = k_t, k_t_test, mt
+            step_last, lam_last = state.step, mt["kernel_lambda_max"]
+            progress.log_step_done(time.monotonic() - t_log)
+            if compiling and state.step == 0:
+                progress.status("compiling (once)")
     train_time = time.perf_counter() - t0
-    metric_log.flush(tags=tracking.heartbeat_tags())
+    phases = _phases(first, last, float(np.var(y)) / 2, spec.lambda_max, lam_last)
+    metric_log.flush(tags={**tracking.heartbeat_tags(), **phases})
 
     if failure:
         log.error("run %s FAILED: %s", run_id, failure)
         tracking.set_tag(client, run_id, tracking.FAILURE_TAG, failure)
         metric_log.log({"train_time_s": train_time, "final_step": last_step}, last_step)
         metric_log.flush()
-        return RunOutcome("FAILED", last_step, final, init, failure, train_time)
+        return RunOutcome("FAILED", last_step, final, init, failure, train_time, phases=phases)
 
     # ---------------------------------------------------------------- artifacts
     out = Path(ctx.output_dir)
@@ -685,6 +769,10 @@ def _train_and_record(
             "ntk_analytic": k_an,
             "lr": lr,
             "lr_effective": lr_eff,
+            "lr_max_stable": lr_max,
+            "lr_over_lr_max_stable": lr_eff / lr_max,
+            "phase_net": phases[PHASE_NET_TAG],
+            "phase_lin": phases[PHASE_LIN_TAG],
             "n_train": n,
             "meta": {
                 "width": net.width,
@@ -695,6 +783,7 @@ def _train_and_record(
                 "parameterization": net.parameterization,
                 "dataset": data.name,
                 "sigma_b": net.sigma_b,
+                "alpha": net.alpha,
             },
         }
         try:
@@ -715,7 +804,54 @@ def _train_and_record(
     log_file = _job_log_file(ctx)
     if log_file is not None:
         tracking.log_artifact(client, run_id, log_file, "logs")
-    return RunOutcome("FINISHED", last_step, final, init, "", train_time, figures_time, names)
+    return RunOutcome(
+        "FINISHED", last_step, final, init, "", train_time, figures_time, names, phases
+    )
+
+
+UNSTABLE_WARNING = r"lr=.* >= 2N/lambda_max=.*: gradient descent diverges"
+DIAGNOSTICS = ("kernel_lambda_max", "kernel_velocity", "kernel_alignment")
+PHASE_NET_TAG = tracking.TAG + "phase_net"
+PHASE_LIN_TAG = tracking.TAG + "phase_lin"
+
+
+def _kernel_diagnostics(
+    k_t: np.ndarray, k_prev: np.ndarray, k0: np.ndarray, y: np.ndarray, dt: float
+) -> dict[str, float]:
+    """Per-log-step kernel diagnostics (docs/metrics.md): lambda_max of Theta_t, its velocity
+    since the previous log step (`dt` = lr x steps between them; undefined at step 0, NaN) and
+    the kernel-target alignment."""
+    from ntk_sweep import dynamics, kernels
+
+    return {
+        "kernel_lambda_max": dynamics.kernel_spectrum(k_t).lambda_max,
+        "kernel_velocity": kernels.kernel_velocity(k_t, k_prev, k0, dt) if dt > 0 else math.nan,
+        "kernel_alignment": kernels.kernel_target_alignment(k_t, y),
+    }
+
+
+def _phases(first, last, loss_constant: float, lambda_0: float, lambda_last: float):
+    """The tags `ntk_sweep.phase_net` / `phase_lin` (`dynamics.lr_phase`) from the first and
+    last states GD yielded; the linearised model's kernel is constant (lambda_0)."""
+    from ntk_sweep.dynamics import lr_phase
+
+    if first is None or last is None:  # pragma: no cover - GD yields step 0 first
+        return {}
+    net = lr_phase(first.loss, last.loss_max, last.loss, loss_constant, lambda_0, lambda_last)
+    lin = lr_phase(
+        first.loss_lin, last.loss_lin_max, last.loss_lin, loss_constant, lambda_0, lambda_0
+    )
+    return {PHASE_NET_TAG: net, PHASE_LIN_TAG: lin}
+
+
+def _unstable_lr_message(lr: float, lr_eff: float, lr_max: float, lr_scale: float) -> str:
+    """The one warning line before training when lr_effective >= 2N / lambda_max(Theta_0)."""
+    stable = float(f"{0.5 * lr_max / lr_scale:.2g}")
+    return (
+        f"lr={lr:g} (lr_effective={lr_eff:g}) is {lr_eff / lr_max:.3g}x the stable bound "
+        f"2N/lambda_max={lr_max:g} of the initial NTK: gradient descent will catapult, collapse "
+        f"or diverge (MATH.md s.4); a stable choice is lr={stable:g}"
+    )
 
 
 def _save_figures(record: dict[str, Any], folder: Path) -> tuple[list[str], list[str]]:
@@ -770,6 +906,8 @@ def format_summary(cfg: DictConfig, data, net, s: dict[str, Any]) -> str:
         f"training  {s['final_step']}/{cfg.train.steps} GD steps, lr {float(cfg.train.lr):g} "
         f"(effective {g('lr_effective')}; 2N/lambda_max {g('lr_max_stable')}), "
         f"{s['train_time_s']:.1f}s",
+        f"phase     network {s['phase_net'] or '-'}, linearised {s['phase_lin'] or '-'} "
+        f"(lr_effective / lr_max_stable {g('lr_over_lr_max_stable')})",
         f"NTK init  lambda_max {g('ntk_lambda_max')}, lambda_min {g('ntk_lambda_min')}, "
         f"condition {g('ntk_condition_number')}, analytic vs empirical "
         f"{g('ntk_analytic_vs_empirical')}",

@@ -366,13 +366,17 @@ def analytic_kernels(
 
 
 def analytic_ntk(net: MLP, x1: np.ndarray, x2: np.ndarray | None = None) -> np.ndarray:
-    """Infinite-width NTK, shape (N1, N2); see `analytic_kernels`."""
-    return analytic_kernels(net, x1, x2)[1]
+    """Infinite-width NTK, shape (N1, N2); see `analytic_kernels` (times `alpha^2` for the
+    centred model: its NTK is that of `alpha f_net`)."""
+    theta = analytic_kernels(net, x1, x2)[1]
+    return theta * float(net.alpha) ** 2 if net.centred else theta
 
 
 def analytic_nngp(net: MLP, x1: np.ndarray, x2: np.ndarray | None = None) -> np.ndarray:
-    """Infinite-width NNGP kernel (covariance of f at init), shape (N1, N2)."""
-    return analytic_kernels(net, x1, x2)[0]
+    """Infinite-width NNGP kernel (covariance of f at init), shape (N1, N2). For the centred
+    model, the covariance of `alpha f_net` before centring (the centred output is 0 at init)."""
+    sigma = analytic_kernels(net, x1, x2)[0]
+    return sigma * float(net.alpha) ** 2 if net.centred else sigma
 
 
 def relative_difference(k: np.ndarray, k_ref: np.ndarray) -> float:
@@ -394,3 +398,27 @@ def kernel_distance(k_t: np.ndarray, k_0: np.ndarray) -> float:
     # 1 - cos = |u - v|^2 / 2 for unit u, v: no cancellation when the kernels are close
     gap = k_t / np.linalg.norm(k_t) - k_0 / np.linalg.norm(k_0)
     return float(np.vdot(gap, gap)) / 2
+
+
+def kernel_target_alignment(k: np.ndarray, y: np.ndarray) -> float:
+    """Kernel-target alignment `y^T Theta y / (||Theta||_F ||y||^2)` (Cristianini et al. 2001;
+    Baratin et al. 2021 follow it along training): `<Theta, y y^T>_F` over the two Frobenius
+    norms, so in [-1, 1], invariant to rescaling the kernel or the targets; NaN for y = 0."""
+    k = np.asarray(k, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    if k.shape != (len(y), len(y)):
+        raise ValueError(f"kernel has shape {k.shape}: expected ({len(y)}, {len(y)}) for y")
+    yy = float(y @ y)
+    if yy == 0:
+        return float("nan")
+    return float(y @ k @ y) / (float(np.linalg.norm(k)) * yy)
+
+
+def kernel_velocity(k_t: np.ndarray, k_prev: np.ndarray, k_0: np.ndarray, dt: float) -> float:
+    """Kernel velocity (Fort et al. 2020) between two logged kernels:
+    `||Theta_t - Theta_prev||_F / ||Theta_0||_F / dt`, the relative kernel change per unit of
+    training time `dt` (> 0) between them; 0 for a constant kernel."""
+    if not dt > 0:
+        raise ValueError(f"dt={dt!r} is invalid: expected a number > 0")
+    step = np.asarray(k_t, dtype=np.float64) - np.asarray(k_prev, dtype=np.float64)
+    return float(np.linalg.norm(step) / np.linalg.norm(np.asarray(k_0, dtype=np.float64))) / dt

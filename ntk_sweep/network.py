@@ -13,6 +13,17 @@ Everything here is pure NumPy: arrays in, arrays out. Notation follows MATH.md s
   NTK contribution would stay 1 while every other one is O(1/n), and the width-scaled
   learning rate would make gradient descent diverge along it.
 
+Lazy-to-rich dial (Chizat & Bach 2019, "On lazy training"): with `alpha` set, the model is the
+centred, scaled network `f = alpha (f_net(x; theta) - f_net(x; theta_0))`, trained with the
+learning rate divided by `alpha^2`. The output layer's weight and bias multipliers carry the
+factor `alpha` (so every gradient, and the NTK, are those of `alpha f_net`: NTK `alpha^2 Theta`),
+`lr_scale` the `1 / alpha^2`, and `f_net(x; theta_0)` is subtracted wherever an output is formed
+(`Linearization.centre`). The function-space dynamics at t = 0 are then the same for every alpha
+(`lr / alpha^2 * alpha^2 Theta = lr Theta`), while the parameters move O(1/alpha): alpha -> inf
+is the lazy (linearised) limit, small alpha the rich regime. `alpha=None` (the default) is the
+plain, uncentred network; `alpha=1` is the centred network (same kernel and learning rate, but
+`f_0 = 0`), so a sweep over alpha compares like with like.
+
 Biases are the parameters themselves, drawn N(0, sigma_b^2) (MATH.md section 1 convention);
 `z^l = c_l h W^l + c^b_l b^l` with bias multiplier `c^b_l = 1` except as noted for mean_field.
 Weights are stored as `(fan_in, fan_out)` so a batch `(N, fan_in)` multiplies from the left.
@@ -33,6 +44,17 @@ DTYPES = ("float64", "float32")
 
 Params = list[tuple[np.ndarray, np.ndarray]]
 """Per weight layer l = 1..depth+1: `(W (fan_in, fan_out), b (fan_out,))`."""
+
+
+def kink_inputs(net: MLP, x: np.ndarray) -> np.ndarray:
+    """Boolean mask of the inputs at relu's kink at init: with sigma_b = 0, an input x = 0 has
+    every first-layer pre-activation exactly 0 (`Sigma^1(x, x) = 0`, MATH.md s.3), where
+    relu'(0) = 0; the first bias update switches half the units on, an O(1) jump in the
+    kernel at any width. False everywhere for other activations or sigma_b > 0."""
+    x = as_inputs(net, x)
+    if net.activation != "relu" or net.sigma_b != 0:
+        return np.zeros(len(x), dtype=bool)
+    return ~np.any(x != 0, axis=1)
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
@@ -63,6 +85,7 @@ class MLP:
     sigma_w: float = 1.0
     sigma_b: float = 0.0
     dtype: str = "float64"
+    alpha: float | None = None  # lazy-to-rich output scale (module docstring); None: off
 
     def __post_init__(self) -> None:
         _check_int("input_dim", self.input_dim, 1)
@@ -74,6 +97,13 @@ class MLP:
         if not (math.isfinite(self.sigma_b) and self.sigma_b >= 0):
             raise ValueError(f"sigma_b={self.sigma_b!r} is invalid: expected a finite number >= 0")
         _check_choice("dtype", self.dtype, DTYPES)
+        if self.alpha is not None:
+            check_positive("alpha", self.alpha)
+
+    @property
+    def centred(self) -> bool:
+        """Whether the model is the centred `alpha (f_net - f_net(theta_0))` (alpha set)."""
+        return self.alpha is not None
 
     @property
     def n_layers(self) -> int:
@@ -92,24 +122,34 @@ class MLP:
     def multipliers(self) -> list[float]:
         """Forward multiplier `c_l` of each weight layer (see the module docstring)."""
         if self.parameterization == "standard":
-            return [1.0] * self.n_layers
+            c = [1.0] * self.n_layers
+            if self.centred:
+                c[-1] = float(self.alpha)
+            return c
         c = [self.sigma_w / math.sqrt(n) for n in self.fan_ins]
         if self.parameterization == "mean_field":
             c[-1] = self.sigma_w / self.fan_ins[-1]
+        if self.centred:
+            c[-1] *= self.alpha
         return c
 
     @property
     def bias_multipliers(self) -> list[float]:
-        """Multiplier `c^b_l` of each layer's bias: 1, but 1/sqrt(width) on mean_field's output."""
+        """Multiplier `c^b_l` of each layer's bias: 1, but 1/sqrt(width) on mean_field's output
+        (times alpha on the output for the centred model)."""
         cb = [1.0] * self.n_layers
         if self.parameterization == "mean_field":
             cb[-1] = 1 / math.sqrt(self.fan_ins[-1])
+        if self.centred:
+            cb[-1] *= self.alpha
         return cb
 
     @property
     def lr_scale(self) -> float:
-        """Factor applied to the user's learning rate: the width for mean_field, else 1."""
-        return float(self.width) if self.parameterization == "mean_field" else 1.0
+        """Factor applied to the user's learning rate: the width for mean_field, else 1; divided
+        by `alpha^2` for the centred model (module docstring)."""
+        scale = float(self.width) if self.parameterization == "mean_field" else 1.0
+        return scale / float(self.alpha) ** 2 if self.centred else scale
 
     @property
     def n_params(self) -> int:
@@ -279,6 +319,9 @@ class Linearization:
 
     Bound to one input set `x`; represented by `delta = theta - theta0`. Predictions and
     gradients are JVPs and VJPs through the network at theta0, never an N x P Jacobian.
+
+    For the centred model (`net.centred`) every output is taken relative to the network's output
+    at theta0 (`centre`): `f0` is then 0 and `predict` is `J0 delta`.
     """
 
     def __init__(self, net: MLP, params0: Params, x: np.ndarray) -> None:
@@ -288,11 +331,16 @@ class Linearization:
 
     @property
     def f0(self) -> np.ndarray:
-        """The network's output at theta0."""
-        return self.cache.f
+        """The model's output at theta0 on the bound inputs (zeros for the centred model)."""
+        return np.zeros_like(self.cache.f) if self.net.centred else self.cache.f
+
+    def centre(self, f_net: np.ndarray) -> np.ndarray:
+        """The model's output from the network's raw output `f_net` on the bound inputs:
+        `f_net - f_net(theta0)` for the centred model, `f_net` itself otherwise."""
+        return f_net - self.cache.f if self.net.centred else f_net
 
     def predict(self, delta: Params) -> np.ndarray:
-        return self.cache.f + jvp(self.net, self.params0, self.cache, delta)
+        return self.f0 + jvp(self.net, self.params0, self.cache, delta)
 
     def gradient(self, delta: Params, y: np.ndarray) -> tuple[float, Params]:
         """Loss of the linearised model and its gradient with respect to delta."""
@@ -335,6 +383,10 @@ class TrainState:
     loss: float
     loss_lin: float
     diverged: bool
+    # the largest loss of each model over every GD step so far, this one included (a catapult's
+    # spike can fall between log steps); NaN/inf once a loss was
+    loss_max: float = math.nan
+    loss_lin_max: float = math.nan
 
 
 def gd_trajectory(
@@ -373,23 +425,33 @@ def gd_trajectory(
         yield from _fused_trajectory(net, params0, x, y, lr_eff, steps, log, lin)
         return
     params, delta = params0, zeros_like(params0)
+    loss_max = loss_lin_max = -math.inf
     for step in range(steps + 1):
         # overflow on the way to a divergence is expected: it is detected and reported below
         with np.errstate(over="ignore", invalid="ignore"):
             cache = forward_cache(net, params, x)
-            r = cache.f - y
+            f = lin.centre(cache.f)
+            r = f - y
             loss = float(r @ r) / (2 * len(r))
             f_lin = lin.predict(delta)
             r_lin = f_lin - y
             loss_lin = float(r_lin @ r_lin) / (2 * len(r_lin))
+        loss_max, loss_lin_max = _running_max(loss_max, loss), _running_max(loss_lin_max, loss_lin)
         diverged = not math.isfinite(loss)
         if step in log or diverged:
-            yield TrainState(step, params, delta, cache.f, f_lin, loss, loss_lin, diverged)
+            yield TrainState(
+                step, params, delta, f, f_lin, loss, loss_lin, diverged, loss_max, loss_lin_max
+            )
         if diverged or step == steps:
             return
         with np.errstate(over="ignore", invalid="ignore"):
             params = sgd_update(params, vjp(net, params, cache, r / len(r)), lr_eff)
             delta = sgd_update(delta, vjp(net, params0, lin.cache, r_lin / len(r_lin)), lr_eff)
+
+
+def _running_max(best: float, value: float) -> float:
+    """max(best, value), NaN once either is NaN (Python's max would keep whichever came first)."""
+    return best if math.isnan(best) or value <= best else value
 
 
 BACKENDS = ("auto", "numpy", "fused")
@@ -441,6 +503,25 @@ def _fused_block(input_dim: int) -> int:
     return max(64, min(2048, 16384 // input_dim)) // 16 * 16
 
 
+def _fused_step_kernel(net: MLP, n_samples: int):
+    """The compiled GD step `_fused_trajectory` uses: threaded for large steps (see
+    FUSED_PARALLEL_WORK), single-threaded otherwise."""
+    from ntk_sweep import _fused
+
+    n_blocks = -(-net.width // _fused_block(net.input_dim))
+    parallel = n_blocks > 1 and _fused_work(net, n_samples) >= FUSED_PARALLEL_WORK
+    return _fused.depth1_gd_step_parallel if parallel else _fused.depth1_gd_step_serial
+
+
+def fused_compile_pending(net: MLP, n_samples: int, backend: str = "auto") -> bool:
+    """Whether `gd_trajectory` takes the fused path and its compiled step is not loaded in this
+    process yet: its first GD step then compiles it (~20 s the first time on a machine) or
+    loads it from numba's disk cache. Reads the dispatcher's public `signatures` list."""
+    if not use_fused(net, backend):
+        return False
+    return not _fused_step_kernel(net, n_samples).signatures
+
+
 def _fused_trajectory(
     net: MLP,
     params0: Params,
@@ -455,9 +536,9 @@ def _fused_trajectory(
     (gradient, in-place update and the next forward pass in one sweep over the parameters), the
     linearised model in the span of its Jacobian's rows.
 
-    The linear model's update `delta -= lr J0^T r_lin / N` keeps `delta = J0^T alpha` with
-    `alpha -= lr r_lin / N` (alpha in R^N, starting at 0), so
-    `f_lin = f0 + J0 delta = f0 + K0 alpha` with `K0 = J0 J0^T` the empirical NTK at theta0:
+    The linear model's update `delta -= lr J0^T r_lin / N` keeps `delta = J0^T a` with
+    `a -= lr r_lin / N` (`coef`, in R^N, starting at 0), so
+    `f_lin = f0 + J0 delta = f0 + K0 a` with `K0 = J0 J0^T` the empirical NTK at theta0:
     exactly the same iteration, O(N^2) per step instead of two passes over the parameters.
     `delta` itself is formed (one VJP) at logged steps only.
     """
@@ -475,31 +556,35 @@ def _fused_trajectory(
     x = np.ascontiguousarray(x)
     n_samples = len(x)
     n_blocks = -(-net.width // _fused_block(net.input_dim))
-    parallel = n_blocks > 1 and _fused_work(net, n_samples) >= FUSED_PARALLEL_WORK
-    kernel = _fused.depth1_gd_step_parallel if parallel else _fused.depth1_gd_step_serial
+    kernel = _fused_step_kernel(net, n_samples)
     f_parts = np.empty((n_blocks, n_samples))
 
     k0 = empirical_ntk(net, params0, x).astype(np.float64)
     f0 = lin.f0.astype(np.float64)
-    alpha = np.zeros(n_samples)
-    f, f_lin = lin.f0.copy(), lin.f0.copy()
+    coef = np.zeros(n_samples)
+    loss_max = loss_lin_max = -math.inf
+    f_net, f_lin = lin.cache.f.copy(), lin.f0.copy()  # the network's raw output, the linear model's
     for step in range(steps + 1):
         with np.errstate(over="ignore", invalid="ignore"):
+            f = lin.centre(f_net)
             r, r_lin = f - y, f_lin - y
             loss = float(r @ r) / (2 * n_samples)
             loss_lin = float(r_lin @ r_lin) / (2 * n_samples)
+        loss_max, loss_lin_max = _running_max(loss_max, loss), _running_max(loss_lin_max, loss_lin)
         diverged = not math.isfinite(loss)
         if step in log or diverged:
             params = [(w.copy(), b.copy()), (w1m.copy(), b1.copy())]
             with np.errstate(over="ignore", invalid="ignore"):
-                delta = vjp(net, params0, lin.cache, alpha)
-            yield TrainState(step, params, delta, f, f_lin, loss, loss_lin, diverged)
+                delta = vjp(net, params0, lin.cache, coef)
+            yield TrainState(
+                step, params, delta, f, f_lin, loss, loss_lin, diverged, loss_max, loss_lin_max
+            )
         if diverged or step == steps:
             return
         with np.errstate(over="ignore", invalid="ignore"):
             r = r / n_samples
             kernel(x, r, hidden, tag, c0, c1, lr_eff, f_parts)
             b1 -= lr_eff * (cb1 * r.sum())
-            f = (c1 * f_parts.sum(axis=0)).astype(net.dtype) + cb1 * b1[0]
-            alpha -= float(lr_eff) * (r_lin.astype(np.float64) / n_samples)
-            f_lin = (f0 + k0 @ alpha).astype(net.dtype)
+            f_net = (c1 * f_parts.sum(axis=0)).astype(net.dtype) + cb1 * b1[0]
+            coef -= float(lr_eff) * (r_lin.astype(np.float64) / n_samples)
+            f_lin = (f0 + k0 @ coef).astype(net.dtype)

@@ -324,3 +324,110 @@ def test_paper_fits_the_least_squares_line_and_paper_fixed_fits_far_better(tmp_p
     assert abs(paper["metrics"]["loss_kernel"] - ls_loss) < 1e-3 * ls_loss
     assert fixed["metrics"]["loss"] < 0.1 * ls_loss
     assert np.isfinite(fixed["metrics"]["ntk_condition_number"])
+
+
+@pytest.mark.slow
+def test_phases_and_kernel_diagnostics_read_back_from_the_store(tmp_path, db):
+    """Three learning rates straddling 2N/lambda_max (width 128, where the catapult exists),
+    then the lazy limit alpha = 1e12 of a linear network (a constant kernel)."""
+    from ntk_sweep.dynamics import max_stable_lr
+    from ntk_sweep.kernels import empirical_ntk
+    from ntk_sweep.network import MLP, init_params
+
+    data = load_dataset("paper_toy")
+    net = MLP(1, 128, sigma_b=1.0)
+    lr_max = max_stable_lr(empirical_ntk(net, init_params(net, 0), data.x_train))
+    client = mlflow.MlflowClient(db)
+    base = ("width=128", "train.steps=300", f"tracking.uri={db}", "tracking.figures=false")
+    runs = {}
+    for ratio in (0.5, 1.4, 30):
+        cfg = compose_cfg(*base, f"lr={ratio * lr_max!r}")
+        runs[ratio] = run_experiment(cfg, output_dir=tmp_path / str(ratio))
+    tags = {r: client.get_run(s["run_id"]).data.tags for r, s in runs.items()}
+    got = {r: (t["ntk_sweep.phase_net"], t["ntk_sweep.phase_lin"]) for r, t in tags.items()}
+    assert got == {0.5: ("lazy", "lazy"), 1.4: ("catapult", "divergent"), 30: ("divergent",) * 2}
+    assert runs[30]["status"] == "FAILED" and "diverged" in tags[30]["ntk_sweep.failure_reason"]
+    for ratio, summary in runs.items():
+        m = client.get_run(summary["run_id"]).data.metrics
+        assert m["lr_over_lr_max_stable"] == pytest.approx(ratio, rel=1e-12)
+    expected_steps = compute_log_steps(300, 20, PAPER_SNAPSHOT_STEPS)
+    catapult = runs[1.4]["run_id"]
+    lam = history(client, catapult, "kernel_lambda_max")
+    assert [s for s, _ in lam] == expected_steps
+    assert lam[0][1] == client.get_run(catapult).data.metrics["ntk_lambda_max"]
+    assert lam[-1][1] < 0.7 * lam[0][1]  # the catapult flattened the kernel
+    velocity = history(client, catapult, "kernel_velocity")
+    assert [s for s, _ in velocity] == expected_steps[1:]  # undefined at step 0
+    assert all(v > 0 for _, v in velocity)
+    alignment = history(client, catapult, "kernel_alignment")
+    assert [s for s, _ in alignment] == expected_steps and all(0 < v <= 1 for _, v in alignment)
+
+    lazy = run_experiment(
+        compose_cfg(
+            *base, "model.activation=linear", "model.alpha=1.0e12", "width=32", "train.steps=50"
+        ),
+        output_dir=tmp_path / "linear",
+    )
+    velocity = [v for _, v in history(client, lazy["run_id"], "kernel_velocity")]
+    assert len(velocity) > 5 and max(velocity) <= 1e-12
+    assert client.get_run(lazy["run_id"]).data.tags["ntk_sweep.phase_net"] == "lazy"
+
+
+def test_numpy_floating_point_warnings_become_one_logged_line(caplog):
+    import logging
+    import warnings
+
+    from ntk_sweep.experiment import _log_warnings, _unstable_lr_message
+
+    with caplog.at_level(logging.WARNING, logger="ntk_sweep.experiment"), _log_warnings():
+        with np.errstate(over="warn", invalid="warn"):
+            big = np.power(np.full(3, 10.0), 400)  # overflow encountered in power
+            _ = big - big  # invalid value encountered in subtract
+            _ = np.power(np.full(2, 10.0), 500)  # the same message again
+        warnings.warn("kernel is singular", RuntimeWarning, stacklevel=1)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and lines[0] == "kernel is singular", lines
+    assert lines[1].startswith("numerical overflow / NaN (overflow encountered in power; ")
+    assert "invalid value encountered in subtract" in lines[1]
+    # the unstable-lr line names the bound and suggests lr_effective = lr_max_stable / 2
+    line = _unstable_lr_message(0.1, 0.1, 0.00315254, 1.0)
+    assert "31.7x the stable bound 2N/lambda_max=0.00315254" in line
+    assert line.endswith("a stable choice is lr=0.0016") and "\n" not in line
+
+
+def test_progress_eta_leaves_out_log_step_work_and_compilation(capsys):
+    from ntk_sweep.experiment import Progress
+
+    p = Progress(100, "train x", "bar", n_log_steps=5)
+    now = p.start + 10.0
+    # 2 log steps took 6 s of the 10: 40 GD steps in 4 s (10 steps/s); 3 log steps left at 3 s
+    p.log_work_s, p.n_logged = 6.0, 2
+    assert p.eta(40, now) == pytest.approx(60 / 10 + 3 * 3.0)
+    # a one-time compile in the first 5 steps (3 s of GD time) is left out after restart_rate
+    p.base_step, p.base_gd_s = 5, 3.0
+    assert p.eta(40, now) == pytest.approx(60 * (1.0 / 35) + 9.0)
+    assert np.isnan(Progress(100, "t", "bar").eta(0, p.start + 1))
+    p.status("compiling (once)")
+    assert "train x compiling (once)" in capsys.readouterr().err
+
+
+def test_the_paper_presets_test_kernel_subset_leaves_out_the_kink_at_x_0(tmp_path):
+    from ntk_sweep.experiment import preflight, test_kernel_index
+    from ntk_sweep.network import kink_inputs
+
+    data, net, _ = preflight(
+        compose_cfg("experiment=paper", f"tracking.uri=sqlite:///{tmp_path}/m.db")
+    )
+    kinks = kink_inputs(net, data.x_test)
+    assert data.x_test[0, 0] == 0 and np.flatnonzero(kinks).tolist() == [0]
+    sub = test_kernel_index(len(data.x_test), 64, kinks)
+    assert len(sub) == 64 and 0 not in sub and sub[-1] == len(data.x_test) - 1
+    assert np.all(np.diff(sub) > 0)
+    # sigma_b = 1 (paper_fixed) has no kink: the plain evenly spaced subsample, x = 0 included
+    _, fixed, _ = preflight(
+        compose_cfg("experiment=paper_fixed", f"tracking.uri=sqlite:///{tmp_path}/m.db")
+    )
+    assert not kink_inputs(fixed, data.x_test).any()
+    np.testing.assert_array_equal(
+        test_kernel_index(200, 64), np.unique(np.round(np.linspace(0, 199, 64)).astype(int))
+    )

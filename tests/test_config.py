@@ -53,7 +53,14 @@ def error_line(hydra_compose, *overrides: str) -> str:
 
 
 def test_presets_are_the_documented_ones():
-    assert PRESETS == ["lazy_vs_rich", "lr_sweep", "paper", "paper_fixed", "width_sweep"]
+    assert PRESETS == [
+        "lazy_rich_alpha",
+        "lazy_vs_rich",
+        "lr_sweep",
+        "paper",
+        "paper_fixed",
+        "width_sweep",
+    ]
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -63,7 +70,7 @@ def test_every_preset_composes_and_validates(hydra_compose, preset):
     assert cfg.dataset.name == "paper_toy"
     assert cfg.model.width == cfg.width and cfg.train.lr == cfg.lr
     params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
-    if preset in ("width_sweep", "lazy_vs_rich", "lr_sweep"):
+    if preset in ("width_sweep", "lazy_vs_rich", "lr_sweep", "lazy_rich_alpha"):
         assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
         assert params, preset
     else:
@@ -89,6 +96,10 @@ def test_paper_presets_are_the_paper(hydra_compose):
     assert str(sweep.hydra.sweeper.params.seed) == "range(5)"
     rich = hydra_compose("experiment=lazy_vs_rich", hydra=True)
     assert str(rich.hydra.sweeper.params["model.parameterization"]) == "ntk,mean_field"
+    dial = hydra_compose("experiment=lazy_rich_alpha", hydra=True)
+    alphas = [float(a) for a in str(dial.hydra.sweeper.params["model.alpha"]).split(",")]
+    assert alphas == [0.1, 0.3, 1.0, 3.0, 10.0] and dial.model.width == 256
+    assert hydra_compose().model.alpha is None  # off by default: the plain network
 
 
 def test_command_line_beats_presets_and_shortcuts_reach_their_fields(hydra_compose):
@@ -134,6 +145,8 @@ BAD = [
     (["model.sigma_b=-1"], "model.sigma_b=-1 is invalid: expected a finite number >= 0"),
     (["model.dtype=float16"], "model.dtype=float16 is invalid: expected one of float64, float32"),
     (["seed=-1"], "seed=-1 is invalid: expected an integer >= 0"),
+    (["model.alpha=0"], "model.alpha=0 is invalid: expected a finite number > 0 or null"),
+    (["model.alpha=-2"], "model.alpha=-2 is invalid: expected a finite number > 0 or null"),
     (["train.analytic=maybe"], "train.analytic=maybe is invalid: expected one of auto, true"),
     (["train.analytic=true", "model.activation=tanh"], "train.analytic=true is invalid with "),
     (
@@ -141,7 +154,10 @@ BAD = [
         "train.analytic=true is invalid with model.parameterization=mean_field",
     ),
     (["model.foo=1"], "model.foo: no such config field"),
-    (["experiment=nope"], "experiment=nope is invalid: expected one of lazy_vs_rich"),
+    (
+        ["experiment=nope"],
+        "experiment=nope is invalid: expected one of lazy_rich_alpha, lazy_vs_rich",
+    ),
     (["dataset.name=sine"], "dataset.name=sine does not match the selected dataset paper_toy"),
     (["dataset.n_test=0"], "dataset.n_test must be an integer >= 1"),
     (["dataset=digits", "dataset.n_train=1700"], "dataset.n_train + n_test must be <= 1797"),

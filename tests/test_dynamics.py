@@ -10,6 +10,7 @@ from ntk_sweep.dynamics import (
     kernel_predictions,
     kernel_regression,
     kernel_spectrum,
+    lr_phase,
     max_stable_lr,
 )
 from ntk_sweep.kernels import analytic_ntk, empirical_ntk, kernel_drift
@@ -186,3 +187,49 @@ def test_wide_network_follows_kernel_prediction_and_mean_field_does_not():
     assert result["ntk"][1] < 0.02
     assert result["mean_field"][1] > 10 * result["ntk"][1]
     assert result["mean_field"][0] > 2 * result["ntk"][0]
+
+
+@pytest.mark.parametrize(
+    "losses, lambdas, phase",
+    [
+        ((1.0, 1.0, 0.1), (9.0, 8.0), "lazy"),
+        ((1.0, 1.0 + 1e-12, 0.1), (9.0, 9.5), "lazy"),  # round-off is no spike
+        ((1.0, 30.0, 0.1), (9.0, 5.0), "catapult"),
+        ((1.0, 30.0, 0.1), (9.0, 9.0), "collapsed"),  # lambda_max did not decrease
+        ((1.0, 30.0, 0.4999), (9.0, 4.0), "collapsed"),  # no better than a constant (0.5)
+        ((1.0, 30.0, 1.5), (9.0, 4.0), "divergent"),  # ended above where it started
+        ((1.0, float("inf"), float("inf")), (9.0, 9.0), "divergent"),
+        ((1.0, float("nan"), float("nan")), (9.0, 9.0), "divergent"),
+    ],
+)
+def test_lr_phase_classification(losses, lambdas, phase):
+    loss_0, loss_max, loss_final = losses
+    assert lr_phase(loss_0, loss_max, loss_final, 0.5, *lambdas) == phase
+
+
+@pytest.mark.parametrize("backend", ["numpy", "fused"])
+def test_lr_phases_of_a_narrow_relu_network_straddling_2n_over_lambda_max(backend):
+    """Lewkowycz et al.'s phases, measured on the paper's problem at width 128: below
+    2N/lambda_max lazy; at 1.4x the loss spikes, lambda_max falls and the network converges
+    (catapult) while the linearised model diverges; at 30x the loss overflows."""
+    data = load_dataset("paper_toy")
+    x, y = data.x_train, data.y_train
+    net = MLP(1, 128, sigma_b=1.0)
+    p0 = init_params(net, 0)
+    lam0 = kernel_spectrum(empirical_ntk(net, p0, x)).lambda_max
+    lr_max = max_stable_lr(empirical_ntk(net, p0, x))
+    phases = []
+    for ratio in (0.5, 1.4, 30):
+        states = list(gd_trajectory(net, p0, x, y, ratio * lr_max, 300, [0, 300], backend=backend))
+        first, last = states[0], states[-1]
+        lam = kernel_spectrum(empirical_ntk(net, states[-1].params, x)).lambda_max
+        const = float(np.var(y)) / 2
+        phases.append(
+            (
+                lr_phase(first.loss, last.loss_max, last.loss, const, lam0, lam),
+                lr_phase(first.loss_lin, last.loss_lin_max, last.loss_lin, const, lam0, lam0),
+            )
+        )
+        if ratio == 1.4:
+            assert last.loss_max > 5 * first.loss and lam < 0.7 * lam0
+    assert phases == [("lazy", "lazy"), ("catapult", "divergent"), ("divergent", "divergent")]

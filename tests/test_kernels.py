@@ -10,6 +10,8 @@ from ntk_sweep.kernels import (
     has_analytic_ntk,
     kernel_distance,
     kernel_drift,
+    kernel_target_alignment,
+    kernel_velocity,
     relative_difference,
 )
 from ntk_sweep.network import ACTIVATIONS, MLP, PARAMETERIZATIONS, forward, init_params
@@ -132,3 +134,44 @@ def test_kernel_drift_and_distance():
     cos = 13 / (np.sqrt(15) * np.sqrt(13))
     assert kernel_distance(k1, k0) == pytest.approx(1 - cos)
     assert kernel_drift(k1, k0) == pytest.approx(np.sqrt(2 / 15))
+
+
+def test_kernel_target_alignment_is_the_cosine_of_theta_and_y_y_transpose():
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((6, 6))
+    k, y = a @ a.T, rng.standard_normal(6)
+    yy = np.outer(y, y)
+    cosine = np.sum(k * yy) / np.sqrt(np.sum(k * k) * np.sum(yy * yy))
+    assert kernel_target_alignment(k, y) == pytest.approx(cosine, rel=1e-13)
+    # 1 exactly for the kernel y y^T, invariant to rescaling kernel and targets
+    assert kernel_target_alignment(yy, y) == pytest.approx(1.0, rel=1e-14)
+    assert kernel_target_alignment(7 * k, -3 * y) == pytest.approx(cosine, rel=1e-13)
+    assert np.isnan(kernel_target_alignment(k, np.zeros(6)))
+    with pytest.raises(ValueError, match="expected \\(5, 5\\)"):
+        kernel_target_alignment(k, y[:5])
+
+
+def test_kernel_velocity_is_relative_change_per_unit_time():
+    rng = np.random.default_rng(12)
+    k0 = rng.standard_normal((5, 5))
+    k_prev, k_t = k0 + 0.1 * rng.standard_normal((5, 5)), k0 + 0.2 * rng.standard_normal((5, 5))
+    by_hand = np.sqrt(np.sum((k_t - k_prev) ** 2)) / np.sqrt(np.sum(k0**2)) / 0.25
+    assert kernel_velocity(k_t, k_prev, k0, 0.25) == pytest.approx(by_hand, rel=1e-13)
+    assert kernel_velocity(k_prev, k_prev.copy(), k0, 3.0) == 0.0
+    with pytest.raises(ValueError, match="dt=0"):
+        kernel_velocity(k_t, k_prev, k0, 0)
+
+
+def test_linear_network_of_depth_1_does_not_have_a_constant_kernel():
+    """Its NTK `(c0^2 x x' + 1) c1^2 |w1|^2 + c1^2 h.h' + 1` moves with w1 and h: a truly
+    constant kernel needs the lazy limit (tests/test_app.py uses alpha = 1e12)."""
+    from ntk_sweep.network import gd_trajectory
+
+    data = np.linspace(0.1, 1, 4)[:, None], np.array([0.3, -0.2, 0.5, 0.1])
+    net = MLP(1, 32, activation="linear", sigma_b=1.0)
+    p0 = init_params(net, 0)
+    last = list(gd_trajectory(net, p0, *data, 0.1, 30, [30]))[-1]
+    assert (
+        kernel_drift(empirical_ntk(net, last.params, data[0]), empirical_ntk(net, p0, data[0]))
+        > 1e-3
+    )

@@ -168,6 +168,71 @@ def test_gd_trajectory_logs_requested_steps_and_stops_on_divergence():
     assert diverging[-1].diverged and diverging[-1].step < 500
 
 
+@pytest.mark.parametrize("backend", ["numpy", "fused"])
+@pytest.mark.parametrize("parameterization", PARAMETERIZATIONS)
+def test_centred_model_is_alpha_times_the_change_of_the_network(parameterization, backend):
+    """Chizat & Bach's model f = alpha (f_net(theta) - f_net(theta0)), GD with lr / alpha^2,
+    against an independent computation: the plain network's Jacobian and output, scaled by hand."""
+    rng = np.random.default_rng(7)
+    alpha, lr = 3.0, 0.2
+    x, y = rng.uniform(-1, 1, (5, 2)), rng.standard_normal(5)
+    plain = MLP(2, 12, 1, "erf", parameterization, sigma_b=0.5)
+    net = MLP(2, 12, 1, "erf", parameterization, sigma_b=0.5, alpha=alpha)
+    params0 = init_params(net, 3)
+    np.testing.assert_array_equal(flatten(params0), flatten(init_params(plain, 3)))
+    assert net.lr_scale == pytest.approx(plain.lr_scale / alpha**2)
+    # hand-made GD on the centred model: residual alpha (f_net - f_net0) - y, gradient
+    # alpha J_net^T r / N, step lr * lr_scale(plain) / alpha^2
+    f_net0 = forward(plain, params0, x)
+    theta = flatten(params0)
+    for _ in range(3):
+        p = unflatten(theta, params0)
+        r = alpha * (forward(plain, p, x) - f_net0) - y
+        theta = (
+            theta
+            - lr * plain.lr_scale / alpha**2 * alpha * explicit_jacobian(plain, p, x).T @ r / 5
+        )
+    f3 = alpha * (forward(plain, unflatten(theta, params0), x) - f_net0)
+    states = list(gd_trajectory(net, params0, x, y, lr, 3, [0, 3], backend=backend))
+    np.testing.assert_array_equal(states[0].f_train, np.zeros(5))
+    np.testing.assert_array_equal(states[0].f_lin_train, np.zeros(5))
+    np.testing.assert_allclose(flatten(states[1].params), theta, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(states[1].f_train, f3, rtol=1e-10, atol=1e-12)
+    # the linear model: alpha J0 delta with the same GD
+    j0, d = explicit_jacobian(plain, params0, x), np.zeros_like(theta)
+    for _ in range(3):
+        d = d - lr * plain.lr_scale / alpha * j0.T @ (alpha * j0 @ d - y) / 5
+    np.testing.assert_allclose(states[1].f_lin_train, alpha * j0 @ d, rtol=1e-10, atol=1e-12)
+
+
+def test_alpha_scales_the_kernel_and_drift_grows_as_alpha_decreases():
+    """The lazy_rich_alpha preset's setting (paper_toy, sigma_b 1, width 256), shorter."""
+    from ntk_sweep.datasets import load_dataset
+    from ntk_sweep.kernels import analytic_ntk, empirical_ntk, kernel_drift
+
+    data = load_dataset("paper_toy")
+    x, y = data.x_train, data.y_train
+    plain = MLP(1, 256, sigma_b=1.0)
+    p0 = init_params(plain, 0)
+    k_plain, k_inf = empirical_ntk(plain, p0, x), analytic_ntk(plain, x)
+    drifts, moved, losses_lin = [], [], []
+    for alpha in (0.1, 0.3, 1.0, 3.0, 10.0):
+        net = MLP(1, 256, sigma_b=1.0, alpha=alpha)
+        k0 = empirical_ntk(net, p0, x)
+        np.testing.assert_allclose(k0, alpha**2 * k_plain, rtol=1e-12)
+        np.testing.assert_allclose(analytic_ntk(net, x), alpha**2 * k_inf, rtol=1e-12)
+        last = list(gd_trajectory(net, p0, x, y, 0.1, 300, [300]))[-1]
+        drifts.append(kernel_drift(empirical_ntk(net, last.params, x), k0))
+        moved.append(param_movement(last.params, p0)[0])
+        losses_lin.append(last.loss_lin)
+    # the same function-space dynamics for the linearised model at every alpha ...
+    np.testing.assert_allclose(losses_lin, losses_lin[0], rtol=1e-9)
+    # ... while kernel and parameters move more and more as alpha falls (about 1/alpha)
+    assert all(a > b for a, b in zip(drifts, drifts[1:], strict=False)), drifts
+    assert all(a > b for a, b in zip(moved, moved[1:], strict=False)), moved
+    assert drifts[0] > 10 * drifts[-1] and moved[0] > 30 * moved[-1], (drifts, moved)
+
+
 def test_param_movement():
     net = MLP(2, 4, sigma_b=1.0)
     p0 = init_params(net, 0)
@@ -192,6 +257,8 @@ def test_param_movement():
         ({"sigma_w": 0.0}, "sigma_w=0.0"),
         ({"sigma_b": -1.0}, "sigma_b=-1.0"),
         ({"dtype": "float16"}, "dtype='float16'.*float64, float32"),
+        ({"alpha": 0.0}, "alpha=0.0 is invalid: expected a finite number > 0"),
+        ({"alpha": -1.0}, "alpha=-1.0"),
     ],
 )
 def test_invalid_network_arguments(kwargs, match):
