@@ -586,6 +586,8 @@ def _metric_line(row: pd.Series) -> str:
         cmp = row["comparison"]
         text += f"; expected {e:g} ({row['expected_source']})"
         text += f": {cmp}" if cmp else ": not compared (no CI)"
+    else:
+        text += f"; {row['expected_source']}"
     if len(asym) < row["n_widths"]:
         text += (
             f"; all {int(row['n_widths'])} widths {row['slope']:.3f} "
@@ -697,6 +699,8 @@ def _claim(trends: dict, drift: str | None, lin: str | None, mean_field: bool) -
         return "claim supported: " + text
     if d_trend == "falls":
         return "claim partly supported: " + text
+    if d_trend == "flat":  # a CI containing 0 neither shows a fall nor rules one out
+        return "claim not established (more seeds or widths narrow the CI): " + text
     return "claim not supported: " + text
 
 

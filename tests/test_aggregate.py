@@ -38,6 +38,7 @@ def _synthetic(n_seeds: int = 8, noise: float = 0.05, seed: int = 1) -> pd.DataF
                 rows.append(
                     {
                         "model.parameterization": par,
+                        "model.activation": "relu",
                         "model.width": w,
                         "seed": s,
                         "status": "FINISHED",
@@ -153,21 +154,27 @@ def test_verdict_wording(synthetic):
 
     ntk = line("ntk", "kernel_drift:")
     assert "falls with width (slope CI entirely below 0)" in ntk
-    assert "consistent with -0.5 (Jacot 2018; Lee et al. 2019)" in ntk
-    assert "shallower than -1 (perturbation theory)" in ntk
-    assert "claim supported" in line("ntk", "verdict:")
-    assert "network approaches its linearisation" in line("ntk", "verdict:")
+    assert "over widths 512-2048" in ntk  # the asymptotic fit: the widest half
+    assert "expected -0.5 (non-smooth relu): consistent" in ntk
+    assert "all 6 widths -0.49" in ntk
+    ntk_verdict = line("ntk", "verdict:")
+    assert ntk_verdict.startswith("[model.parameterization=ntk] verdict: claim supported")
+    assert "the kernel tends to constant (kernel_drift slope -0.5" in ntk_verdict
+    assert "consistent with the expected -0.5" in ntk_verdict
+    assert "network approaches its linearisation (lin_error_test slope" in ntk_verdict
     std = line("standard", "kernel_drift:")
-    assert "steeper than -0.5" in std and "consistent with -1 (perturbation theory)" in std
-    lin = line("standard", "lin_error_test (network vs linearised):")
-    assert "falls with width" in lin and "consistent with -1" in lin
+    assert "falls with width" in std and "no expected rate for parameterization standard" in std
+    lin = line("standard", "lin_error_test:")
+    assert "falls with width" in lin
     mf = line("mean_field", "kernel_drift:")
     assert "does not fall with width (slope CI contains 0)" in mf
-    assert "shallower than -0.5" in mf
+    assert "expected 0 (O(1) in mean_field (Mei et al. 2018)): consistent" in mf
     mf_verdict = line("mean_field", "verdict:")
     assert "as expected for the mean_field negative control" in mf_verdict
+    assert "the kernel keeps moving" in mf_verdict
     assert "UNEXPECTED" not in text
     assert "loss" not in text  # losses are fitted (fits.csv) but get no verdict
+    assert "warning" not in text  # 8 seeds per width
 
 
 def test_level_excludes_small_widths_and_unavailable_fit_is_a_row():
@@ -432,8 +439,11 @@ def test_cli_writes_outputs(store, cli_run, capsys):
     ]
     assert killed["n_killed"].item() == 1
     md = (out / "summary.md").read_text()
-    assert "| metric | model.parameterization | model.width | n | mean | std | 95% CI |" in md
+    header = "| metric | model.parameterization | model.width | n | mean | std | 95% CI | ci_method |"
+    assert header in md
+    assert "95% CI: student-t, n-1 dof" in md and "welch-t on per-width seed means" in md
     assert "claim supported" in md
+    assert "warning: 3 seed(s) at some width (< 5)" in md
 
 
 def test_cli_slope_equals_polyfit_on_group_means(store, cli_run):
