@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -826,3 +827,100 @@ def test_duplicate_config_hashes_count_once(tmp_path):
     report = result.report()
     assert "One run per config hash (latest FINISHED wins): 3 duplicate(s) dropped" in report
     assert any("deduplicated by config hash" in n for n in result.notes)
+
+
+AXIS_VALUES = {"train.lr": [0.1, 0.5, 1.2, 2.4], "model.alpha": [0.1, 0.3, 1.0, 3.0]}
+
+
+def _axis_store(tmp_path, axis: str) -> str:
+    """A sweep along ``axis`` at fixed width 1024, 3 seeds, as lr_sweep logs it: the largest
+    value diverges (FAILED, a long reason, loss stored as MLflow's 1.8e308), one finished run
+    has an infinite lin error, the phase tags of the lr helper on the lazy runs."""
+    import mlflow
+    from mlflow.entities import Metric, Param, RunTag
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    exp_id = client.create_experiment("ntk-sweep", artifact_location=str(tmp_path / "art"))
+    t0 = int(time.time() * 1000) - 100_000
+    parent = client.create_run(exp_id, start_time=t0, tags={"ntk_sweep.role": "sweep"}).info
+    values = AXIS_VALUES[axis]
+    for i, v in enumerate(values):
+        for s in range(3):
+            run = client.create_run(exp_id, start_time=t0 + 1, run_name=f"{axis}={v} s={s}")
+            failed = i == len(values) - 1
+            drift = 0.01 * (1 + i) ** 2 * (1 + 0.05 * s)
+            finals = {"kernel_drift": drift, "loss": 1.8e308 if failed else 0.01 / (1 + s)}
+            finals["lin_error_test"] = 1.8e308 if (i == 2 and s == 0) else 0.5 * drift
+            finals["lr_max_stable"] = 0.91
+            tags = {
+                "mlflow.parentRunId": parent.run_id,
+                "ntk_sweep.role": "job",
+                "ntk_sweep.config_hash": f"{v}-{s}",
+            }
+            if failed:
+                tags["ntk_sweep.failure_reason"] = "loss diverged at step 7: " + "x" * 300
+            if i < 2:
+                tags["ntk_sweep.phase_net"] = "lazy"
+            params = {"model.width": "1024", axis: str(v), "seed": str(s)}
+            client.log_batch(
+                run.info.run_id,
+                metrics=[Metric(k, x, t0, 0) for k, x in finals.items()],
+                params=[Param(k, x) for k, x in params.items()],
+                tags=[RunTag(k, x) for k, x in tags.items()],
+            )
+            client.set_terminated(run.info.run_id, "FAILED" if failed else "FINISHED")
+    client.set_terminated(parent.run_id, "FINISHED")
+    return uri
+
+
+@pytest.mark.parametrize("axis", list(AXIS_VALUES))
+def test_axis_sweep_aggregates_along_the_swept_axis(tmp_path, capfd, axis):
+    """lr_sweep / an alpha sweep at fixed width: one line per value, the diverged runs in one
+    line, no line over 200 characters, nothing on stderr, a drift-vs-axis PNG."""
+    from matplotlib.image import imread
+
+    uri = _axis_store(tmp_path, axis)
+    out = tmp_path / "out"
+    capfd.readouterr()  # the store's creation messages
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["--tracking-uri", uri, "--out", str(out), "--no-log"]) == 0
+    numeric = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert not numeric, [str(w.message) for w in numeric]  # overflow etc. would print raw
+    captured = capfd.readouterr()
+    assert captured.err == ""
+    lines = captured.out.splitlines()
+    assert max(len(x) for x in lines) <= 200
+    text = captured.out
+    assert "no fit" not in text and "inf" not in text.replace("info", "")
+    assert "e+307" not in text and "e+308" not in text
+    short = axis.rsplit(".", 1)[-1]
+    png = out / f"drift_vs_{short}.png"
+    image = imread(png)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 200
+    assert not (out / "drift_vs_width.png").exists()
+    assert f"- swept axis {axis} at fixed model.width=1024: 4 values (no width fits)" in lines
+    diverged = [x for x in lines if x.startswith("- diverged:")]
+    assert diverged == [
+        f"- diverged: 3 run(s) FAILED at {axis} = {_v(AXIS_VALUES[axis][-1])} (x3); "
+        "e.g. loss diverged at step 7: " + "x" * 52 + "..."
+    ]
+    first = next(x for x in lines if x.startswith(f"- {axis}={_v(AXIS_VALUES[axis][0])}: "))
+    assert "3/3 finished, phase net lazy x3" in first
+    mean = np.mean([0.01, 0.0105, 0.011])
+    assert f"kernel_drift {mean:.3g} [" in first
+    third = next(x for x in lines if x.startswith(f"- {axis}={_v(AXIS_VALUES[axis][2])}: "))
+    if axis == "train.lr":
+        assert "- 2N/lambda_max of the initial NTK (lr_max_stable, median): 0.91" in lines
+        assert "lr/lr_max 1.32 (above 2N/lambda_max)" in third
+    else:
+        assert "lr/lr_max" not in text
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary[axis]) == AXIS_VALUES[axis]
+    lin = summary.loc[2, "lin_error_test_n"]
+    assert lin == 2  # MLflow's 1.8e308 stand-in for inf is not a value
+
+
+def _v(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
