@@ -554,9 +554,9 @@ def _is_mean_field(row: pd.Series) -> bool:
 
 
 _TREND_TEXT = {
-    "falls": "falls with width (slope CI entirely below 0)",
-    "grows": "grows with width (slope CI entirely above 0)",
-    "flat": "does not fall with width (slope CI contains 0)",
+    "falls": "falls with width (CI < 0)",
+    "grows": "grows with width (CI > 0)",
+    "flat": "does not fall with width (CI contains 0)",
     "n/a": "no CI (a width has 1 seed)",
 }
 _COMPARISON_TEXT = {
@@ -578,7 +578,7 @@ def _metric_line(row: pd.Series) -> str:
     dof = row["slope_dof"]
     dof_text = f", {dof:.0f} dof" if np.isfinite(dof) else ""
     text = (
-        f"{m}: slope {s:.3f} (95% CI {_fixed(lo)} to {_fixed(hi)}, t{dof_text}) over widths "
+        f"{m}: slope {s:.3f} [{_fixed(lo)}, {_fixed(hi)}] (t{dof_text}), widths "
         f"{asym[0]}-{asym[-1]}: {_TREND_TEXT[slope_trend(lo, hi)]}"
     )
     e = row["expected_slope"]
@@ -1351,12 +1351,18 @@ def _fits_rows(fits: pd.DataFrame):
 
 
 def _local_rows(fits: pd.DataFrame):
-    header = ["metric", "group", "local slopes (widths: slope [95% CI])"]
-    rows = [
-        [f["metric"], f["group"] or "all runs", f["local_slopes"]]
-        for _, f in fits.iterrows()
-        if f["status"] == "ok" and f["local_slopes"]
-    ]
+    """Local slopes of the verdict's metrics (drift, linearisation error), one row per step;
+    ``fits.csv`` has them for every metric."""
+    header = ["metric", "group", "widths", "local slope", "95% CI"]
+    rows = []
+    for _, f in fits.iterrows():
+        shown = f["metric"] in (*DRIFT_METRICS, *LIN_METRICS)
+        if f["status"] != "ok" or not f["local_slopes"] or not shown:
+            continue
+        for item in str(f["local_slopes"]).split("; "):
+            widths, rest = item.split(": ", 1)
+            slope, ci = rest.split(" ", 1)
+            rows.append([f["metric"], f["group"] or "all runs", widths, slope, ci])
     return header, rows
 
 
@@ -1724,7 +1730,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ntk-aggregate",
         description="Aggregate an ntk-sweep sweep from MLflow: per-width tables with "
-        "seed-bootstrap CIs, power-law fits of kernel drift and linearisation error against "
+        "Student-t CIs, power-law fits of kernel drift and linearisation error against "
         "width, and a verdict on the constant-kernel claim.",
     )
     p.add_argument(
@@ -1776,8 +1782,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.3,
         help="fit only widths whose mean metric is below this (default 0.3)",
     )
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed (default 0)")
+    p.add_argument("--n-boot", type=int, default=2000, help="accepted, unused (t intervals)")
+    p.add_argument("--seed", type=int, default=0, help="accepted, unused (t intervals)")
     p.add_argument(
         "--step-metric",
         default=DEFAULT_STEP_METRIC,

@@ -161,8 +161,8 @@ def test_verdict_wording(synthetic):
         return next(x for x in lines if x.startswith(prefix))
 
     ntk = line("ntk", "kernel_drift:")
-    assert "falls with width (slope CI entirely below 0)" in ntk
-    assert "over widths 512-2048" in ntk  # the asymptotic fit: the widest half
+    assert "falls with width (CI < 0)" in ntk
+    assert "widths 512-2048: falls" in ntk  # the asymptotic fit: the widest half
     assert "expected -0.5 (non-smooth relu): consistent" in ntk
     assert "all 6 widths -0.49" in ntk
     ntk_verdict = line("ntk", "verdict:")
@@ -175,7 +175,7 @@ def test_verdict_wording(synthetic):
     lin = line("standard", "lin_error_test:")
     assert "falls with width" in lin
     mf = line("mean_field", "kernel_drift:")
-    assert "does not fall with width (slope CI contains 0)" in mf
+    assert "does not fall with width (CI contains 0)" in mf
     assert "expected 0 (O(1) in mean_field (Mei et al. 2018)): consistent" in mf
     mf_verdict = line("mean_field", "verdict:")
     assert "as expected for the mean_field negative control" in mf_verdict
@@ -666,7 +666,7 @@ def test_asymptotic_fit_local_slopes_and_window_note():
     assert fit["expected_slope"] == -1.0
     lines = verdict(pd.DataFrame([fit]))
     assert any("kernel_drift: not asymptotic" in x for x in lines)
-    assert any("over widths 512-4096" in x and "expected -1 (smooth erf" in x for x in lines)
+    assert any("widths 512-4096: " in x and "expected -1 (smooth erf" in x for x in lines)
     # fewer than 4 widths: the asymptotic fit is the all-widths fit, said so
     few = fit_power_laws(df[df["model.width"] <= 128], ["model.width"], ["kernel_drift"], 1.0)
     few = few.iloc[0]
