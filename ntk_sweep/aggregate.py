@@ -727,6 +727,24 @@ def deduplicate_runs(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return kept, len(df) - len(kept)
 
 
+def kink_note(runs: pd.DataFrame, metrics: Sequence[str]) -> str:
+    """A warning for test metrics of ``paper_toy`` with ``sigma_b = 0`` (the paper preset): the
+    test grid contains x = 0, where that kernel has a kink (MATH.md s.3), and one grid point
+    can dominate an RMS or a kernel drift on test inputs. "" when it does not apply."""
+    test = [m for m in metrics if str(m).endswith("_test")]
+    if not test or "dataset.name" not in runs.columns or "model.sigma_b" not in runs.columns:
+        return ""
+    sigma_b = pd.to_numeric(runs["model.sigma_b"], errors="coerce")
+    hit = runs["dataset.name"].astype(str).eq("paper_toy") & sigma_b.eq(0)
+    if not hit.any():
+        return ""
+    return (
+        f"{int(hit.sum())} run(s) are paper_toy with sigma_b = 0: the test grid contains x = 0, "
+        f"the kernel's kink (MATH.md s.3); {', '.join(test)} may be dominated by that point: "
+        "read the train metrics"
+    )
+
+
 def swept_axis(df: pd.DataFrame, by: Sequence[str]) -> str | None:
     """The swept axis other than the width (``train.lr``, ``model.alpha``, :data:`AXIS_KEYS`)
     when the width takes a single value: the sweep is then aggregated along that axis."""
@@ -1605,6 +1623,9 @@ def aggregate_sweep(
                     f"available: {', '.join(metric_names) or 'none'}"
                 )
     by, metrics = list(by), list(metrics)
+    kink = kink_note(runs, metrics)
+    if kink:
+        notes.append(kink)
     axis = swept_axis(runs, by)
     if _width_key(by) is None and axis is None:
         notes.append("grouping keys do not include model.width: no power-law fits")

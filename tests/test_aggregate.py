@@ -20,6 +20,7 @@ from ntk_sweep.aggregate import (
     default_group_keys,
     expected_rate,
     fit_power_laws,
+    kink_note,
     log_contrast,
     main,
     markdown_table,
@@ -924,3 +925,13 @@ def test_axis_sweep_aggregates_along_the_swept_axis(tmp_path, capfd, axis):
 
 def _v(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def test_kink_note_only_for_paper_toy_without_bias():
+    runs = pd.DataFrame(
+        {"dataset.name": ["paper_toy", "paper_toy", "sine"], "model.sigma_b": [0.0, 1.0, 0.0]}
+    )
+    note = kink_note(runs, ["kernel_drift", "lin_error_test"])
+    assert note.startswith("1 run(s) are paper_toy with sigma_b = 0") and "lin_error_test" in note
+    assert kink_note(runs, ["kernel_drift"]) == ""  # no test metric: nothing to warn about
+    assert kink_note(runs.iloc[1:], ["lin_error_test"]) == ""
