@@ -1469,7 +1469,8 @@ def _sanitize(text: str) -> str:
 
 def slope_metric_names(fits: pd.DataFrame, by: Sequence[str]) -> dict[str, float]:
     """MLflow metric name -> value for the ok fits: ``slope_<metric>``, ``slope_<metric>_ci_low``,
-    ``slope_<metric>_ci_high``, ``slope_<metric>_r2``, suffixed ``/<key>-<value>...`` (last
+    ``slope_<metric>_ci_high``, ``slope_<metric>_r2``, ``slope_<metric>_asym`` (and its
+    ``_asym_ci_low`` / ``_asym_ci_high``: the widest-widths fit), suffixed ``/<key>-<value>...`` (last
     component of the key) when there are several groups."""
     out: dict[str, float] = {}
     if fits is None or fits.empty:
@@ -1488,6 +1489,9 @@ def slope_metric_names(fits: pd.DataFrame, by: Sequence[str]) -> dict[str, float
             ("_ci_low", "slope_ci_low"),
             ("_ci_high", "slope_ci_high"),
             ("_r2", "r2"),
+            ("_asym", "asym_slope"),
+            ("_asym_ci_low", "asym_slope_ci_low"),
+            ("_asym_ci_high", "asym_slope_ci_high"),
         ):
             value = float(f[col])
             if np.isfinite(value):

@@ -260,6 +260,7 @@ def test_slope_metric_names_and_markdown():
     single = fit_power_laws(ntk, ["model.width"], ["kernel_drift", "loss"], n_boot=50)
     names = slope_metric_names(single, ["model.width"])
     assert {"slope_kernel_drift", "slope_kernel_drift_r2", "slope_loss"} <= set(names)
+    assert names["slope_kernel_drift_asym"] == single.iloc[0]["asym_slope"]
     assert "slope_loss_r2" not in names  # constant loss: R^2 undefined, not logged
     md = markdown_table(["a", "b"], [["x|y", 0.5], [1, float("nan")]])
     assert md.splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 0.5 |", "| 1 | - |"]
