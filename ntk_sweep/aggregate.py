@@ -1470,8 +1470,8 @@ def _sanitize(text: str) -> str:
 def slope_metric_names(fits: pd.DataFrame, by: Sequence[str]) -> dict[str, float]:
     """MLflow metric name -> value for the ok fits: ``slope_<metric>``, ``slope_<metric>_ci_low``,
     ``slope_<metric>_ci_high``, ``slope_<metric>_r2``, ``slope_<metric>_asym`` (and its
-    ``_asym_ci_low`` / ``_asym_ci_high``: the widest-widths fit), suffixed ``/<key>-<value>...`` (last
-    component of the key) when there are several groups."""
+    ``_asym_ci_low`` / ``_asym_ci_high``: the widest-widths fit), suffixed
+    ``/<key>-<value>...`` (last component of the key) when there are several groups."""
     out: dict[str, float] = {}
     if fits is None or fits.empty:
         return out
