@@ -834,16 +834,26 @@ def test_duplicate_config_hashes_count_once(tmp_path):
 AXIS_VALUES = {"train.lr": [0.1, 0.5, 1.2, 2.4], "model.alpha": [0.1, 0.3, 1.0, 3.0]}
 
 
-def _axis_store(tmp_path, axis: str) -> str:
+@pytest.fixture(scope="module")
+def axis_store(tmp_path_factory) -> str:
+    """One SQLite store, one experiment per swept axis (named after it), see _log_axis_sweep."""
+    import mlflow
+
+    root = tmp_path_factory.mktemp("axis")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    for axis in AXIS_VALUES:
+        exp_id = client.create_experiment(axis, artifact_location=str(root / axis))
+        _log_axis_sweep(client, exp_id, axis)
+    return uri
+
+
+def _log_axis_sweep(client, exp_id: str, axis: str) -> None:
     """A sweep along ``axis`` at fixed width 1024, 3 seeds, as lr_sweep logs it: the largest
     value diverges (FAILED, a long reason, loss stored as MLflow's 1.8e308), one finished run
     has an infinite lin error, the phase tags of the lr helper on the lazy runs."""
-    import mlflow
     from mlflow.entities import Metric, Param, RunTag
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = mlflow.MlflowClient(uri)
-    exp_id = client.create_experiment("ntk-sweep", artifact_location=str(tmp_path / "art"))
     t0 = int(time.time() * 1000) - 100_000
     parent = client.create_run(exp_id, start_time=t0, tags={"ntk_sweep.role": "sweep"}).info
     values = AXIS_VALUES[axis]
@@ -873,21 +883,21 @@ def _axis_store(tmp_path, axis: str) -> str:
             )
             client.set_terminated(run.info.run_id, "FAILED" if failed else "FINISHED")
     client.set_terminated(parent.run_id, "FINISHED")
-    return uri
 
 
 @pytest.mark.parametrize("axis", list(AXIS_VALUES))
-def test_axis_sweep_aggregates_along_the_swept_axis(tmp_path, capfd, axis):
+def test_axis_sweep_aggregates_along_the_swept_axis(axis_store, tmp_path, capfd, axis):
     """lr_sweep / an alpha sweep at fixed width: one line per value, the diverged runs in one
     line, no line over 200 characters, nothing on stderr, a drift-vs-axis PNG."""
     from matplotlib.image import imread
 
-    uri = _axis_store(tmp_path, axis)
     out = tmp_path / "out"
     capfd.readouterr()  # the store's creation messages
+    args = ["--tracking-uri", axis_store, "--experiment", axis, "--out", str(out), "--no-log"]
+    args += ["--step-metric", ""]  # the per-step view is tested above
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert main(["--tracking-uri", uri, "--out", str(out), "--no-log"]) == 0
+        assert main(args) == 0
     numeric = [w for w in caught if issubclass(w.category, RuntimeWarning)]
     assert not numeric, [str(w.message) for w in numeric]  # overflow etc. would print raw
     captured = capfd.readouterr()
