@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +13,22 @@ import pandas as pd
 import pytest
 
 from ntk_sweep.aggregate import (
+    FIT_COLUMNS,
     AggregateError,
     aggregate_sweep,
+    compare_with_expected,
     default_group_keys,
+    expected_rate,
     fit_power_laws,
+    kink_note,
+    log_contrast,
     main,
     markdown_table,
+    slope_coefficients,
     slope_metric_names,
+    slope_trend,
     summarize,
+    t_interval,
     verdict,
 )
 
@@ -38,6 +47,7 @@ def _synthetic(n_seeds: int = 8, noise: float = 0.05, seed: int = 1) -> pd.DataF
                 rows.append(
                     {
                         "model.parameterization": par,
+                        "model.activation": "relu",
                         "model.width": w,
                         "seed": s,
                         "status": "FINISHED",
@@ -152,22 +162,28 @@ def test_verdict_wording(synthetic):
         return next(x for x in lines if x.startswith(prefix))
 
     ntk = line("ntk", "kernel_drift:")
-    assert "falls with width (slope CI entirely below 0)" in ntk
-    assert "consistent with -0.5 (Jacot 2018; Lee et al. 2019)" in ntk
-    assert "shallower than -1 (perturbation theory)" in ntk
-    assert "claim supported" in line("ntk", "verdict:")
-    assert "network approaches its linearisation" in line("ntk", "verdict:")
+    assert "falls with width (CI < 0)" in ntk
+    assert "widths 512-2048: falls" in ntk  # the asymptotic fit: the widest half
+    assert "expected -0.5 (non-smooth relu): consistent" in ntk
+    assert "all 6 widths -0.49" in ntk
+    ntk_verdict = line("ntk", "verdict:")
+    assert ntk_verdict.startswith("[model.parameterization=ntk] verdict: claim supported")
+    assert "the kernel tends to constant (kernel_drift slope -0.5" in ntk_verdict
+    assert "consistent with the expected -0.5" in ntk_verdict
+    assert "network approaches its linearisation (lin_error_test slope" in ntk_verdict
     std = line("standard", "kernel_drift:")
-    assert "steeper than -0.5" in std and "consistent with -1 (perturbation theory)" in std
-    lin = line("standard", "lin_error_test (network vs linearised):")
-    assert "falls with width" in lin and "consistent with -1" in lin
+    assert "falls with width" in std and "no expected rate for parameterization standard" in std
+    lin = line("standard", "lin_error_test:")
+    assert "falls with width" in lin
     mf = line("mean_field", "kernel_drift:")
-    assert "does not fall with width (slope CI contains 0)" in mf
-    assert "shallower than -0.5" in mf
+    assert "does not fall with width (CI contains 0)" in mf
+    assert "expected 0 (O(1) in mean_field (Mei et al. 2018)): consistent" in mf
     mf_verdict = line("mean_field", "verdict:")
     assert "as expected for the mean_field negative control" in mf_verdict
+    assert "the kernel keeps moving" in mf_verdict
     assert "UNEXPECTED" not in text
     assert "loss" not in text  # losses are fitted (fits.csv) but get no verdict
+    assert "warning" not in text  # 8 seeds per width
 
 
 def test_level_excludes_small_widths_and_unavailable_fit_is_a_row():
@@ -244,6 +260,7 @@ def test_slope_metric_names_and_markdown():
     single = fit_power_laws(ntk, ["model.width"], ["kernel_drift", "loss"], n_boot=50)
     names = slope_metric_names(single, ["model.width"])
     assert {"slope_kernel_drift", "slope_kernel_drift_r2", "slope_loss"} <= set(names)
+    assert names["slope_kernel_drift_asym"] == single.iloc[0]["asym_slope"]
     assert "slope_loss_r2" not in names  # constant loss: R^2 undefined, not logged
     md = markdown_table(["a", "b"], [["x|y", 0.5], [1, float("nan")]])
     assert md.splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 0.5 |", "| 1 | - |"]
@@ -432,8 +449,13 @@ def test_cli_writes_outputs(store, cli_run, capsys):
     ]
     assert killed["n_killed"].item() == 1
     md = (out / "summary.md").read_text()
-    assert "| metric | model.parameterization | model.width | n | mean | std | 95% CI |" in md
+    header = (
+        "| metric | model.parameterization | model.width | n | mean | std | 95% CI | ci_method |"
+    )
+    assert header in md
+    assert "95% CI: student-t, n-1 dof" in md and "welch-t on per-width seed means" in md
     assert "claim supported" in md
+    assert "warning: 3 seed(s) at some width (< 5)" in md
 
 
 def test_cli_slope_equals_polyfit_on_group_means(store, cli_run):
@@ -565,3 +587,362 @@ def test_missing_store_is_an_error_and_is_not_created(tmp_path, capsys):
     assert not db.exists()
     with pytest.raises(AggregateError):
         aggregate_sweep(f"sqlite:///{db}", "ntk-sweep")
+
+
+# --------------------------------------------------------------------------------------------
+# (3) honest intervals, asymptotic fits, verdict consistency, deduplication (issues 15, 10)
+# --------------------------------------------------------------------------------------------
+
+SIM_WIDTHS = np.array([64.0, 256.0, 1024.0])
+
+
+@pytest.mark.parametrize("n_seeds", [3, 5])
+def test_nominal_95_intervals_cover_the_truth_in_simulated_sweeps(n_seeds):
+    """2000 simulated 3-widths x n-seeds sweeps, lognormal seed noise: the group-mean t interval
+    and the slope interval cover the true values in 90-98 % of them (the percentile bootstrap
+    they replace covered 74 % at n = 3)."""
+    rng = np.random.default_rng(20261203 + n_seeds)
+    n_sim, slope, c, sigma = 2000, -0.5, 1.2, 0.2
+    x = np.log(SIM_WIDTHS)
+    values = np.exp(
+        np.log(c * SIM_WIDTHS**slope)[None, :, None]
+        + sigma * rng.standard_normal((n_sim, len(x), n_seeds))
+    )
+    true_means = c * SIM_WIDTHS**slope * np.exp(sigma**2 / 2)  # E of the lognormal
+    means, var = values.mean(axis=-1), values.var(axis=-1, ddof=1)
+    lo, hi = t_interval(means, var / n_seeds, n_seeds - 1)
+    mean_cover = float(((lo <= true_means) & (true_means <= hi)).mean())
+    est, s_lo, s_hi, dof = log_contrast(
+        slope_coefficients(x), means, var, np.full_like(means, n_seeds)
+    )
+    slope_cover = float(((s_lo <= slope) & (slope <= s_hi)).mean())
+    assert 0.90 <= mean_cover <= 0.98, mean_cover
+    assert 0.90 <= slope_cover <= 0.98, slope_cover
+    # the vectorised intervals are the pipeline's: one simulated sweep through the public API
+    rows = [
+        {"model.width": w, "seed": s, "status": "FINISHED", "kernel_drift": values[0, j, s]}
+        for j, w in enumerate(SIM_WIDTHS)
+        for s in range(n_seeds)
+    ]
+    df = pd.DataFrame(rows)
+    summary = summarize(df, ["model.width"], ["kernel_drift"])
+    np.testing.assert_allclose(summary["kernel_drift_ci_low"], lo[0], rtol=1e-12)
+    np.testing.assert_allclose(summary["kernel_drift_ci_high"], hi[0], rtol=1e-12)
+    assert (summary["ci_method"] == "student-t, n-1 dof").all()
+    scipy_stats = pytest.importorskip("scipy.stats")
+    ref = scipy_stats.t.interval(
+        0.95, n_seeds - 1, loc=means[0, 0], scale=np.sqrt(var[0, 0] / n_seeds)
+    )
+    assert summary["kernel_drift_ci_low"].iloc[0] == pytest.approx(ref[0], rel=1e-12)
+    fit = fit_power_laws(df, ["model.width"], ["kernel_drift"], level=10.0).iloc[0]
+    assert fit["slope"] == pytest.approx(np.polyfit(x, np.log(means[0]), 1)[0], rel=1e-12)
+    assert (fit["slope_ci_low"], fit["slope_ci_high"]) == pytest.approx((s_lo[0], s_hi[0]))
+    assert fit["slope_dof"] == pytest.approx(dof[0])
+    # Welch-Satterthwaite dof lie between one width's (n - 1) and all widths' pooled dof
+    assert ((dof >= n_seeds - 1 - 1e-9) & (dof <= len(x) * (n_seeds - 1) + 1e-9)).all()
+
+
+def test_asymptotic_fit_local_slopes_and_window_note():
+    """drift = w^-1 (1 + 40/w): the local slope tends to -1 from below; the asymptotic fit is
+    the widest half, local slopes are log ratios, and the window is flagged as not asymptotic."""
+    widths = [32, 64, 128, 256, 512, 1024, 2048, 4096]
+    rng = np.random.default_rng(3)
+    rows = []
+    for w in widths:
+        for s in range(4):
+            value = 2.0 / w * (1 + 40 / w) * np.exp(0.01 * rng.standard_normal())
+            row = {"model.width": w, "model.activation": "erf", "seed": s, "status": "FINISHED"}
+            rows.append({**row, "kernel_drift": value})
+    df = pd.DataFrame(rows)
+    fit = fit_power_laws(df, ["model.width"], ["kernel_drift"], level=1.0).iloc[0]
+    means = df.groupby("model.width")["kernel_drift"].mean()
+    top = widths[-4:]
+    asym = np.polyfit(np.log(top), np.log(means.loc[top].to_numpy()), 1)[0]
+    assert fit["asym_slope"] == pytest.approx(asym, rel=1e-10)
+    assert fit["asym_widths"] == "512;1024;2048;4096"
+    assert fit["asym_slope"] > fit["slope"]  # the all-widths fit is biased by small widths
+    first = np.log(means.loc[64] / means.loc[32]) / np.log(2)
+    assert fit["local_slopes"].startswith(f"32-64: {first:.2f} [")
+    assert fit["local_slopes"].count(";") == len(widths) - 2
+    assert fit["window"].startswith("not asymptotic: the all-widths slope")
+    assert fit["expected_slope"] == -1.0
+    lines = verdict(pd.DataFrame([fit]))
+    assert any("kernel_drift: not asymptotic" in x for x in lines)
+    assert any("widths 512-4096: " in x and "expected -1 (smooth erf" in x for x in lines)
+    # fewer than 4 widths: the asymptotic fit is the all-widths fit, said so
+    few = fit_power_laws(df[df["model.width"] <= 128], ["model.width"], ["kernel_drift"], 1.0)
+    few = few.iloc[0]
+    assert few["asym_slope"] == few["slope"] and "only 3 widths" in few["window"]
+
+
+@pytest.mark.parametrize(
+    ("metric", "activation", "parameterization", "expected"),
+    [
+        ("kernel_drift", "relu", "ntk", -0.5),
+        ("kernel_drift_test", "erf", "ntk", -1.0),
+        ("kernel_drift", "tanh", None, -1.0),
+        ("kernel_distance", "relu", "ntk", -1.0),
+        ("kernel_distance", "linear", "ntk", -2.0),
+        ("lin_error_test", "erf", "ntk", -1.0),
+        ("param_movement", "erf", "ntk", -0.5),
+        ("param_movement_layer1", "relu", "ntk", -0.5),
+        ("kernel_drift", "relu", "mean_field", 0.0),
+        ("kernel_drift", "relu", "standard", math.nan),
+        ("loss", "relu", "ntk", math.nan),
+        ("kernel_drift", "mystery", "ntk", math.nan),
+    ],
+)
+def test_expected_rate_per_setting(metric, activation, parameterization, expected):
+    slope, source = expected_rate(metric, activation, parameterization)
+    if math.isnan(expected):
+        assert math.isnan(slope) and source.startswith("no expected rate")
+    else:
+        assert slope == expected and source
+
+
+def _fake_fit(metric, par, lo, hi, expected, act="relu"):
+    mid = (lo + hi) / 2
+    row = {c: math.nan for c in FIT_COLUMNS}
+    row.update(
+        metric=metric,
+        group=f"model.parameterization={par}, case={lo},{hi}",
+        **{"model.parameterization": par},
+        status="ok",
+        slope=mid,
+        slope_ci_low=lo,
+        slope_ci_high=hi,
+        slope_dof=4.0,
+        asym_slope=mid,
+        asym_slope_ci_low=lo,
+        asym_slope_ci_high=hi,
+        n_widths=3,
+        min_seeds=5,
+        widths_used="64;256;1024",
+        asym_widths="64;256;1024",
+        expected_slope=expected,
+        expected_source=f"test {act}",
+        comparison=compare_with_expected(lo, hi, expected),
+        window="",
+        reason="",
+    )
+    return row
+
+
+CIS = [(-1.3, -0.8), (-0.7, -0.3), (-0.4, -0.05), (-0.3, 0.2), (0.1, 0.4)]
+
+
+@pytest.mark.parametrize("par", ["ntk", "mean_field"])
+def test_every_verdict_clause_follows_from_its_slope_ci(par):
+    """Synthetic fits: for every drift CI x lin CI, each clause's direction and its comparison
+    with the expected rate match the CI (the mean_field verdict once said "approaches its
+    linearisation" at a flat lin-error slope)."""
+    expected = 0.0 if par == "mean_field" else -0.5
+    rows = []
+    for d in CIS:
+        for li in CIS:
+            group = f"model.parameterization={par}, d={d}, l={li}"
+            for m, ci in (("kernel_drift", d), ("lin_error_test", li)):
+                rows.append({**_fake_fit(m, par, *ci, expected), "group": group})
+    lines = verdict(pd.DataFrame(rows))
+    words = {"consistent": "consistent with", "faster": "faster than", "slower": "slower than"}
+    for d in CIS:
+        for li in CIS:
+            prefix = f"[model.parameterization={par}, d={d}, l={li}] "
+            mine = [x[len(prefix) :] for x in lines if x.startswith(prefix)]
+            v = next(x for x in mine if x.startswith("verdict:"))
+            drift_clause, lin_clause = v.split("; the network ")
+            d_trend, l_trend = slope_trend(*d), slope_trend(*li)
+            assert ("tends to constant" in drift_clause) == (d_trend == "falls"), v
+            assert ("keeps moving" in drift_clause) == (d_trend == "flat"), v
+            assert ("moves more with width" in drift_clause) == (d_trend == "grows"), v
+            assert ("approaches its linearisation" in lin_clause) == (l_trend == "falls"), v
+            assert ("does not approach" in lin_clause) == (l_trend == "flat"), v
+            assert ("moves away" in lin_clause) == (l_trend == "grows"), v
+            for clause, ci in ((drift_clause, d), (lin_clause, li)):
+                assert f"[{ci[0]:.2f}, {ci[1]:.2f}]" in clause
+                assert words[compare_with_expected(*ci, expected)] in clause, clause
+            for m, ci in (("kernel_drift", d), ("lin_error_test", li)):
+                line = next(x for x in mine if x.startswith(f"{m}:"))
+                trend_text = {
+                    "falls": "falls with width",
+                    "flat": "does not fall with width",
+                    "grows": "grows with width",
+                }
+                assert trend_text[slope_trend(*ci)] in line
+                assert line.endswith(f": {compare_with_expected(*ci, expected)}")
+            if par == "mean_field":
+                assert ("UNEXPECTED" in v) == (d_trend == "falls")
+            elif d_trend == "falls":
+                assert v.startswith("verdict: claim supported" if l_trend == "falls" else
+                                    "verdict: claim partly supported")  # fmt: skip
+            else:
+                assert "claim supported" not in v and "partly" not in v
+
+
+def test_verdict_warns_below_five_seeds_and_comparison_words():
+    rows = [_fake_fit("kernel_drift", "ntk", -0.7, -0.3, -0.5)]
+    rows[0]["min_seeds"] = 3
+    lines = verdict(pd.DataFrame(rows))
+    assert any("warning: 3 seed(s) at some width (< 5)" in x for x in lines)
+    assert compare_with_expected(-0.7, -0.3, -0.5) == "consistent"
+    assert compare_with_expected(-1.2, -0.8, -0.5) == "faster"
+    assert compare_with_expected(-0.4, -0.1, -0.5) == "slower"
+    assert compare_with_expected(math.nan, -0.1, -0.5) == ""
+
+
+def test_duplicate_config_hashes_count_once(tmp_path):
+    """A single run and a sweep job with the same config hash (tag ntk_sweep.config_hash, as
+    the app records it) count once: the latest FINISHED wins, a later FAILED copy does not."""
+    import mlflow
+    from mlflow.entities import Metric, Param, RunTag
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    exp_id = client.create_experiment("ntk-sweep", artifact_location=str(tmp_path / "art"))
+    t0 = int(time.time() * 1000) - 100_000
+
+    def log(w, s, drift, start, status="FINISHED", chash=None):
+        run = client.create_run(exp_id, start_time=start, run_name=f"w={w} s={s}")
+        tags = {"ntk_sweep.role": "job", "ntk_sweep.config_hash": chash or f"h{w}-{s}"}
+        client.log_batch(
+            run.info.run_id,
+            metrics=[Metric("kernel_drift", drift, start, 0)],
+            params=[Param("model.width", str(w)), Param("seed", str(s))],
+            tags=[RunTag(k, v) for k, v in tags.items()],
+        )
+        client.set_terminated(run.info.run_id, status)
+
+    for w in (64, 256):
+        for s in (0, 1, 2):
+            log(w, s, 0.1 * (64 / w) ** 0.5 * (1 + 0.1 * s), t0 + 10)
+    log(64, 0, 0.5, t0)  # an older single run with seed 0's config: replaced
+    log(64, 0, 0.13, t0 + 20)  # the latest FINISHED copy wins
+    log(64, 0, 9.0, t0 + 30, status="FAILED")  # a later failed copy is not counted
+    result = aggregate_sweep(
+        uri, "ntk-sweep", filter_string="tags.`ntk_sweep.role` = 'job'", write=False
+    )
+    summary = result.summary.set_index("model.width")
+    assert list(summary["n_seeds"]) == [3, 3] and list(summary["n_runs"]) == [3, 3]
+    assert summary.loc[64, "n_failed"] == 0
+    assert summary.loc[64, "kernel_drift_mean"] == pytest.approx((0.13 + 0.11 + 0.12) / 3)
+    assert result.n_duplicates == 3
+    report = result.report()
+    assert "One run per config hash (latest FINISHED wins): 3 duplicate(s) dropped" in report
+    assert any("deduplicated by config hash" in n for n in result.notes)
+
+
+AXIS_VALUES = {"train.lr": [0.1, 0.5, 1.2, 2.4], "model.alpha": [0.1, 0.3, 1.0, 3.0]}
+
+
+@pytest.fixture(scope="module")
+def axis_store(tmp_path_factory) -> str:
+    """One SQLite store, one experiment per swept axis (named after it), see _log_axis_sweep."""
+    import mlflow
+
+    root = tmp_path_factory.mktemp("axis")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    for axis in AXIS_VALUES:
+        exp_id = client.create_experiment(axis, artifact_location=str(root / axis))
+        _log_axis_sweep(client, exp_id, axis)
+    return uri
+
+
+def _log_axis_sweep(client, exp_id: str, axis: str) -> None:
+    """A sweep along ``axis`` at fixed width 1024, 3 seeds, as lr_sweep logs it: the largest
+    value diverges (FAILED, a long reason, loss stored as MLflow's 1.8e308), one finished run
+    has an infinite lin error, the phase tags of the lr helper on the lazy runs."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    t0 = int(time.time() * 1000) - 100_000
+    parent = client.create_run(exp_id, start_time=t0, tags={"ntk_sweep.role": "sweep"}).info
+    values = AXIS_VALUES[axis]
+    for i, v in enumerate(values):
+        for s in range(3):
+            run = client.create_run(exp_id, start_time=t0 + 1, run_name=f"{axis}={v} s={s}")
+            failed = i == len(values) - 1
+            drift = 0.01 * (1 + i) ** 2 * (1 + 0.05 * s)
+            finals = {"kernel_drift": drift, "loss": 1.8e308 if failed else 0.01 / (1 + s)}
+            finals["lin_error_test"] = 1.8e308 if (i == 2 and s == 0) else 0.5 * drift
+            finals["lr_max_stable"] = 0.91
+            tags = {
+                "mlflow.parentRunId": parent.run_id,
+                "ntk_sweep.role": "job",
+                "ntk_sweep.config_hash": f"{v}-{s}",
+            }
+            if failed:
+                tags["ntk_sweep.failure_reason"] = "loss diverged at step 7: " + "x" * 300
+            if i < 2:
+                tags["ntk_sweep.phase_net"] = "lazy"
+            params = {"model.width": "1024", axis: str(v), "seed": str(s)}
+            client.log_batch(
+                run.info.run_id,
+                metrics=[Metric(k, x, t0, 0) for k, x in finals.items()],
+                params=[Param(k, x) for k, x in params.items()],
+                tags=[RunTag(k, x) for k, x in tags.items()],
+            )
+            client.set_terminated(run.info.run_id, "FAILED" if failed else "FINISHED")
+    client.set_terminated(parent.run_id, "FINISHED")
+
+
+@pytest.mark.parametrize("axis", list(AXIS_VALUES))
+def test_axis_sweep_aggregates_along_the_swept_axis(axis_store, tmp_path, capfd, axis):
+    """lr_sweep / an alpha sweep at fixed width: one line per value, the diverged runs in one
+    line, no line over 200 characters, nothing on stderr, a drift-vs-axis PNG."""
+    from matplotlib.image import imread
+
+    out = tmp_path / "out"
+    capfd.readouterr()  # the store's creation messages
+    args = ["--tracking-uri", axis_store, "--experiment", axis, "--out", str(out), "--no-log"]
+    args += ["--step-metric", ""]  # the per-step view is tested above
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(args) == 0
+    numeric = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert not numeric, [str(w.message) for w in numeric]  # overflow etc. would print raw
+    captured = capfd.readouterr()
+    assert captured.err == ""
+    lines = captured.out.splitlines()
+    assert max(len(x) for x in lines) <= 200
+    text = captured.out
+    assert "no fit" not in text and "inf" not in text.replace("info", "")
+    assert "e+307" not in text and "e+308" not in text
+    short = axis.rsplit(".", 1)[-1]
+    png = out / f"drift_vs_{short}.png"
+    image = imread(png)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 200
+    assert not (out / "drift_vs_width.png").exists()
+    assert f"- swept axis {axis} at fixed model.width=1024: 4 values (no width fits)" in lines
+    diverged = [x for x in lines if x.startswith("- diverged:")]
+    assert diverged == [
+        f"- diverged: 3 run(s) FAILED at {axis} = {_v(AXIS_VALUES[axis][-1])} (x3); "
+        "e.g. loss diverged at step 7: " + "x" * 52 + "..."
+    ]
+    first = next(x for x in lines if x.startswith(f"- {axis}={_v(AXIS_VALUES[axis][0])}: "))
+    assert "3/3 finished, phase net lazy x3" in first
+    mean = np.mean([0.01, 0.0105, 0.011])
+    assert f"kernel_drift {mean:.3g} [" in first
+    third = next(x for x in lines if x.startswith(f"- {axis}={_v(AXIS_VALUES[axis][2])}: "))
+    if axis == "train.lr":
+        assert "- 2N/lambda_max of the initial NTK (lr_max_stable, median): 0.91" in lines
+        assert "lr/lr_max 1.32 (above 2N/lambda_max)" in third
+    else:
+        assert "lr/lr_max" not in text
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary[axis]) == AXIS_VALUES[axis]
+    lin = summary.loc[2, "lin_error_test_n"]
+    assert lin == 2  # MLflow's 1.8e308 stand-in for inf is not a value
+
+
+def _v(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def test_kink_note_only_for_paper_toy_without_bias():
+    runs = pd.DataFrame(
+        {"dataset.name": ["paper_toy", "paper_toy", "sine"], "model.sigma_b": [0.0, 1.0, 0.0]}
+    )
+    note = kink_note(runs, ["kernel_drift", "lin_error_test"])
+    assert note.startswith("1 run(s) are paper_toy with sigma_b = 0") and "lin_error_test" in note
+    assert kink_note(runs, ["kernel_drift"]) == ""  # no test metric: nothing to warn about
+    assert kink_note(runs.iloc[1:], ["lin_error_test"]) == ""

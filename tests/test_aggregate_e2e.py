@@ -72,3 +72,44 @@ def test_real_sweep_aggregates_one_row_per_width_and_polyfit_slope(tmp_path):
     slope = np.polyfit(np.log(used), np.log(means.loc[[int(w) for w in used]].values), 1)[0]
     assert fit["slope"] == pytest.approx(slope, rel=1e-10)
     assert fit["slope_ci_low"] <= fit["slope"] <= fit["slope_ci_high"]
+
+
+@pytest.mark.slow
+def test_real_lr_sweep_aggregates_along_lr(tmp_path):
+    """A real 3-lr sweep at one width (lr_sweep's layout, issue 15 item 4): the CLI prints no
+    warnings and no line over 200 characters, and draws drift vs lr with 2N/lambda_max."""
+    from matplotlib.image import imread
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = run_cli(
+        "-m",
+        "experiment=lr_sweep",
+        "width=64",
+        "lr=0.1,1.6,6.4",
+        "seed=0,1",
+        "train.steps=60",
+        "tracking.figures=false",
+        f"tracking.uri={uri}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = tmp_path / "agg"
+    cli = subprocess.run(
+        [sys.executable, "-m", "ntk_sweep.aggregate", "--tracking-uri", uri, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert "Warning" not in cli.stderr and "overflow" not in cli.stderr, cli.stderr
+    assert max(len(line) for line in cli.stdout.splitlines()) <= 200
+    assert "- swept axis train.lr at fixed model.width=64: 3 values (no width fits)" in cli.stdout
+    assert "2N/lambda_max of the initial NTK (lr_max_stable, median): " in cli.stdout
+    assert "no fit" not in cli.stdout
+    image = imread(out / "drift_vs_lr.png")
+    assert image.ndim == 3 and image.shape[1] > 200
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["train.lr"]) == [0.1, 1.6, 6.4]
