@@ -361,11 +361,20 @@ def _time_axis(ax, lr, xlim: tuple[float, float]) -> None:
     top.set_xlabel(f"t = lr × step  (lr = {lr:g})")
 
 
-def _legend(ax, fontsize="small", ncol: int = 1):
-    """The axes' legend at Matplotlib's best location (None if nothing is labelled)."""
-    if not ax.get_legend_handles_labels()[0]:
+def _on_own_lines(label: str) -> str:
+    """``label`` with each bracketed note ("[3 NaN omitted]") on a line of its own."""
+    return label.replace(" [", "\n[")
+
+
+def _legend(ax, fontsize="small"):
+    """The axes' legend at Matplotlib's best location (None if nothing is labelled); the
+    notes of a label ("[3 NaN omitted]", see :func:`_clean`) go on lines of their own, so
+    that the legend stays narrower than the axes."""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
         return None
-    return ax.legend(loc="best", fontsize=fontsize, ncol=ncol)
+    labels = [_on_own_lines(label) for label in labels]
+    return ax.legend(handles, labels, loc="best", fontsize=fontsize)
 
 
 # ------------------------------------------------------------------ 1-D (paper) figures
@@ -899,8 +908,8 @@ def plot_ntk_heatmaps(
         rel = np.linalg.norm(fd) / np.linalg.norm(f0) if fd.size and f0.size else np.nan
     kw = dict(interpolation="nearest", aspect="equal")
     panels = (
-        (k0, "Θ at init" + note0, dict(cmap="viridis", vmin=vmin, vmax=vmax)),
-        (k1, "Θ at the end" + note1, dict(cmap="viridis", vmin=vmin, vmax=vmax)),
+        (k0, _on_own_lines("Θ at init" + note0), dict(cmap="viridis", vmin=vmin, vmax=vmax)),
+        (k1, _on_own_lines("Θ at the end" + note1), dict(cmap="viridis", vmin=vmin, vmax=vmax)),
         (diff, "Θ_end − Θ_init", dict(cmap="RdBu_r", vmin=-dmax, vmax=dmax)),
     )
     images = []
