@@ -9,9 +9,10 @@ log steps) from the library functions, then times
   the app makes at each log step (empirical NTK on train and test inputs, test predictions),
   which is what a run's `train_time_s` covers;
 - every figure: built (`figure_builders(record)[name]()`) and written as PNG (`save_png`,
-  what `fig.savefig(path)` does for these figures), best of a few repeats;
-- the whole set, first in the process (a single run pays that: cold text caches) and best of
-  repeats, and through `run_figures` + `fig.savefig` (the app's calls),
+  which is `fig.savefig(path, format="png", dpi=fig.dpi)`), best of a few repeats;
+- the whole set (`tracking.figures=all`), first in the process (a single run pays that: font
+  and mathtext caches are cold) and best of repeats; the `paper` set (the default: figs. 1-8
+  and drift), best of repeats; and all through `run_figures` + `fig.savefig`,
 
 and prints the ratios figures / training. Issue 4 asks figures < 20 % of a paper run's time,
 which also includes kernel evaluation, MLflow logging and start-up. Importing Matplotlib (once
@@ -143,12 +144,14 @@ def train_only() -> float:
     return time.perf_counter() - t0
 
 
-def time_set(F, record, folder: Path) -> tuple[float, float, dict[str, tuple[float, float]]]:
-    """One whole set as the app makes it: every figure built, then written as PNG.
+def time_set(
+    F, record, folder: Path, which: str = "all"
+) -> tuple[float, float, dict[str, tuple[float, float]]]:
+    """One set as the app makes it: each figure built, then written as PNG.
     Returns (wall seconds, CPU seconds, name -> (build s, save s))."""
     per = {}
     w0, c0 = time.perf_counter(), time.process_time()
-    for name, build in F.figure_builders(record).items():
+    for name, build in F.figure_builders(record, which).items():
         t0 = time.perf_counter()
         fig = build()
         t1 = time.perf_counter()
@@ -177,6 +180,7 @@ def main() -> None:
         # multirun's later jobs in the same process; also the steadier number)
         cold = time_set(F, record, folder)
         warm = [time_set(F, record, folder) for _ in range(args.repeat)]
+        paper = [time_set(F, record, folder, "paper") for _ in range(args.repeat)]
         # the same set through run_figures + fig.savefig (the app's calls)
         app = float("inf")
         for _ in range(args.repeat):
@@ -201,6 +205,11 @@ def main() -> None:
     print(f"   {len(best)} figures, first set in the process: {cold[0] * 1e3:.0f} ms wall")
     n, r = len(best), args.repeat
     print(f"   {n} figures, best of {r}: {wall * 1e3:.0f} ms wall, {cpu * 1e3:.0f} ms CPU")
+    p_wall, p_cpu = min(w[0] for w in paper), min(w[1] for w in paper)
+    print(
+        f"   paper set ({len(paper[0][2])} figures, the default), best of {r}: "
+        f"{p_wall * 1e3:.0f} ms wall, {p_cpu * 1e3:.0f} ms CPU"
+    )
     print(f"   run_figures + fig.savefig of all, best of {args.repeat}: {app * 1e3:.0f} ms wall")
     print(
         f"   figures / gd_trajectory: first set {cold[0] / train:.0%}, best {wall / train:.0%}; "

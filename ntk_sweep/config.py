@@ -30,6 +30,9 @@ from ntk_sweep.network import ACTIVATIONS, BACKENDS, DTYPES, PARAMETERIZATIONS
 PAPER_SNAPSHOT_STEPS = (2, 20, 100, 500, 1000, 3000)
 ANALYTIC_CHOICES = ("auto", "true", "false")
 PROGRESS_CHOICES = ("auto", "true", "false")
+# tracking.figures: figures.FIGURE_SETS (paper, all, none); true / false, the values of the
+# earlier boolean option, mean all / none.
+FIGURES_CHOICES = ("paper", "all", "none", "true", "false")
 # Where a closed-form infinite-width NTK exists (kernels.has_analytic_ntk; kept in sync by a test).
 ANALYTIC_ACTIVATIONS = ("relu", "erf", "linear")
 ANALYTIC_PARAMETERIZATIONS = ("ntk",)
@@ -149,7 +152,8 @@ class TrackingConfig:
     experiment: str = _f("ntk-sweep", "str")
     artifact_location: str | None = _f(None, "str", nullable=True)  # default: next to the db
     run_name: str | None = _f(None, "str", nullable=True)  # default: the job's overrides
-    figures: bool = True
+    # paper: the paper's figures and drift; all: every figure; none (see figure_set).
+    figures: str = _f("paper", "choice", choices=FIGURES_CHOICES)
     progress: str = _f("auto", "choice", choices=PROGRESS_CHOICES)  # auto: when stderr is a tty
     aggregate_on_end: bool = False
     # A sweep job RUNNING without a heartbeat for this long is dead (resume re-runs it).
@@ -284,6 +288,13 @@ def _check_section(node: DictConfig, schema: type, prefix: str) -> None:
             value = str(value).lower()
         if not r.check(value):
             raise invalid(f"{prefix}{key}", value, r.describe())
+
+
+def figure_set(cfg: DictConfig) -> str:
+    """The figure set a run draws (figures.FIGURE_SETS) from `tracking.figures`, where the
+    booleans of the earlier option mean all (true) and none (false)."""
+    value = str(cfg.tracking.figures).lower()  # the CLI's `false` arrives as "False"
+    return {"true": "all", "false": "none"}.get(value, value)
 
 
 def analytic_enabled(cfg: DictConfig) -> bool:

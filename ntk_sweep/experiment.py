@@ -43,13 +43,14 @@ from ntk_sweep import tracking
 from ntk_sweep.config import (
     analytic_enabled,
     compute_log_steps,
+    figure_set,
     load_data,
     nearest_step,
     validate,
 )
 
 # matplotlib is imported once per process, with the app, not inside the first run's figure time
-from ntk_sweep.figures import run_figures
+from ntk_sweep.figures import figure_builders, save_png
 
 log = logging.getLogger(__name__)
 
@@ -745,7 +746,7 @@ def _train_and_record(
 
     figures_time = 0.0
     names: list[str] = []
-    if cfg.tracking.figures:
+    if figure_set(cfg) != "none":
         t_fig = time.perf_counter()
         snaps = [s for s in cfg.train.snapshot_steps if s <= steps] or list(log_steps)
         record = {
@@ -787,7 +788,7 @@ def _train_and_record(
             },
         }
         try:
-            names, failed = _save_figures(record, out / "figures")
+            names, failed = _save_figures(record, out / "figures", figure_set(cfg))
             tracking.log_artifacts(client, run_id, out / "figures", "figures")
             if failed:
                 tracking.set_tag(client, run_id, tracking.TAG + "figures_failed", ",".join(failed))
@@ -854,16 +855,18 @@ def _unstable_lr_message(lr: float, lr_eff: float, lr_max: float, lr_scale: floa
     )
 
 
-def _save_figures(record: dict[str, Any], folder: Path) -> tuple[list[str], list[str]]:
-    """Render every figure to `folder`; returns (saved names, failed names). A figure that
-    cannot be drawn (e.g. values near the float range) is skipped with a logged error."""
+def _save_figures(
+    record: dict[str, Any], folder: Path, which: str = "all"
+) -> tuple[list[str], list[str]]:
+    """Render the figures of set `which` (`tracking.figures`: paper, all) to `folder`, one at
+    a time; returns (saved names, failed names). A figure that cannot be drawn (e.g. values
+    near the float range) is skipped with a logged error."""
     folder.mkdir(parents=True, exist_ok=True)
     saved, failed = [], []
     with _log_warnings():
-        figs = run_figures(record)
-        for name, fig in figs.items():
+        for name, build in figure_builders(record, which).items():
             try:
-                fig.savefig(folder / f"{name}.png")
+                save_png(build(), folder / f"{name}.png", metadata={"Title": name})
                 saved.append(name)
             except Exception as exc:  # noqa: BLE001 - one bad figure must not stop the others
                 log.error("figure %s could not be drawn: %s: %s", name, type(exc).__name__, exc)

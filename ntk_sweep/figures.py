@@ -2,32 +2,28 @@
 
 Pure plotting: every function takes plain NumPy arrays (and, for :func:`run_figures`, the
 ``record`` dict of the figures contract) and returns a :class:`matplotlib.figure.Figure`.
-Figures are built with ``matplotlib.figure.Figure`` directly, never through ``pyplot``: no
-global figure registry, no interactive backend, nothing to close, safe in worker processes
-and on machines without a screen. Each figure carries its own Agg canvas with a fast PNG
-writer, so a plain ``fig.savefig(path)`` is already the fast path (:func:`save_png` and
-:func:`figure_to_png_bytes` spell it out).
+Figures are built with ``matplotlib.figure.Figure`` on an Agg canvas, never through
+``pyplot``: no global figure registry, no interactive backend, nothing to close, safe in
+worker processes and on machines without a screen. Layout is Matplotlib's constrained layout
+engine, so titles, labels, tick labels and colour bars always fit inside the figure; PNGs are
+written by ``fig.savefig`` (:func:`save_png`, :func:`figure_to_png_bytes`).
 
-Style shared by all figures: 7 x 4.5 in at 90 dpi (630 x 405 px), fixed margins, grid,
-legend, labelled axes; time axes are in GD steps (log) with ``t = lr * step`` ticks on top
-(lr the effective learning rate, the one the dynamics use); titles carry dataset,
-parameterization, activation, depth, width, lr and seed from ``record["meta"]``.
+Style shared by all figures: 7 x 4.5 in at 90 dpi (630 x 405 px), grid, legend, labelled
+axes; time axes are in GD steps (log) with a secondary axis t = lr * step on top (lr the
+effective learning rate, the one the dynamics use); titles carry dataset, parameterization,
+activation, depth, width, lr, seed (and lr_eff where it differs) from ``record["meta"]``,
+wrapped onto more lines where they would not fit.
 
-Speed (issue 4: figures < 20 % of a paper run). The cost is Matplotlib's per-artist Python
-work and text, not pixels. Hence: ticks drawn as two line collections and one text per
-label (Matplotlib's ticks are five artists each, made and laid out at draw time), at most ~5
-per axis, no minor ticks, plain-text labels (``10⁻³``, no mathtext); no secondary Axes for
-t = lr x step; fixed margins (no layout engine) and fixed title positions; the legend's
-location chosen here (``loc="best"`` tests every path at draw time); hex colours; a
-renderer that caches text layouts and glyph bitmaps across draws (pixel-identical); PNG
-rows unfiltered at zlib level 1.
+Which figures a run draws: :data:`FIGURE_SETS` (``tracking.figures``): ``all`` every figure
+of :func:`expected_figure_names`, ``paper`` those of :data:`PAPER_FIGURES` (the paper's
+figs. 1-8, the kernel drift, and for d > 1 predictions vs targets), ``none`` nothing.
 
 Robustness: values are drawn only where finite and within ``±BOUND`` (1e300); larger or
 infinite values are drawn at the bound and NaN values are left out, and the legend says so.
-Log axes get explicit limits and ticks within [1e-305, 1e305] (Matplotlib's log locator
-overflows on data near 1e291). In the 1-D figures a model that runs away (e.g. a diverging
-linearised model) does not squash the others: the y-range follows the data and the network,
-and a curve that leaves it is labelled with its largest value.
+Log axes get explicit limits within [1e-305, 1e305] (tick positions beyond that would
+overflow). In the 1-D figures a model that runs away (e.g. a diverging linearised model) does
+not squash the others: the y-range follows the data and the network, and a curve that leaves
+it is labelled with its largest value.
 """
 
 from __future__ import annotations
@@ -35,25 +31,20 @@ from __future__ import annotations
 import io
 import math
 import os
-import struct
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 
-import matplotlib as mpl
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
-from matplotlib.font_manager import FontProperties
-from matplotlib.ticker import MaxNLocator, NullLocator
-from matplotlib.transforms import ScaledTranslation
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
 __all__ = [
     "FIGSIZE",
     "DPI",
     "BOUND",
-    "PNG_SAVE_KWARGS",
+    "FIGURE_SETS",
+    "PAPER_FIGURES",
     "expected_figure_names",
     "figure_builders",
     "figure_to_png_bytes",
@@ -75,19 +66,30 @@ __all__ = [
 
 FIGSIZE = (7.0, 4.5)
 # 90 dpi: 630 x 405 px, 10 pt text about 12 px high, readable in the MLflow artifact view.
-# Rendering cost hardly depends on the pixel count (it is per-artist Python work).
 DPI = 90
 # Largest magnitude drawn; larger and infinite values are drawn at +-BOUND (log axes:
 # positive values below 1 / BOUND at 1 / BOUND).
 BOUND = 1e300
-# Keyword arguments for ``fig.savefig(target, **PNG_SAVE_KWARGS)`` (what :func:`save_png`
-# does; a figure from this module uses them by default anyway).
-PNG_SAVE_KWARGS = {"format": "png"}
+# Values of `tracking.figures`: which figures a run draws (see the module docstring).
+FIGURE_SETS = ("paper", "all", "none")
+# The `paper` set: the paper's figures 1-8 (1-D inputs), the kernel drift (the paper's claim,
+# measured) and, for d > 1 where the 1-D figures do not exist, predictions vs targets.
+PAPER_FIGURES = (
+    "fig1_data_init",
+    "fig2_training",
+    "fig3_kernel_machine_empirical",
+    "fig4_kernel_machine_analytic",
+    "fig5_net_vs_kernel_machines",
+    "fig6_kernel_dynamics_empirical",
+    "fig7_kernel_dynamics_analytic",
+    "fig8_net_vs_kernel_dynamics",
+    "drift",
+    "pred_vs_target",
+)
 
-# Matplotlib's default colour cycle (tab10) as hex: "C0"-style names are looked up in
-# rcParams on every use (~0.2 ms each, hundreds per run), hex strings are cached.
-_C = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
-# One colour / line style per model, the same in every figure.
+# Matplotlib's default colour cycle (tab10); one colour / line style per model, the same in
+# every figure.
+_C = ("C0", "C1", "C2", "C3", "C4")
 _STYLE = {
     "net": dict(color=_C[0], ls="-", lw=2.2),
     "lin": dict(color=_C[1], ls="--", lw=1.8),
@@ -96,229 +98,26 @@ _STYLE = {
     "target": dict(color="0.55", ls="--", lw=1.2),
 }
 _DATA_STYLE = dict(color="k", marker="o", s=36, zorder=5, edgecolors="w", linewidths=0.8)
-# Ticks (drawn by `_ticks`, Matplotlib's default look): lengths in points.
-_TICK = dict(length=3.5, pad=3.5, label_gap=4.0)
-_TICK_FONT = FontProperties(size=10.0)  # one FontProperties for every tick label
-_TICK_LINE = dict(colors="k", linewidths=0.8)
-_TICK_GID = "ntk_sweep-ticks"  # marks the tick and grid collections (not data)
-_GRID_LINE = dict(colors="#b0b0b0", linewidths=0.8, alpha=0.3, zorder=0.5)
-_MAX_TICKS = 5  # major ticks per axis (each tick costs ~1 ms to create and draw)
-
-# Fixed margins (fractions of the figure) instead of a layout engine: constrained layout
-# measures every tick label twice per savefig and roughly doubles the rendering time.
-# The content is known (two-line title, short axis labels), so fixed margins fit.
-_MARGINS = dict(left=0.115, right=0.97, bottom=0.11, top=0.85)
-# Per-step (log-log) figures: room for the "t = lr x step" ticks and label above the plot.
-_HISTORY_MARGINS = dict(top=0.75, left=0.12)
-_TITLE_PAD = 6.0  # points above the axes
-_HISTORY_TITLE_PAD = 34.0  # points: above the t = lr x step tick labels and label
+# Characters per title line before the run's metadata wraps onto another line (10 pt titles:
+# about 6 pt per character, 7 in = 504 pt wide figures).
+_TITLE_CHARS = 72
 
 
 # --------------------------------------------------------------------------- saving
 
-# Text is about half of the rendering time of these figures with Matplotlib 3.11, whose Agg
-# backend lays out every string with FreeType at each draw and renders each glyph through a
-# Python loop. The renderer below caches, process-wide, what does not change between draws
-# and figures: string metrics and layouts per (string, font files, size, dpi, hinting), and
-# glyph bitmaps per (glyph, size, dpi, angle, hinting, antialiasing, sub-pixel offset). The
-# pixels are identical to Matplotlib's own (tests/test_figures.py checks it); only the work
-# is reused. It relies on private Agg/FT2Font methods of Matplotlib 3.11, so it is only used
-# with 3.11 (other versions: Matplotlib's renderer), and falls back to Matplotlib's code for
-# mathtext.
-_TEXT_CACHE_LIMIT = 50_000  # entries per cache; cleared when exceeded (~1 kB per glyph)
-_METRICS: dict = {}
-_FONT_FILES: dict = {}
-_FONT_RC = ("font.family", "font.sans-serif", "font.serif", "font.monospace", "font.cursive")
-_FONT_RC += ("font.fantasy", "font.style", "font.variant", "font.weight", "font.stretch")
-_LAYOUTS: dict = {}
-_GLYPHS: dict = {}
 
-
-def _fast_text_supported() -> bool:
-    # the private methods used below, as they are in the Matplotlib versions checked here
-    if tuple(mpl.__version_info__[:2]) not in {(3, 11)}:
-        return False
-    try:
-        from matplotlib.backends import backend_agg
-        from matplotlib.ft2font import FT2Font, RenderMode  # noqa: F401
-    except ImportError:
-        return False
-    needed = [
-        (backend_agg, "get_hinting_flag"),
-        (backend_agg.RendererAgg, "_prepare_font"),
-        (backend_agg.RendererAgg, "_draw_text_glyphs_and_boxes"),
-        (FT2Font, "_layout"),
-        (FT2Font, "_render_glyph"),
-        (FT2Font, "_set_transform"),
-    ]
-    return all(hasattr(obj, name) for obj, name in needed)
-
-
-def _remember(cache: dict, key, value):
-    if len(cache) >= _TEXT_CACHE_LIMIT:
-        cache.clear()
-    cache[key] = value
-    return value
-
-
-if _fast_text_supported():
-    from matplotlib.backends.backend_agg import RendererAgg, get_hinting_flag
-    from matplotlib.font_manager import fontManager as _font_manager
-    from matplotlib.ft2font import RenderMode
-
-    class _CachedTextRenderer(RendererAgg):
-        """RendererAgg with process-wide caches of text metrics, layouts and glyph bitmaps."""
-
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            rc = [mpl.rcParams[k] for k in _FONT_RC]
-            self._font_rc = tuple(tuple(v) if isinstance(v, list) else v for v in rc)
-
-        def _font_key(self, prop):
-            # font lookups (findfont hashes the rcParams font lists on each call) are cached
-            # per FontProperties and the rcParams font settings when the renderer was made
-            key = (prop, self._font_rc)
-            files = _FONT_FILES.get(key)
-            if files is None:
-                files = tuple(_font_manager._find_fonts_by_props(prop))
-                files = _remember(_FONT_FILES, (prop.copy(), self._font_rc), files)
-            return (files, prop.get_size_in_points(), self.dpi, get_hinting_flag())
-
-        def get_text_width_height_descent(self, s, prop, ismath):
-            if ismath:
-                return super().get_text_width_height_descent(s, prop, ismath)
-            key = (s, self._font_key(prop))
-            hit = _METRICS.get(key)
-            if hit is None:
-                hit = _remember(
-                    _METRICS, key, super().get_text_width_height_descent(s, prop, ismath)
-                )
-            return hit
-
-        def draw_text(self, gc, x, y, s, prop, angle, ismath=False, mtext=None):
-            if ismath:
-                return super().draw_text(gc, x, y, s, prop, angle, ismath, mtext)
-            features = mtext.get_fontfeatures() if mtext is not None else None
-            language = mtext.get_language() if mtext is not None else None
-            key = (s, self._font_key(prop), features, language)
-            try:
-                items = _LAYOUTS.get(key)
-            except TypeError:  # unhashable features / language: no caching
-                return super().draw_text(gc, x, y, s, prop, angle, ismath, mtext)
-            flags = key[1][3]
-            if items is None:
-                font = self._prepare_font(prop)
-                laid = font._layout(s, flags=flags, features=features, language=language)
-                items = _remember(
-                    _LAYOUTS, key, [(i.ft_object, i.glyph_index, i.x, i.y) for i in laid]
-                )
-            size = prop.get_size_in_points()
-            antialiased = bool(gc.get_antialiased())
-            mode = RenderMode.NORMAL if antialiased else RenderMode.MONO
-            cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
-            matrix = None
-            height = self.height
-            for font, index, dx, dy in items:  # as RendererAgg._draw_text_glyphs_and_boxes
-                ox = round(0x40 * (x + dx * cos - dy * sin))
-                oy = round(0x40 * (height - y + dx * sin + dy * cos))
-                # FreeType's bitmap depends on the offset's fraction only (1/64 px); the
-                # integer part just moves it
-                gkey = (id(font), size, self.dpi, index, angle, flags, antialiased)
-                gkey += (ox & 63, oy & 63)
-                glyph = _GLYPHS.get(gkey)
-                if glyph is None:
-                    if matrix is None:
-                        matrix = (0x10000 * np.array([[cos, -sin], [sin, cos]])).round()
-                        matrix = matrix.astype(int)
-                    font.set_size(size, self.dpi)
-                    font._set_transform(matrix, [ox & 63, oy & 63])
-                    bitmap = font._render_glyph(index, flags, mode)
-                    buffer = np.array(bitmap.buffer)
-                    if not antialiased:
-                        buffer *= 0xFF
-                    # keep `font` alive with its glyphs: the key holds its id
-                    glyph = _remember(_GLYPHS, gkey, (buffer, bitmap.left, bitmap.top, font))
-                buffer, left, top, _ = glyph
-                self._renderer.draw_text_image(
-                    buffer, left + (ox >> 6), int(height) - top - (oy >> 6) + buffer.shape[0], 0, gc
-                )
-
-else:  # pragma: no cover - other Matplotlib versions: its own renderer
-    _CachedTextRenderer = None
-
-
-def _png(rgba: np.ndarray, dpi: float, metadata: Mapping[str, str]) -> bytes:
-    """PNG file bytes of an (H, W, 4) uint8 RGBA image: no row filter and zlib level 1.
-
-    Pillow's encoder (what Matplotlib uses) tries every row filter and compresses at level
-    6: ~3x slower for plots, whose flat areas compress about as well unfiltered. Metadata
-    as tEXt chunks (Latin-1), the dpi as pHYs, like Matplotlib's own PNGs."""
-    h, w, _ = rgba.shape
-    rows = np.empty((h, 1 + 4 * w), dtype=np.uint8)
-    rows[:, 0] = 0  # filter type "none"
-    rows[:, 1:] = rgba.reshape(h, 4 * w)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    per_metre = round(dpi / 0.0254)
-    parts = [
-        b"\x89PNG\r\n\x1a\n",
-        chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0)),  # 8-bit RGBA
-        chunk(b"pHYs", struct.pack(">IIB", per_metre, per_metre, 1)),
-    ]
-    for key, value in metadata.items():
-        parts.append(chunk(b"tEXt", key.encode("latin-1") + b"\0" + value.encode("latin-1")))
-    parts.append(chunk(b"IDAT", zlib.compress(rows, 1)))
-    parts.append(chunk(b"IEND", b""))
-    return b"".join(parts)
-
-
-class _PngCanvas(FigureCanvasAgg):
-    """Agg canvas of this module's figures: the text-caching renderer where supported, and
-    fast PNG output (:func:`_png`) for a plain ``fig.savefig(path)``; passing ``pil_kwargs``
-    selects Matplotlib's own (Pillow) writer."""
-
-    def get_renderer(self):
-        if _CachedTextRenderer is None:
-            return super().get_renderer()
-        w, h = self.get_width_height(physical=True)
-        key = w, h, self.figure.dpi
-        if self._lastKey != key:
-            self.renderer = _CachedTextRenderer(w, h, self.figure.dpi)
-            self._lastKey = key
-        return self.renderer
-
-    def print_png(self, filename_or_obj, *, metadata=None, pil_kwargs=None, **_ignored):
-        # print_figure also passes facecolor, edgecolor, orientation, bbox_inches_restore,
-        # which it applies itself; matplotlib's own print_png ignores them the same way.
-        if pil_kwargs is not None:
-            return FigureCanvasAgg.print_png(
-                self, filename_or_obj, metadata=metadata, pil_kwargs=pil_kwargs
-            )
-        info = {"Software": f"Matplotlib version{mpl.__version__}, https://matplotlib.org/"}
-        info = {k: v for k, v in {**info, **(metadata or {})}.items() if v is not None}
-        try:
-            for k, v in info.items():
-                k.encode("latin-1"), v.encode("latin-1")
-        except UnicodeEncodeError:  # Pillow writes such text as iTXt
-            return FigureCanvasAgg.print_png(self, filename_or_obj, metadata=metadata)
-        FigureCanvasAgg.draw(self)
-        data = _png(np.asarray(self.buffer_rgba()), self.figure.dpi, info)
-        if isinstance(filename_or_obj, str | os.PathLike):
-            with open(filename_or_obj, "wb") as fh:
-                fh.write(data)
-        else:
-            filename_or_obj.write(data)
-
-
-def save_png(fig: Figure, target: str | os.PathLike | io.IOBase, **kwargs) -> None:
-    """Write ``fig`` (from this module) as a PNG to a path or binary file object, fast: no
-    row filter, zlib level 1, the figure's dpi; keyword arguments go to ``fig.savefig``.
-    (``fig.savefig(path)`` alone does the same for this module's figures.)"""
-    fig.savefig(target, **{**PNG_SAVE_KWARGS, **kwargs})
+def save_png(
+    fig: Figure,
+    target: str | os.PathLike | io.IOBase,
+    *,
+    metadata: Mapping[str, str] | None = None,
+    **kwargs,
+) -> None:
+    """Write ``fig`` as a PNG (the figure's dpi) to a path or binary file object; ``metadata``
+    become PNG text chunks (e.g. ``{"Title": ...}``), other keyword arguments go to
+    ``fig.savefig``."""
+    options = {"format": "png", "dpi": fig.dpi, **kwargs}
+    fig.savefig(target, metadata=dict(metadata or {}), **options)
 
 
 def figure_to_png_bytes(fig: Figure, dpi: float | None = None) -> bytes:
@@ -331,18 +130,19 @@ def figure_to_png_bytes(fig: Figure, dpi: float | None = None) -> bytes:
 # --------------------------------------------------------------------------- helpers
 
 
-def _figure(figsize=FIGSIZE, nrows: int = 1, ncols: int = 1, margins=None, **subplot_kw):
-    """A pyplot-free Figure on its own fast-PNG canvas, with the house margins and axes."""
-    fig = Figure(figsize=figsize, dpi=DPI)
-    _PngCanvas(fig)
-    fig.subplots_adjust(**{**_MARGINS, **(margins or {})})
-    return fig, fig.subplots(nrows, ncols, **subplot_kw)
+def _figure(figsize=FIGSIZE, nrows: int = 1, ncols: int = 1, *, grid: bool = True, **subplot_kw):
+    """A pyplot-free Figure on its own Agg canvas with constrained layout, and its axes."""
+    fig = Figure(figsize=figsize, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, **subplot_kw)
+    for ax in np.ravel(axes):
+        if grid:
+            ax.grid(True, alpha=0.3)
+    return fig, axes
 
 
-def _set_title(ax, text: str, pad: float = _TITLE_PAD) -> None:
-    # an explicit y switches off matplotlib's automatic title placement, which measures the
-    # tick labels of every sibling axis again at draw time
-    ax.set_title(text, y=1.0, pad=pad)
+def _set_title(ax, text: str) -> None:
+    ax.set_title(text, fontsize="medium")
 
 
 def _fmt(value) -> str:
@@ -351,9 +151,12 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _meta_line(meta: Mapping | None, lr_effective: float | None = None) -> str:
-    """Second title line: dataset, parameterization, activation, depth, width, lr, seed."""
+def _meta_parts(meta: Mapping | None, lr_effective: float | None = None) -> list[str]:
+    """The run's metadata for a title: dataset, parameterization, activation, depth, width,
+    lr, seed, sigma_b, and lr_eff where it differs from lr."""
     meta = dict(meta or {})
+    if lr_effective is None:
+        lr_effective = meta.get("lr_effective")
     parts = []
     if "dataset" in meta:
         parts.append(str(meta["dataset"]))
@@ -370,12 +173,25 @@ def _meta_line(meta: Mapping | None, lr_effective: float | None = None) -> str:
     lr = meta.get("lr")
     if lr_effective is not None and lr is not None and not np.isclose(lr_effective, float(lr)):
         parts.append(f"lr_eff={_fmt(lr_effective)}")
-    return ", ".join(parts)
+    return parts
 
 
-def _title(what: str, meta: Mapping | None, lr_effective: float | None = None) -> str:
-    line = _meta_line(meta, lr_effective)
-    return f"{what}\n{line}" if line else what
+def _title(
+    what: str, meta: Mapping | None, lr_effective: float | None = None, chars: int = _TITLE_CHARS
+) -> str:
+    """``what`` on the first line, then the metadata, as many lines of at most ``chars``
+    characters as it needs (broken between items, never inside one)."""
+    lines = [what]
+    current = ""
+    for part in _meta_parts(meta, lr_effective):
+        joined = f"{current}, {part}" if current else part
+        if current and len(joined) > chars:
+            lines.append(current + ",")
+            joined = part
+        current = joined
+    if current:
+        lines.append(current)
+    return "\n".join(lines)
 
 
 def _positive_lr(lr) -> float | None:
@@ -494,303 +310,71 @@ def _off_note(y: np.ndarray, view: tuple[float, float] | None) -> str:
     return ""
 
 
-# --------------------------------------------------------------------------- ticks
-
-_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
-
-
-def _tick_label(v: float) -> str:
-    """Plain-text label of a positive log-axis tick: 0.01, 1, 500, 10⁻⁵, 2×10⁷ (no mathtext,
-    which costs a parse and a layout per label)."""
-    k = math.floor(math.log10(v) + 1e-9)
-    if -2 <= k <= 3:
-        return f"{v:.6g}"
-    mantissa = v / 10.0**k
-    power = "10" + str(k).translate(_SUPERSCRIPT)
-    return power if abs(mantissa - 1) < 1e-6 else f"{mantissa:.3g}×{power}"
+# --------------------------------------------------------------------------- axes
 
 
 def _log_limits(lo: float, hi: float) -> tuple[float, float]:
-    """Limits (in data units) of a log axis showing [lo, hi] (positive, finite), with a
-    margin, kept within [1e-305, 1e305] so that nothing downstream overflows."""
+    """Limits (in data units) of a log axis showing [lo, hi] (positive, finite): at least one
+    decade (so that some ticks are labelled), with a margin, kept within [1e-305, 1e305]."""
     a, b = math.log10(lo), math.log10(hi)
-    if b - a < 1e-6:
-        a, b = a - 0.5, b + 0.5
+    if b - a < 1.0:
+        a, b = (a + b) / 2 - 0.5, (a + b) / 2 + 0.5
     pad = 0.04 * (b - a)
     return 10.0 ** max(a - pad, -305.0), 10.0 ** min(b + pad, 305.0)
 
 
-def _log_ticks(lo: float, hi: float, max_ticks: int = _MAX_TICKS) -> list[float]:
-    """At most ~max_ticks major tick positions within [lo, hi] (0 < lo < hi, finite)."""
-    a, b = math.log10(lo), math.log10(hi)
-    k0, k1 = math.ceil(a - 1e-9), math.floor(b + 1e-9)
-    if k1 - k0 >= 2:  # three or more decades inside: decades, every `stride`-th
-        stride = -(-(k1 - k0 + 1) // max_ticks)
-        ks = range(-(-k0 // stride) * stride, k1 + 1, stride)
-        if len(ks) < 2:
-            ks = range(k0, k1 + 1, stride)
-        return [10.0**k for k in ks]
-    for mantissas in ((1.0,), (1.0, 2.0, 5.0), (1.0, 2.0, 3.0, 5.0)):
-        ticks = [
-            m * 10.0**k for k in range(k0 - 1, k1 + 1) for m in mantissas if lo <= m * 10.0**k <= hi
-        ]
-        if 3 <= len(ticks) <= max_ticks + 1:
-            return ticks
-    ticks = MaxNLocator(nbins=max_ticks - 1).tick_values(lo, hi)
-    return [float(t) for t in ticks if lo <= t <= hi and t > 0]
-
-
-def _linear_ticks(lo: float, hi: float, nbins: int, integer: bool) -> tuple[list, list, int]:
-    """Tick positions in [lo, hi] (MaxNLocator's nice numbers), plain labels (the fewest
-    significant digits that tell them apart, unicode minus) and a power of ten factored out
-    of the labels (0 unless the largest |tick| is >= 1e5 or < 1e-3)."""
-    ticks = MaxNLocator(nbins=nbins, integer=integer).tick_values(lo, hi)
-    eps = 1e-9 * max(abs(lo), abs(hi), hi - lo)
-    ticks = np.array([t for t in ticks if lo - eps <= t <= hi + eps])
-    if ticks.size == 0:
-        return [], [], 0
-    big = float(np.max(np.abs(ticks)))
-    power = math.floor(math.log10(big)) if big >= 1e5 or 0 < big < 1e-3 else 0
-    positions = [float(t) for t in ticks]
-    ticks = ticks / 10.0**power
-    step = float(np.min(np.diff(ticks))) if ticks.size > 1 else abs(float(ticks[0])) or 1.0
-    if step > 0:
-        with np.errstate(over="ignore", invalid="ignore"):
-            snapped = np.round(ticks / step) * step
-        ticks = np.where(np.isfinite(snapped), snapped, ticks)
-    for digits in range(1, 17):
-        labels = [f"{t:.{digits}g}" for t in ticks]
-        if len(set(labels)) == len(labels) and all(
-            abs(float(s) - t) <= 1e-6 * step for s, t in zip(labels, ticks, strict=True)
-        ):
-            break
-    labels = ["0" if float(s) == 0 else s.replace("-", "−") for s in labels]
-    return positions, labels, power
-
-
-def _text_extent_pt(fig, labels, index: int) -> float:
-    """Largest width (index 0) or height (index 1) of tick labels, in points."""
-    if not labels:
-        return 0.0
-    renderer = fig.canvas.get_renderer()  # the one the figure is drawn with (cached metrics)
-    size = max(renderer.get_text_width_height_descent(s, _TICK_FONT, False)[index] for s in labels)
-    return size * 72.0 / fig.dpi
-
-
-def _ticks(ax, which: str, ticks, labels=None, *, side: str | None = None, grid: bool = True):
-    """Major ticks of the x or y axis drawn as two line collections (marks, grid) and one
-    text per label, instead of Matplotlib's per-tick objects (each tick is two marker lines,
-    a grid line and two texts, created, copied and laid out at draw time: most of the
-    rendering time of a simple plot). The axis limits must be final (they are frozen here).
-    Returns the labels' extent away from the axes in points (for the axis label's pad)."""
-    fig = ax.get_figure()
-    axis = ax.xaxis if which == "x" else ax.yaxis
-    axis.set_major_locator(NullLocator())
-    axis.set_minor_locator(NullLocator())
-    lim = ax.get_xlim() if which == "x" else ax.get_ylim()
-    (ax.set_xlim if which == "x" else ax.set_ylim)(*lim)  # freeze
-    lo, hi = min(lim), max(lim)
-    if axis.get_scale() == "log":  # within the limits up to rounding
-        a, b = math.log10(lo) - 1e-9, math.log10(hi) + 1e-9
-        keep = [i for i, t in enumerate(ticks) if t > 0 and a <= math.log10(t) <= b]
-    else:
-        eps = 1e-9 * (hi - lo)
-        keep = [i for i, t in enumerate(ticks) if lo - eps <= t <= hi + eps]
-    ticks = [ticks[i] for i in keep]
-    labels = None if labels is None else [labels[i] for i in keep]
-    box = ax.get_position()
-    width_pt = box.width * fig.get_figwidth() * 72.0
-    height_pt = box.height * fig.get_figheight() * 72.0
-    length, pad = _TICK["length"], _TICK["pad"]
-    if which == "x":
-        transform = ax.get_xaxis_transform()  # x in data, y in axes fraction
-        edge, sign = (1.0, 1.0) if side == "top" else (0.0, -1.0)
-        d = sign * length / height_pt
-        marks = [[(t, edge), (t, edge + d)] for t in ticks]
-        lines = [[(t, 0.0), (t, 1.0)] for t in ticks]
-        shift = ScaledTranslation(0.0, sign * (length + pad) / 72.0, fig.dpi_scale_trans)
-        align = dict(ha="center", va="bottom" if sign > 0 else "top")
-        where = [(t, edge) for t in ticks]
-    else:
-        transform = ax.get_yaxis_transform()  # x in axes fraction, y in data
-        edge, sign = (1.0, 1.0) if side == "right" else (0.0, -1.0)
-        d = sign * length / width_pt
-        marks = [[(edge, t), (edge + d, t)] for t in ticks]
-        lines = [[(0.0, t), (1.0, t)] for t in ticks]
-        shift = ScaledTranslation(sign * (length + pad) / 72.0, 0.0, fig.dpi_scale_trans)
-        align = dict(ha="left" if sign > 0 else "right", va="center_baseline")
-        where = [(edge, t) for t in ticks]
-    ax.add_collection(
-        LineCollection(marks, transform=transform, clip_on=False, gid=_TICK_GID, **_TICK_LINE),
-        autolim=False,
-    )
-    if grid:
-        ax.add_collection(
-            LineCollection(lines, transform=transform, gid=_TICK_GID, **_GRID_LINE), autolim=False
-        )
-    if labels is None:
-        return 0.0
-    for (x, y), s in zip(where, labels, strict=True):
-        ax.text(x, y, s, transform=transform + shift, fontproperties=_TICK_FONT, **align)
-    return length + pad + _text_extent_pt(fig, labels, 0 if which == "y" else 1)
-
-
-def _log_scale(ax, which: str, lo: float, hi: float, **kwargs) -> tuple[float, float]:
-    """Log scale with explicit limits and plain-text ticks for the positive finite range
-    [lo, hi] of the x or y axis; returns (limits, label extent in points)."""
+def _log_scale(ax, which: str, lo: float, hi: float) -> tuple[float, float]:
+    """Log scale with explicit limits for the positive finite range [lo, hi] of the x or y
+    axis; returns the limits."""
     lim = _log_limits(lo, hi)
+    set_lim = ax.set_xlim if which == "x" else ax.set_ylim
     # limits first: autoscaling on the change of scale would overflow near 1e300
-    if which == "x":
-        ax.set_xlim(*lim)
-        ax.set_xscale("log")
-        ax.set_xlim(*lim)
-    else:
-        ax.set_ylim(*lim)
-        ax.set_yscale("log")
-        ax.set_ylim(*lim)
-    ticks = _log_ticks(*lim)
-    return lim, _ticks(ax, which, ticks, [_tick_label(t) for t in ticks], **kwargs)
+    set_lim(*lim)
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    set_lim(*lim)
+    _decade_ticks(ax.xaxis if which == "x" else ax.yaxis, *lim)
+    return lim
 
 
-def _linear_scale(
-    ax, which: str, nbins: int = _MAX_TICKS - 1, *, integer=False, labels=True, **kwargs
-) -> float:
-    """Plain-text ticks for the current (autoscaled or set) limits of a linear axis; returns
-    the label extent in points."""
-    lim = ax.get_xlim() if which == "x" else ax.get_ylim()
-    ticks, text, power = _linear_ticks(min(lim), max(lim), nbins, integer)
-    extent = _ticks(ax, which, ticks, text if labels else None, **kwargs)
-    if labels and power and ticks:  # the factor, where Matplotlib puts its offset text
-        factor = "×10" + str(power).translate(_SUPERSCRIPT)
-        fig = ax.get_figure()
-        if which == "x":
-            shift = ScaledTranslation(0.0, -extent / 72.0, fig.dpi_scale_trans)
-            ax.text(1.0, 0.0, factor, transform=ax.transAxes + shift, ha="right", va="top")
-        else:
-            right = kwargs.get("side") == "right"
-            shift = ScaledTranslation(0.0, 2.0 / 72.0, fig.dpi_scale_trans)
-            x, ha = (1.0, "right") if right else (0.0, "left")
-            ax.text(x, 1.0, factor, transform=ax.transAxes + shift, ha=ha, va="bottom")
-    return extent
+def _decade_ticks(axis, lo: float, hi: float) -> None:
+    """Where [lo, hi] spans two decades or more: ticks at every stride-th decade (at most ~6),
+    no minor ticks (eight a decade, each a full Tick artist, would double the drawing time).
+    Fixed positions, because LogLocator places ticks up to two strides beyond the limits,
+    which overflow for data near 1e300. Narrower ranges keep Matplotlib's log ticks."""
+    k0, k1 = math.ceil(math.log10(lo)), math.floor(math.log10(hi))
+    if k1 - k0 < 2:
+        return
+    stride = -(-(k1 - k0 + 1) // 6)
+    decades = np.arange(-(-k0 // stride) * stride, k1 + 1, stride)
+    axis.set_major_locator(FixedLocator(10.0 ** decades.astype(float)))
+    axis.set_minor_locator(NullLocator())
 
 
-def _labels(ax, xlabel=None, ylabel=None, *, x_extent: float = 0.0, y_extent: float = 0.0):
-    """Axis labels placed beyond the tick labels (their extents in points)."""
-    if xlabel:
-        ax.set_xlabel(xlabel, labelpad=x_extent + _TICK["label_gap"])
-    if ylabel:
-        ax.set_ylabel(ylabel, labelpad=y_extent + _TICK["label_gap"])
-
-
-def _time_axis(ax, lr, xlim: tuple[float, float]) -> bool:
-    """Ticks and label on top of a log step axis for t = lr * step (finite positive lr only);
-    returns whether they were drawn. (Not a secondary Axes: that is a whole second Axes
-    with its own ticks, for a scaled copy of the step axis.)"""
+def _time_axis(ax, lr, xlim: tuple[float, float]) -> None:
+    """A secondary axis on top of a log step axis (limits ``xlim``) for t = lr * step (finite
+    positive lr only)."""
     lr = _positive_lr(lr)
     if lr is None:
-        return False
-    t0, t1 = xlim[0] * lr, xlim[1] * lr
-    if not (math.isfinite(t0) and math.isfinite(t1) and 0 < t0 < t1):
-        return False
-    ticks = _log_ticks(t0, t1)
-    labels = [_tick_label(t) for t in ticks]
-    extent = _ticks(ax, "x", [t / lr for t in ticks], labels, side="top", grid=False)
-    shift = ScaledTranslation(0.0, (extent + _TICK["label_gap"]) / 72.0, ax.figure.dpi_scale_trans)
-    ax.text(
-        0.5,
-        1.0,
-        f"t = lr × step  (lr = {lr:g})",
-        transform=ax.transAxes + shift,
-        ha="center",
-        va="bottom",
-    )
-    return True
+        return
+    top = ax.secondary_xaxis("top", functions=(lambda s: s * lr, lambda t: t / lr))
+    _decade_ticks(top.xaxis, xlim[0] * lr, xlim[1] * lr)
+    top.set_xlabel(f"t = lr × step  (lr = {lr:g})")
 
 
-# Legend locations in the order Matplotlib's loc="best" tries them.
-_LEGEND_LOCS = (
-    "upper right",
-    "upper left",
-    "lower left",
-    "lower right",
-    "center left",
-    "center right",
-    "lower center",
-    "upper center",
-    "center",
-)
+def _on_own_lines(label: str) -> str:
+    """``label`` with each bracketed note ("[3 NaN omitted]") on a line of its own."""
+    return label.replace(" [", "\n[")
 
 
-def _data_points(ax) -> np.ndarray:
-    """(K, 2) points, in axes fraction, along the lines and at the markers drawn in ``ax``
-    (line segments sampled every ~1 % of the axes)."""
-    to_axes = ax.transAxes.inverted()
-    chunks = [np.empty((0, 2))]
-    for line in ax.get_lines():
-        pts = to_axes.transform(line.get_transform().transform(line.get_xydata()))
-        pts = pts[np.isfinite(pts).all(axis=1)]
-        if len(pts) > 1:
-            arc = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(pts, axis=0).T))])
-            if arc[-1] > 0:
-                at = np.linspace(0.0, arc[-1], int(min(2000, max(len(pts), arc[-1] / 0.01))))
-                pts = np.column_stack(
-                    [np.interp(at, arc, pts[:, 0]), np.interp(at, arc, pts[:, 1])]
-                )
-        chunks.append(pts)
-    for coll in ax.collections:
-        if coll.get_gid() == _TICK_GID:
-            continue
-        offsets = np.asarray(coll.get_offsets(), dtype=float)
-        if offsets.size:
-            pts = to_axes.transform(coll.get_offset_transform().transform(offsets))
-            chunks.append(pts[np.isfinite(pts).all(axis=1)])
-    return np.concatenate(chunks)
-
-
-def _legend(ax, fontsize="small", ncol: int = 1):
-    """``ax.legend`` at the first of Matplotlib's standard locations that covers the fewest
-    drawn points. Matplotlib's ``loc="best"`` does the same at draw time by laying the legend
-    out and testing every path (about a third of a legend's drawing time); here the legend's
-    size is estimated from its labels' text metrics, and the data are sampled points."""
+def _legend(ax, fontsize="small"):
+    """The axes' legend at Matplotlib's best location (None if nothing is labelled); the
+    notes of a label ("[3 NaN omitted]", see :func:`_clean`) go on lines of their own, so
+    that the legend stays narrower than the axes."""
     handles, labels = ax.get_legend_handles_labels()
     if not handles:
         return None
-    fig = ax.get_figure()
-    prop = FontProperties(size=fontsize)
-    em = prop.get_size_in_points()
-    renderer = fig.canvas.get_renderer()
-    to_pt = 72.0 / fig.dpi
-    text_w = max(renderer.get_text_width_height_descent(t, prop, False)[0] for t in labels) * to_pt
-    text_h = renderer.get_text_width_height_descent("lp", prop, False)[1] * to_pt
-    box = ax.get_position()
-    ax_w, ax_h = box.width * fig.get_figwidth() * 72.0, box.height * fig.get_figheight() * 72.0
-    # Matplotlib's legend geometry (rcParams legend.*, in font sizes): borderpad 0.4,
-    # labelspacing 0.5, handlelength 2, handletextpad 0.8, columnspacing 2, borderaxespad 0.5
-    while True:  # fewer columns while too wide for the axes
-        w_pt = ncol * (2.8 * em + text_w) + (ncol - 1) * 2.0 * em + 0.8 * em
-        if ncol == 1 or w_pt + 1.0 * em <= ax_w:
-            break
-        ncol -= 1
-    rows = -(-len(labels) // ncol)
-    h_pt = rows * text_h + (rows - 1) * 0.5 * em + 0.8 * em
-    w, h = w_pt / ax_w, h_pt / ax_h
-    px, py = 0.5 * em / ax_w, 0.5 * em / ax_h
-    xs = {"left": px, "center": 0.5 - w / 2, "right": 1.0 - px - w}
-    ys = {"lower": py, "center": 0.5 - h / 2, "upper": 1.0 - py - h}
-    pts = _data_points(ax)
-    best, fewest = _LEGEND_LOCS[0], math.inf
-    for loc in _LEGEND_LOCS:
-        v, _, hpos = loc.partition(" ")
-        x0, y0 = xs[hpos or v], ys[v]
-        inside = (
-            (pts[:, 0] >= x0) & (pts[:, 0] <= x0 + w) & (pts[:, 1] >= y0) & (pts[:, 1] <= y0 + h)
-        )
-        count = int(np.count_nonzero(inside))
-        if count < fewest:
-            best, fewest = loc, count
-            if count == 0:
-                break
-    return ax.legend(loc=best, fontsize=fontsize, ncol=ncol)
+    labels = [_on_own_lines(label) for label in labels]
+    return ax.legend(handles, labels, loc="best", fontsize=fontsize)
 
 
 # ------------------------------------------------------------------ 1-D (paper) figures
@@ -825,9 +409,9 @@ class _Plot1D:
             ax.scatter(self.x_train, self.y_train, label="training data", **_DATA_STYLE)
         if self.view is not None:
             ax.set_ylim(*self.view)
-        x_extent = _linear_scale(ax, "x", labels=bool(xlabel))
-        y_extent = _linear_scale(ax, "y")
-        _labels(ax, xlabel, "f(x)", x_extent=x_extent, y_extent=y_extent)
+        if xlabel:
+            ax.set_xlabel(xlabel)
+        ax.set_ylabel("f(x)")
         _set_title(ax, title)
         if legend:
             _legend(ax)
@@ -1012,14 +596,7 @@ def plot_net_vs_kernel_dynamics(
     panel: each model minus the network, so that "visually indistinguishable" can be read
     off quantitatively.
     """
-    fig, (ax, dax) = _figure(
-        (7.0, 5.6),
-        2,
-        1,
-        margins=dict(bottom=0.09, top=0.88, hspace=0.08),
-        sharex=True,
-        height_ratios=[3, 1.3],
-    )
+    fig, (ax, dax) = _figure((7.0, 5.6), 2, 1, sharex=True, height_ratios=[3, 1.3])
     curves = [
         ("linearised network", "linearised", "lin", f_lin),
         ("kernel dynamics, empirical NTK", "kernel (emp.)", "kernel", f_kernel),
@@ -1050,10 +627,10 @@ def plot_net_vs_kernel_dynamics(
     view = _view([np.zeros(1), diffs[int(np.argmin(sizes))]], diffs)
     if view is not None:
         dax.set_ylim(*view)
-    x_extent = _linear_scale(dax, "x")
-    y_extent = _linear_scale(dax, "y", nbins=2)
-    _labels(dax, "x", "model − network", x_extent=x_extent, y_extent=y_extent)
-    _legend(dax, fontsize="x-small", ncol=min(3, len(curves)))
+    dax.yaxis.set_major_locator(MaxNLocator(nbins=3))
+    dax.set_xlabel("x")
+    dax.set_ylabel("model − network")
+    _legend(dax, fontsize="x-small")
     return fig
 
 
@@ -1071,8 +648,8 @@ def _history_figure(
     hline: tuple[float, str] | None = None,
 ) -> Figure:
     """A per-step figure: the named history series present, log-log (step 0 and values <= 0
-    cannot be drawn and are dropped), t = lr x step ticks on top."""
-    fig, ax = _figure(margins=_HISTORY_MARGINS)
+    cannot be drawn and are dropped), t = lr x step on a secondary axis on top."""
+    fig, ax = _figure()
     steps = np.asarray(steps, dtype=float)
     good_step = np.isfinite(steps) & (steps > 0)
     xs, ys = [], []
@@ -1097,16 +674,15 @@ def _history_figure(
             ax.axhline(v[0], color="0.5", ls=":", lw=1.2, label=label + note)
             ys.append(v)
     if xs:
-        xlim, x_extent = _log_scale(ax, "x", *_finite_range(xs))
-        _, y_extent = _log_scale(ax, "y", *_finite_range(ys))
+        xlim = _log_scale(ax, "x", *_finite_range(xs))
+        _log_scale(ax, "y", *_finite_range(ys))
         _legend(ax)
-        on_top = _time_axis(ax, lr, xlim)
-        _set_title(ax, title, _HISTORY_TITLE_PAD if on_top else _TITLE_PAD)
+        _time_axis(ax, lr, xlim)
     else:
-        x_extent, y_extent = _linear_scale(ax, "x"), _linear_scale(ax, "y")
         _no_data(ax)
-        _set_title(ax, title)
-    _labels(ax, "step (log scale)", ylabel, x_extent=x_extent, y_extent=y_extent)
+    _set_title(ax, title)
+    ax.set_xlabel("step (log scale)")
+    ax.set_ylabel(ylabel)
     return fig
 
 
@@ -1286,19 +862,13 @@ def plot_ntk_spectrum(
             ys.append(v)
     _set_title(ax, _title("NTK spectrum", meta, lr_effective))
     if ys:
-        _, y_extent = _log_scale(ax, "y", *_finite_range(ys))
+        _log_scale(ax, "y", *_finite_range(ys))
         _legend(ax)
     else:
-        y_extent = _linear_scale(ax, "y")
         _no_data(ax)
-    x_extent = _linear_scale(ax, "x", integer=True)
-    _labels(
-        ax,
-        "eigenvalue index (descending)",
-        "eigenvalue λ of Θ on the training inputs",
-        x_extent=x_extent,
-        y_extent=y_extent,
-    )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("eigenvalue index (descending)")
+    ax.set_ylabel("eigenvalue λ of Θ on the training inputs")
     if skipped:
         ax.text(
             0.01,
@@ -1322,13 +892,7 @@ def plot_ntk_heatmaps(
 
     Entries beyond ±BOUND (or infinite) are drawn at the bound, NaN entries blank; the
     panel titles say how many."""
-    fig = Figure(figsize=(12.0, 4.3), dpi=DPI)
-    _PngCanvas(fig)
-    # panel boxes (left, bottom, width, height) and colour-bar boxes, figure fractions:
-    # [init][end]|bar|   [difference]|bar|; square panels (0.2222 x 12 in = 0.62 x 4.3 in)
-    boxes = [(0.05, 0.13, 0.2222, 0.62), (0.325, 0.13, 0.2222, 0.62), (0.68, 0.13, 0.2222, 0.62)]
-    bars = [(0.557, 0.13, 0.012, 0.62), (0.912, 0.13, 0.012, 0.62)]
-    axes = [fig.add_axes(b) for b in boxes]
+    fig, axes = _figure((12.0, 4.3), 1, 3, grid=False)
     k0, note0 = _clean(ntk_init)
     k1, note1 = _clean(ntk_final)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -1344,23 +908,23 @@ def plot_ntk_heatmaps(
         rel = np.linalg.norm(fd) / np.linalg.norm(f0) if fd.size and f0.size else np.nan
     kw = dict(interpolation="nearest", aspect="equal")
     panels = (
-        (k0, "Θ at init" + note0, dict(cmap="viridis", vmin=vmin, vmax=vmax)),
-        (k1, "Θ at the end" + note1, dict(cmap="viridis", vmin=vmin, vmax=vmax)),
+        (k0, _on_own_lines("Θ at init" + note0), dict(cmap="viridis", vmin=vmin, vmax=vmax)),
+        (k1, _on_own_lines("Θ at the end" + note1), dict(cmap="viridis", vmin=vmin, vmax=vmax)),
         (diff, "Θ_end − Θ_init", dict(cmap="RdBu_r", vmin=-dmax, vmax=dmax)),
     )
     images = []
     for ax, (mat, name, cm) in zip(axes, panels, strict=True):
         images.append(ax.imshow(mat, **cm, **kw))
-        ax.set_title(name, y=1.0, pad=4.0, fontsize="medium")
-        x_extent = _linear_scale(ax, "x", nbins=4, integer=True, grid=False)
-        y_extent = _linear_scale(ax, "y", nbins=4, integer=True, grid=False)
-        _labels(ax, "training point j", "training point i", x_extent=x_extent, y_extent=y_extent)
-    for box, image, label in zip(bars, images[1:], ("Θ(x_i, x_j)", "difference"), strict=True):
-        cb = fig.colorbar(image, cax=fig.add_axes(box, label="<colorbar>"))
-        cb.set_ticks([])
-        extent = _linear_scale(cb.ax, "y", side="right", grid=False)
-        cb.set_label(label, labelpad=extent + _TICK["label_gap"])
-    fig.suptitle(_title(f"Empirical NTK on the training inputs (drift {rel:.3g})", meta))
+        ax.set_title(name, fontsize="medium")
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+        ax.set_xlabel("training point j")
+        ax.set_ylabel("training point i")
+    # one colour bar for the two kernels (one scale), one for the difference
+    fig.colorbar(images[1], ax=list(axes[:2]), label="Θ(x_i, x_j)", shrink=0.9)
+    fig.colorbar(images[2], ax=axes[2], label="difference", shrink=0.9)
+    what = f"Empirical NTK on the training inputs (drift {rel:.3g})"
+    fig.suptitle(_title(what, meta, chars=2 * _TITLE_CHARS), fontsize="medium")
     return fig
 
 
@@ -1418,8 +982,8 @@ def plot_pred_vs_target(
         _legend(ax)
     else:
         _no_data(ax)
-    x_extent, y_extent = _linear_scale(ax, "x"), _linear_scale(ax, "y")
-    _labels(ax, "target y", "prediction f(x)", x_extent=x_extent, y_extent=y_extent)
+    ax.set_xlabel("target y")
+    ax.set_ylabel("prediction f(x)")
     at = f" at step {step}" if step is not None else ""
     _set_title(ax, _title(f"Test predictions vs targets{at}", meta))
     return fig
@@ -1428,8 +992,17 @@ def plot_pred_vs_target(
 # ------------------------------------------------------------------------- the run set
 
 
-def expected_figure_names(record: Mapping) -> list[str]:
-    """Names (no ``.png``) :func:`run_figures` produces for ``record`` (figures contract)."""
+def _check_which(which: str) -> None:
+    if which not in FIGURE_SETS:
+        raise ValueError(f"which={which!r} is invalid: expected one of {', '.join(FIGURE_SETS)}")
+
+
+def expected_figure_names(record: Mapping, which: str = "all") -> list[str]:
+    """Names (no ``.png``) :func:`run_figures` produces for ``record`` (figures contract) and
+    the figure set ``which`` (one of :data:`FIGURE_SETS`)."""
+    _check_which(which)
+    if which == "none":
+        return []
     d = np.asarray(record["x_train"]).reshape(len(record["x_train"]), -1).shape[1]
     names: list[str] = []
     if d == 1:
@@ -1443,13 +1016,16 @@ def expected_figure_names(record: Mapping) -> list[str]:
     names += ["drift", "losses", "linearization_error", "ntk_spectrum", "ntk_heatmaps"]
     if d > 1 and record.get("y_test") is not None:
         names.append("pred_vs_target")
+    if which == "paper":
+        names = [n for n in names if n in PAPER_FIGURES]
     return names
 
 
-def figure_builders(record: Mapping) -> dict[str, Callable[[], Figure]]:
+def figure_builders(record: Mapping, which: str = "all") -> dict[str, Callable[[], Figure]]:
     """name -> zero-argument function drawing that figure, for exactly the names of
     :func:`expected_figure_names` (lets a caller build, save and release the figures one at
     a time, or time them; :func:`run_figures` calls them all)."""
+    names = expected_figure_names(record, which)
     meta = dict(record.get("meta") or {})
     x_train, y_train = record["x_train"], record["y_train"]
     x_test, y_test = record["x_test"], record.get("y_test")
@@ -1457,6 +1033,7 @@ def figure_builders(record: Mapping) -> dict[str, Callable[[], Figure]]:
     snaps = record.get("snapshot_steps")
     lr_eff = record.get("lr_effective", record.get("lr"))
     lr_eff = None if lr_eff is None else float(lr_eff)
+    meta.setdefault("lr_effective", lr_eff)  # every title says lr_eff where it differs
     f_test = np.asarray(record["f_test"], dtype=float)
     f_lin = np.asarray(record["f_lin_test"], dtype=float)
     f_kernel = np.asarray(record["f_kernel_test"], dtype=float)
@@ -1528,17 +1105,17 @@ def figure_builders(record: Mapping) -> dict[str, Callable[[], Figure]]:
             meta=meta,
         ),
     }
-    return {name: table[name] for name in expected_figure_names(record)}
+    return {name: table[name] for name in names}
 
 
-def run_figures(record: Mapping) -> dict[str, Figure]:
-    """All figures for one run (figures contract in the design notes): name -> Figure.
+def run_figures(record: Mapping, which: str = "all") -> dict[str, Figure]:
+    """The figures of one run (figures contract in the design notes): name -> Figure.
 
-    1-D inputs give the paper's fig1..fig8 (fig4 only with ``km_analytic_test``, fig7 only
-    with ``f_analytic_test``); every run gives drift, losses, linearization_error,
-    ntk_spectrum and ntk_heatmaps; d > 1 with ``y_test`` adds pred_vs_target. Time axes use
-    ``lr_effective`` (the learning rate the dynamics actually use). Exactly the names of
-    :func:`expected_figure_names`. Each Figure has its own canvas; ``fig.savefig(path)``
-    writes a PNG with the fast settings of :func:`save_png`.
+    ``which="all"``: 1-D inputs give the paper's fig1..fig8 (fig4 only with
+    ``km_analytic_test``, fig7 only with ``f_analytic_test``); every run gives drift, losses,
+    linearization_error, ntk_spectrum and ntk_heatmaps; d > 1 with ``y_test`` adds
+    pred_vs_target. ``"paper"`` keeps those in :data:`PAPER_FIGURES`, ``"none"`` none. Time
+    axes use ``lr_effective`` (the learning rate the dynamics actually use). Exactly the
+    names of :func:`expected_figure_names`. Each Figure has its own Agg canvas.
     """
-    return {name: build() for name, build in figure_builders(record).items()}
+    return {name: build() for name, build in figure_builders(record, which).items()}

@@ -20,6 +20,7 @@ from ntk_sweep.config import (
     analytic_enabled,
     compute_log_steps,
     describe_hydra_error,
+    figure_set,
     load_data,
     nearest_step,
     validate,
@@ -164,6 +165,10 @@ BAD = [
     (["dataset=csv"], "dataset.path must be set"),
     (["dataset=sine", "dataset.noise=-1"], "dataset.noise must be a finite number >= 0"),
     (["tracking.progress=maybe"], "tracking.progress=maybe is invalid"),
+    (
+        ["tracking.figures=some"],
+        "tracking.figures=some is invalid: expected one of paper, all, none, true, false",
+    ),
     (["train.backend=gpu"], "train.backend=gpu is invalid: expected one of auto, numpy, fused"),
     (["train.backend=fused", "depth=2"], "train.backend=fused is invalid with model.depth=2"),
 ]
@@ -200,6 +205,15 @@ def test_analytic_auto_follows_the_model(hydra_compose):
     assert not analytic_enabled(hydra_compose("model.parameterization=standard"))
     assert not analytic_enabled(hydra_compose("train.analytic=false"))
     assert analytic_enabled(hydra_compose("train.analytic=true"))
+
+
+def test_figure_set_from_tracking_figures(hydra_compose):
+    """paper by default; the booleans of the earlier option mean all and none."""
+    assert figure_set(hydra_compose()) == "paper"
+    for value, expected in (("all", "all"), ("none", "none"), ("true", "all"), ("false", "none")):
+        cfg = hydra_compose(f"tracking.figures={value}")
+        validate(cfg)
+        assert figure_set(cfg) == expected, value
 
 
 def test_validation_table_covers_the_fields():

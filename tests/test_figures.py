@@ -8,6 +8,7 @@ import struct
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from ntk_sweep import figures as F
 
@@ -106,10 +107,43 @@ def _main_axes(fig: Figure):
     return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
 
 
+def _text_outside(fig: Figure) -> list[str]:
+    """The text a drawn figure shows (titles, suptitle, axis and tick labels, offset texts,
+    legends, notes) that extends beyond the figure, as "what (x0, y0, x1, y1)" in pixels."""
+    renderer = fig.canvas.get_renderer()
+    inside = fig.bbox.padded(0.5)  # half a pixel of rounding
+
+    def out(bbox) -> bool:
+        if bbox is None or bbox.width == bbox.height == 0:
+            return False
+        return (
+            bbox.x0 < inside.x0 or bbox.y0 < inside.y0 or bbox.x1 > inside.x1 or bbox.y1 > inside.y1
+        )
+
+    bad, tick_labels = [], set()
+    axes = list(fig.axes) + [c for ax in fig.axes for c in ax.child_axes]  # + secondary axes
+    for ax in axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            # tick labels: the axis' tight box covers exactly those drawn (a stale Tick
+            # outside the view is not drawn), with the axis label and offset text
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                tick_labels |= {id(tick.label1), id(tick.label2)}
+            if out(axis.get_tightbbox(renderer)):
+                bad.append(f"{ax.get_label() or 'axes'} {axis.axis_name}-axis tick labels")
+    for text in fig.findobj(Text):
+        if id(text) in tick_labels or not text.get_visible() or not text.get_text():
+            continue
+        box = text.get_window_extent(renderer)
+        if out(box):
+            bad.append(f"{text.get_text()!r} {tuple(round(v) for v in box.extents)}")
+    return bad
+
+
 def _check_figure(name: str, fig: Figure) -> None:
     assert isinstance(fig, Figure), name
-    w, h = _png_size(F.figure_to_png_bytes(fig))
+    w, h = _png_size(F.figure_to_png_bytes(fig))  # draws the figure on its canvas
     assert 400 <= w <= 2000 and 300 <= h <= 1200, (name, w, h)
+    assert not _text_outside(fig), (name, _text_outside(fig))
     axes = _main_axes(fig)
     assert axes, name
     for ax in axes:
@@ -140,6 +174,60 @@ def test_run_figures_key_sets_and_render(kwargs, expected):
     assert set(F.expected_figure_names(rec)) == expected
     for name, fig in figs.items():
         _check_figure(name, fig)
+
+
+@pytest.mark.parametrize("parameterization", ["ntk", "standard", "mean_field"])
+def test_no_text_leaves_the_figure_for_any_parameterization(parameterization):
+    """Regression (issue 15.6): titles were clipped for mean_field and standard, whose
+    metadata lines are longest (lr_eff = lr * width for mean_field, MATH.md s.1). With long
+    values everywhere, nothing drawn (titles, suptitle, labels, tick labels, legends) may
+    extend outside the figure; the long metadata wraps onto more title lines."""
+    width, lr = 1_000_000, 0.000123
+    lr_eff = lr * width if parameterization == "mean_field" else lr
+    for d in (1, 3):
+        # the analytic NTK (figs. 4 and 7) exists for the ntk parameterization only
+        rec = make_record(d=d, analytic=parameterization == "ntk")
+        rec["meta"].update(
+            parameterization=parameterization, width=width, depth=12, lr=lr, seed=12345,
+            sigma_b=0.123456, activation="relu", dataset="paper_toy" if d == 1 else "teacher",
+        )  # fmt: skip
+        rec["lr"], rec["lr_effective"] = lr, lr_eff
+        names = F.expected_figure_names(rec) if d == 1 else ["pred_vs_target"]
+        for name in names:
+            fig = F.figure_builders(rec)[name]()
+            fig.canvas.draw()
+            assert not _text_outside(fig), (name, _text_outside(fig))
+            titles = "\n".join([fig.get_suptitle()] + [ax.get_title() for ax in fig.axes])
+            assert f"width={width}" in titles and "seed=12345" in titles, (name, titles)
+            if parameterization == "mean_field":
+                assert f"lr_eff={lr_eff:g}" in titles, (name, titles)
+            assert max(len(line) for line in titles.splitlines()) <= 2 * F._TITLE_CHARS
+
+
+def test_text_outside_detects_a_clipped_title():
+    """The clipping check itself: a title wider than the figure is reported."""
+    fig = F.run_figures(make_record(d=1))["fig1_data_init"]
+    fig.axes[0].set_title("x" * 400)
+    fig.canvas.draw()
+    assert any(s.startswith("'xxxx") for s in _text_outside(fig))
+
+
+@pytest.mark.parametrize("d", [1, 3])
+def test_figure_sets(d):
+    """tracking.figures: "all" is every figure, "paper" the paper's figures and drift (and
+    pred_vs_target for d > 1), "none" nothing; anything else is refused."""
+    rec = make_record(d=d)
+    every = set(F.expected_figure_names(rec))
+    paper = set(F.expected_figure_names(rec, "paper"))
+    if d == 1:
+        assert paper == PAPER_FIGS | {"drift"}
+    else:
+        assert paper == {"drift", "pred_vs_target"}
+    assert paper < every and F.expected_figure_names(rec, "none") == []
+    assert set(F.figure_builders(rec, "paper")) == paper
+    assert set(F.run_figures(rec, "none")) == set()
+    with pytest.raises(ValueError, match="which='some' is invalid: expected one of paper, all"):
+        F.expected_figure_names(rec, "some")
 
 
 def test_pred_vs_target_needs_y_test():
@@ -299,6 +387,8 @@ def test_every_figure_renders_with_runaway_values(top):
         rec["km_analytic_test"] = np.full_like(rec["km_analytic_test"], top)
         rec["ntk_final"] = rec["ntk_final"] * 1e298
         figs = F.run_figures(rec)
+        if d > 1:  # the other figures draw the same histories and kernels as for d = 1
+            figs = {"pred_vs_target": figs["pred_vs_target"]}
         for name, fig in figs.items():
             _check_figure(name, fig)
             for ax in _main_axes(fig):
@@ -332,7 +422,7 @@ def test_runaway_model_does_not_flatten_the_one_d_plot():
     net = rec["f_test"][i]
     assert lo <= min(net.min(), rec["y_train"].min()) and hi >= max(net.max(), rec["y_train"].max())
     assert hi - lo < 100  # the data and the network stay readable
-    labels = {t.get_text().split(" [")[0]: t.get_text() for t in ax.get_legend().get_texts()}
+    labels = {t.get_text().split("\n[")[0]: t.get_text() for t in ax.get_legend().get_texts()}
     assert "leaves the plot" in labels["linearised network"]
     assert "3 NaN omitted" in labels["kernel dynamics, empirical NTK"]
     assert "[" not in labels["network"]
@@ -349,50 +439,51 @@ def test_all_nan_and_all_inf_inputs_render():
         _check_figure(name, fig)
 
 
+def _labelled_ticks(axis, lo: float, hi: float) -> list[tuple[float, str]]:
+    """(position, label) of the ticks an axis draws within [lo, hi] that carry a label."""
+    out = []
+    for locator, formatter in (
+        (axis.get_major_locator(), axis.get_major_formatter()),
+        (axis.get_minor_locator(), axis.get_minor_formatter()),
+    ):
+        locs = [t for t in locator() if lo <= t <= hi]
+        out += [(t, s) for t, s in zip(locs, formatter.format_ticks(locs), strict=True) if s]
+    return out
+
+
 @pytest.mark.parametrize(
     ("lo", "hi"), [(1e-300, 1e300), (1e-305, 1e305), (0.31, 0.33), (1.0, 3000.0), (7e-5, 7e-5)]
 )
 def test_log_axis_limits_and_ticks_stay_in_range(lo, hi):
-    lim = F._log_limits(lo, hi)
-    assert 0 < lim[0] <= lo and hi <= lim[1] < np.inf
-    ticks = F._log_ticks(*lim)
-    assert 2 <= len(ticks) <= 8
-    assert all(lim[0] <= t <= lim[1] for t in ticks)
-    labels = [F._tick_label(t) for t in ticks]
-    assert len(set(labels)) == len(labels) and not any("$" in s for s in labels)
+    """A loss history spanning [lo, hi]: the log axis shows all of it within finite limits,
+    with 2 to 8 distinct labelled ticks inside the limits (no overflow near 1e300)."""
+    steps = np.array([1, 10, 100, 1000])
+    history = {"loss": np.geomspace(lo, hi, steps.size)}
+    fig = F.plot_losses(steps, history, lr=0.1)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    y0, y1 = ax.get_ylim()
+    assert 0 < y0 <= lo and hi <= y1 < np.inf
+    ticks = _labelled_ticks(ax.yaxis, y0, y1)
+    assert 2 <= len(ticks) <= 8, ticks
+    assert len({s for _, s in ticks}) == len(ticks)
+    assert all(np.isfinite(t) and t > 0 for t, _ in ticks)
 
 
-# --------------------------------------------------------------------- fast rendering
+# -------------------------------------------------------------------------- PNG output
 
 
-def test_savefig_writes_a_valid_png_identical_to_pillows(tmp_path):
-    """``fig.savefig(path)`` (the app's call) uses the module's fast PNG writer; the image is
-    pixel-identical to Matplotlib's own (Pillow) output."""
+def test_savefig_and_helpers_write_the_same_valid_png(tmp_path):
+    """``fig.savefig(path)`` (Matplotlib's own writer), :func:`save_png` and
+    :func:`figure_to_png_bytes` give the same 630 x 405 image; metadata become text chunks."""
     import matplotlib.image as mpimg
 
     fig = F.run_figures(make_record(d=1))["fig2_training"]
-    fig.savefig(tmp_path / "fast.png")
-    F.save_png(fig, tmp_path / "helper.png")
-    fig.savefig(tmp_path / "pillow.png", pil_kwargs={})
-    fast = mpimg.imread(tmp_path / "fast.png")
-    assert fast.shape == (405, 630, 4)
-    np.testing.assert_array_equal(fast, mpimg.imread(tmp_path / "pillow.png"))
-    np.testing.assert_array_equal(fast, mpimg.imread(tmp_path / "helper.png"))
-
-
-def test_text_caching_renderer_draws_what_matplotlib_draws():
-    """The figures' canvas caches text layouts and glyph bitmaps; the pixels must be exactly
-    those of Matplotlib's own Agg canvas (text at several sizes and angles included)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    rec = make_record(d=1)
-    for name in ("fig8_net_vs_kernel_dynamics", "losses", "ntk_heatmaps"):
-        for _ in range(2):  # the second time from the caches
-            ours = F.figure_builders(rec)[name]()
-            ours.text(0.5, 0.5, "Θ−λ ‖x‖ 10⁻³", rotation=30, fontsize=13)
-            ours.canvas.draw()
-            plain = F.figure_builders(rec)[name]()
-            plain.text(0.5, 0.5, "Θ−λ ‖x‖ 10⁻³", rotation=30, fontsize=13)
-            FigureCanvasAgg(plain).draw()
-            a = np.asarray(ours.canvas.buffer_rgba())
-            np.testing.assert_array_equal(a, np.asarray(plain.canvas.buffer_rgba()), name)
+    fig.savefig(tmp_path / "plain.png")
+    F.save_png(fig, tmp_path / "helper.png", metadata={"Title": "fig2_training"})
+    data = F.figure_to_png_bytes(fig)
+    plain = mpimg.imread(tmp_path / "plain.png")
+    assert plain.shape == (405, 630, 4) and plain.std() > 0.01
+    np.testing.assert_array_equal(plain, mpimg.imread(tmp_path / "helper.png"))
+    np.testing.assert_array_equal(plain, mpimg.imread(io.BytesIO(data), format="png"))
+    assert b"tEXtTitle\x00fig2_training" in (tmp_path / "helper.png").read_bytes()

@@ -38,12 +38,12 @@ def logged_figures(uri: str, run_id: str) -> dict[str, bytes]:
     "overrides, expected",
     [
         (
-            ["experiment=paper_fixed", "width=256", "train.steps=120"],
+            ["experiment=paper_fixed", "width=256", "train.steps=120", "tracking.figures=all"],
             PAPER_FIGURES | COMMON_FIGURES,
         ),
         (
             ["dataset=teacher", "dataset.n_train=24", "width=128", "train.steps=40"],
-            COMMON_FIGURES | {"pred_vs_target"},
+            {"drift", "pred_vs_target"},  # the default set, paper
         ),
     ],
 )
@@ -61,6 +61,37 @@ def test_runs_log_the_expected_figures_as_valid_pngs(tmp_path, overrides, expect
         image = matplotlib.image.imread(io.BytesIO(data))
         assert image.std() > 0.01, name  # not blank
         assert (tmp_path / "run" / "figures" / f"{name}.png").read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    "which, expected",
+    [
+        ("none", set()),
+        pytest.param("paper", PAPER_FIGURES | {"drift"}, marks=pytest.mark.slow),
+    ],
+)
+def test_tracking_figures_selects_what_is_logged(tmp_path, which, expected):
+    """tracking.figures=none logs no figure artifact and draws nothing; paper logs exactly
+    the paper's figures and drift (1-D data); read back from a real SQLite store. (all:
+    test_runs_log_the_expected_figures_as_valid_pngs.)"""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = compose_cfg(
+        "width=16", "train.steps=10", f"tracking.figures={which}", f"tracking.uri={uri}"
+    )
+    summary = run_experiment(cfg, output_dir=tmp_path / "run")
+    assert summary["status"] == "FINISHED"
+    figures = logged_figures(uri, summary["run_id"])
+    assert set(figures) == expected
+    for name, data in figures.items():  # 7 x 4.5 in at 90 dpi; figure 8 is 5.6 in high
+        assert png_size(data) == (630, 504 if name == "fig8_net_vs_kernel_dynamics" else 405)
+    run = mlflow.MlflowClient(uri).get_run(summary["run_id"])
+    if expected:
+        assert run.data.metrics["figures_time_s"] > 0
+    else:
+        assert run.data.metrics["figures_time_s"] == 0
+        assert not (tmp_path / "run" / "figures").exists()
+        artifacts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(summary["run_id"])}
+        assert "figures" not in artifacts and "arrays" in artifacts
 
 
 def fig8_gap(tmp_path, parameterization: str) -> float:
