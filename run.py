@@ -4,6 +4,7 @@ Examples:
     python run.py experiment=paper
     python run.py -m width=100,1000,10000 seed=0,1,2
     python run.py --cfg job dataset=sine          # show the composed config
+    python run.py --cfg job experiment=width_sweep # ... and, as comments, the swept values
 
 Invalid configs (bad values, unknown options, wrong types, unreachable tracking store) stop
 before any training with one line on stderr and exit code 2. A single run whose loss diverges
@@ -26,6 +27,7 @@ from ntk_sweep.config import ConfigError, describe_hydra_error, validate
 
 EXIT_CONFIG_ERROR = 2
 EXIT_RUN_FAILED = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's code for Ctrl-C
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -58,6 +60,37 @@ def cli() -> None:
         main()
     except (ConfigError, HydraException, OmegaConfBaseException) as exc:
         _config_error(exc)
+    except KeyboardInterrupt:
+        # Ctrl-C: a run in progress has logged its one line and is marked KILLED; no traceback
+        sys.exit(EXIT_INTERRUPTED)
+    if _shows_job_config(sys.argv[1:]):
+        _print_swept_values()
+
+
+def _shows_job_config(argv: list[str]) -> bool:
+    """Whether the command line asks Hydra for `--cfg job` (`-c job`, `--cfg=job`)."""
+    pairs = zip(argv, [*argv[1:], ""], strict=True)
+    return any(
+        a in ("--cfg=job", "-c=job") or (a in ("--cfg", "-c") and b == "job") for a, b in pairs
+    )
+
+
+def _print_swept_values() -> None:
+    """After `--cfg job` (one job's config), list the values a sweeping preset sweeps over."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from ntk_sweep.callbacks import expand_sweep
+    from ntk_sweep.sweep_ui import swept_values_comment
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    params = OmegaConf.select(hydra_cfg, "sweeper.params")
+    if not params:
+        return
+    jobs = expand_sweep(OmegaConf.create({"hydra": hydra_cfg}))
+    print(swept_values_comment(OmegaConf.to_container(params), None if jobs is None else len(jobs)))
 
 
 if __name__ == "__main__":

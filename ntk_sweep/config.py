@@ -143,7 +143,7 @@ class TrackingConfig:
     uri: str | None = _f(None, "str", nullable=True)  # > $MLFLOW_TRACKING_URI > ./mlflow.db
     experiment: str = _f("ntk-sweep", "str")
     artifact_location: str | None = _f(None, "str", nullable=True)  # default: next to the db
-    run_name: str | None = _f(None, "str", nullable=True)  # default: the job's overrides
+    run_name: str | None = _f(None, "str", nullable=True)  # default: `w=100 s=2 ...` (sweep_ui)
     figures: bool = True
     progress: str = _f("auto", "choice", choices=PROGRESS_CHOICES)  # auto: when stderr is a tty
     aggregate_on_end: bool = False

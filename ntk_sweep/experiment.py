@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from ntk_sweep import tracking
+from ntk_sweep import sweep_ui, tracking
 from ntk_sweep.config import (
     analytic_enabled,
     compute_log_steps,
@@ -73,6 +73,7 @@ class JobContext:
     overrides: list[str] = field(default_factory=list)
     hydra_files: Path | None = None
     sweeper_params: dict[str, Any] = field(default_factory=dict)
+    preset: str = ""  # the experiment preset chosen (`experiment=NAME`), "" for none
 
 
 def job_context(output_dir: str | Path | None = None) -> JobContext:
@@ -103,6 +104,7 @@ def job_context(output_dir: str | Path | None = None) -> JobContext:
             overrides=list(hc.overrides.task),
             hydra_files=(out / subdir) if subdir else None,
             sweeper_params=OmegaConf.to_container(params) if params else {},
+            preset=str(OmegaConf.select(hc, "runtime.choices.experiment", default="") or ""),
         )
     out = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="ntk-sweep-"))
     return JobContext(output_dir=out, launch_dir=os.getcwd())
@@ -298,7 +300,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path | None = None) -> dic
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     parent_id = tracking.read_parent_id(ctx.sweep_dir) if ctx.multirun else ""
-    run_name = cfg.tracking.run_name or tracking.run_name_from_overrides(ctx.overrides) or None
+    run_name = cfg.tracking.run_name or _job_run_name(cfg, ctx, client, parent_id)
     chash = tracking.config_hash(container)
     base_summary = {
         "run_name": run_name,
@@ -322,6 +324,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path | None = None) -> dic
         tracking.TAG + "output_dir": str(Path(ctx.output_dir).resolve()),
         tracking.TAG + "overrides": " ".join(ctx.overrides),
         tracking.CONFIG_HASH_TAG: chash,
+        sweep_ui.PRESET_TAG: ctx.preset,
         **tracking.host_tags(),
         **tracking.heartbeat_tags(),
     }
@@ -345,6 +348,14 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path | None = None) -> dic
     }
     print(format_summary(cfg, data, net, summary), flush=True)
     return summary
+
+
+def _job_run_name(cfg: DictConfig, ctx: JobContext, client, parent_id: str) -> str:
+    """`w=100 s=2 ...` (see `ntk_sweep.sweep_ui`); a sweep's child names itself by the keys its
+    parent run lists as swept."""
+    parent_tags = sweep_ui.run_tags(client, parent_id) if parent_id else None
+    width, seed = int(cfg.model.width), int(cfg.seed)
+    return sweep_ui.job_run_name(ctx.overrides, width, seed, ctx.preset, parent_tags)
 
 
 def _resume(
