@@ -179,7 +179,8 @@ def _child_statuses(client, parent_id: str, resumed: Iterable[str]) -> list[str]
 
 def sweep_end_line(client, parent_id: str, uri: str, launch_dir: str) -> str:
     """`sweep <name>: 9/9 finished, 0 failed, 0 killed; aggregate: ntk-aggregate --sweep ID`
-    (jobs reused from earlier runs by a resume count with their run's status)."""
+    (jobs reused from earlier runs by a resume count with their run's status; `--tracking-uri`
+    is added when `uri` is not the store ntk-aggregate would open from `launch_dir`)."""
     parent = client.get_run(parent_id)
     tags = parent.data.tags
     resumed = [v for k, v in sorted(tags.items()) if k.startswith(tracking.RESUMED_RUN_TAG)]
@@ -189,7 +190,9 @@ def sweep_end_line(client, parent_id: str, uri: str, launch_dir: str) -> str:
     except ValueError:
         n_jobs = len(statuses)
     count = {s: statuses.count(s) for s in ("FINISHED", "FAILED", "KILLED", "RUNNING")}
-    text = f"sweep {parent.info.run_name}: {count['FINISHED']}/{n_jobs} finished"
+    name = str(parent.info.run_name)
+    text = f"{'' if name.startswith('sweep') else 'sweep '}{name}: "
+    text += f"{count['FINISHED']}/{n_jobs} finished"
     if resumed:
         text += f" ({len(resumed)} reused from earlier runs)"
     text += f", {count['FAILED']} failed, {count['KILLED']} killed"
