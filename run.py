@@ -8,11 +8,13 @@ Examples:
 
 Invalid configs (bad values, unknown options, wrong types, unreachable tracking store) stop
 before any training with one line on stderr and exit code 2. A single run whose loss diverges
-is recorded as FAILED and exits with code 1 (in a multirun the sweep goes on). A multirun resumes:
+is recorded as FAILED and exits with code 1 (in a multirun the sweep goes on); Ctrl-C marks the
+run KILLED with one line and exits with code 130, without a traceback. A multirun resumes:
 jobs whose config already FINISHED in the experiment are skipped (`force=true` reruns them);
 parallel or cluster sweeps: `hydra/launcher=joblib`, `hydra/launcher=slurm` (conf/hydra/launcher),
 `hydra/launcher=submitit_local`. The work is done by
-`ntk_sweep.experiment.run_experiment`; see docs/metrics.md for what is logged.
+`ntk_sweep.experiment.run_experiment`; see docs/metrics.md for what is logged. `--help` lists
+the groups, presets and shortcuts (conf/hydra/help/ntk_sweep.yaml).
 """
 
 from __future__ import annotations
