@@ -78,6 +78,7 @@ def test_job_names_follow_the_parent_tags_and_presets():
     assert sweep_ui.sweep_run_name("", when) == "sweep 2026-12-03 09:12:01"
 
 
+@pytest.mark.slow  # an MLflow store (about 5 s to create)
 def test_sweep_end_line_counts_the_children_and_reused_runs(tmp_path, db):  # noqa: F811
     client, exp = tracking.open_store(db, "ntk-sweep")
     parent = tracking.create_run(
