@@ -330,9 +330,9 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path | None = None) -> dic
     }
     with _sigterm_raises():
         run_id = tracking.create_run(client, experiment_id, run_name, tags, parent_id or None)
-        log.info("MLflow run %s (%s) in %s", run_id, run_name or "unnamed", uri)
+        announce = f"MLflow run {run_id} ({run_name or 'unnamed'}) in {uri}"
         with tracking.Heartbeat(client, run_id, tracking.heartbeat_interval(stale_after)):
-            outcome = _run_and_close(cfg, data, net, client, run_id, ctx)
+            outcome = _run_and_close(cfg, data, net, client, run_id, ctx, announce)
     status = outcome.status
 
     summary = {
@@ -409,18 +409,23 @@ def _resume(
     }
 
 
-def _run_and_close(cfg, data, net, client, run_id: str, ctx: JobContext) -> RunOutcome:
-    """Train and record into run `run_id`, then mark it FINISHED / FAILED / KILLED.
+def _run_and_close(
+    cfg, data, net, client, run_id: str, ctx: JobContext, announce: str = ""
+) -> RunOutcome:
+    """Log `announce`, train and record into run `run_id`, then mark it FINISHED / FAILED /
+    KILLED.
 
     Ctrl-C re-raises KeyboardInterrupt and SIGTERM (inside `_sigterm_raises`) exits with
     SystemExit(143), both after marking the run KILLED; any other exception marks it FAILED
     with the reason as a tag and propagates.
     """
-    container = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(container, dict)
-    container.pop("force", None)  # how to launch, not what was run
     metric_log = tracking.MetricLog(client, run_id, float(cfg.tracking.metrics_every_s))
-    try:
+    try:  # from the first statement: a Ctrl-C right after the run was created marks it KILLED
+        if announce:
+            log.info("%s", announce)
+        container = OmegaConf.to_container(cfg, resolve=True)
+        assert isinstance(container, dict)
+        container.pop("force", None)  # how to launch, not what was run
         tracking.log_params(client, run_id, tracking.flatten(container))
         client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
         if ctx.hydra_files is not None and ctx.hydra_files.is_dir():
