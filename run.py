@@ -4,14 +4,17 @@ Examples:
     python run.py experiment=paper
     python run.py -m width=100,1000,10000 seed=0,1,2
     python run.py --cfg job dataset=sine          # show the composed config
+    python run.py --cfg job experiment=width_sweep # ... and, as comments, the swept values
 
 Invalid configs (bad values, unknown options, wrong types, unreachable tracking store) stop
 before any training with one line on stderr and exit code 2. A single run whose loss diverges
-is recorded as FAILED and exits with code 1 (in a multirun the sweep goes on). A multirun resumes:
+is recorded as FAILED and exits with code 1 (in a multirun the sweep goes on); Ctrl-C marks the
+run KILLED with one line and exits with code 130, without a traceback. A multirun resumes:
 jobs whose config already FINISHED in the experiment are skipped (`force=true` reruns them);
 parallel or cluster sweeps: `hydra/launcher=joblib`, `hydra/launcher=slurm` (conf/hydra/launcher),
 `hydra/launcher=submitit_local`. The work is done by
-`ntk_sweep.experiment.run_experiment`; see docs/metrics.md for what is logged.
+`ntk_sweep.experiment.run_experiment`; see docs/metrics.md for what is logged. `--help` lists
+the groups, presets and shortcuts (conf/hydra/help/ntk_sweep.yaml).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ntk_sweep.config import ConfigError, describe_hydra_error, validate
 
 EXIT_CONFIG_ERROR = 2
 EXIT_RUN_FAILED = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's code for Ctrl-C
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -58,6 +62,37 @@ def cli() -> None:
         main()
     except (ConfigError, HydraException, OmegaConfBaseException) as exc:
         _config_error(exc)
+    except KeyboardInterrupt:
+        # Ctrl-C: a run in progress has logged its one line and is marked KILLED; no traceback
+        sys.exit(EXIT_INTERRUPTED)
+    if _shows_job_config(sys.argv[1:]):
+        _print_swept_values()
+
+
+def _shows_job_config(argv: list[str]) -> bool:
+    """Whether the command line asks Hydra for `--cfg job` (`-c job`, `--cfg=job`)."""
+    pairs = zip(argv, [*argv[1:], ""], strict=True)
+    return any(
+        a in ("--cfg=job", "-c=job") or (a in ("--cfg", "-c") and b == "job") for a, b in pairs
+    )
+
+
+def _print_swept_values() -> None:
+    """After `--cfg job` (one job's config), list the values a sweeping preset sweeps over."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from ntk_sweep.callbacks import expand_sweep
+    from ntk_sweep.sweep_ui import swept_values_comment
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    params = OmegaConf.select(hydra_cfg, "sweeper.params")
+    if not params:
+        return
+    jobs = expand_sweep(OmegaConf.create({"hydra": hydra_cfg}))
+    print(swept_values_comment(OmegaConf.to_container(params), None if jobs is None else len(jobs)))
 
 
 if __name__ == "__main__":

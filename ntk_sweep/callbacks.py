@@ -6,12 +6,14 @@
    anything is created or trained;
 2. checks the tracking store, creates the database and the experiment (so parallel jobs never
    race on creating them) and the sweep's parent run (tag `ntk_sweep.role=sweep`, name
-   `sweep-<date>_<time>`), and writes its id to `<hydra.sweep.dir>/mlflow_parent_run_id`,
-   where each job reads it.
+   `<preset> <date> <time>` or `sweep <date> <time>`, tags `ntk_sweep.preset` and
+   `ntk_sweep.swept`, see `ntk_sweep.sweep_ui`), and writes its id to
+   `<hydra.sweep.dir>/mlflow_parent_run_id`, where each job reads it.
 
 `on_multirun_end` marks the parent FINISHED (and runs `ntk_sweep.aggregate.aggregate_sweep` if
-`tracking.aggregate_on_end=true`). If the process exits without reaching it (Ctrl-C, SIGTERM
-during a job, a job's exception), an exit hook marks the parent KILLED.
+`tracking.aggregate_on_end=true`), then prints one line: `sweep <name>: 9/9 finished, 0 failed,
+0 killed; aggregate: ntk-aggregate --sweep <parent id>`. If the process exits without reaching
+it (Ctrl-C, SIGTERM during a job, a job's exception), an exit hook marks the parent KILLED.
 
 Works with any launcher: the basic one (jobs in this process), joblib (jobs in reused worker
 processes) and submitit (local processes or SLURM tasks): the callback object is pickled into
@@ -86,6 +88,20 @@ def validate_sweep(config: DictConfig) -> int:
     return len(jobs)
 
 
+def _preset_tags(config: DictConfig) -> dict[str, str]:
+    """The parent's `ntk_sweep.preset` (the jobs' preset; several joined by commas if swept) and
+    `ntk_sweep.swept` (the overridden keys that vary across jobs; absent if unknown)."""
+    from ntk_sweep import sweep_ui
+
+    jobs = expand_sweep(config)
+    chosen = str(OmegaConf.select(config, "hydra.runtime.choices.experiment", default="") or "")
+    tags = {sweep_ui.PRESET_TAG: sweep_ui.sweep_presets(jobs, sweep_ui.preset_of([], chosen))}
+    swept = sweep_ui.swept_keys(jobs)
+    if swept is not None:
+        tags[sweep_ui.SWEPT_TAG] = ",".join(swept)
+    return tags
+
+
 class MlflowSweepCallback(Callback):
     """Creates DB, experiment and the sweep's parent run before any job; closes it at the end."""
 
@@ -116,7 +132,7 @@ class MlflowSweepCallback(Callback):
             raise SystemExit(1) from None
 
     def _start(self, config: DictConfig) -> None:
-        from ntk_sweep import tracking
+        from ntk_sweep import sweep_ui, tracking
         from ntk_sweep.config import validate
 
         validate(config)  # the base config: fails fast even for a non-basic sweeper
@@ -145,7 +161,8 @@ class MlflowSweepCallback(Callback):
             tracking.TAG + "n_jobs": str(n_jobs),
             tracking.TAG + "force": str(bool(OmegaConf.select(config, "force", default=False))),
         }
-        name = "sweep-" + datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        tags.update(_preset_tags(config))
+        name = sweep_ui.sweep_run_name(tags[sweep_ui.PRESET_TAG], datetime.now())
         self.parent_id = tracking.create_run(self.client, experiment_id, name, tags)
         tracking.write_parent_id(sweep_dir, self.parent_id)
         self.uri, self.sweep_dir = uri, sweep_dir
@@ -202,3 +219,15 @@ class MlflowSweepCallback(Callback):
                 )
             except Exception as exc:  # the sweep itself succeeded; report and go on
                 log.error("aggregation after the sweep failed: %s", exc)
+        self._print_end_line(config)
+
+    def _print_end_line(self, config: DictConfig) -> None:
+        from ntk_sweep import sweep_ui
+
+        try:
+            cwd = str(OmegaConf.select(config, "hydra.runtime.cwd") or os.getcwd())
+            line = sweep_ui.sweep_end_line(self.client, self.parent_id, self.uri, cwd)
+        except Exception as exc:  # noqa: BLE001 - information only; the sweep is recorded
+            log.warning("could not summarise sweep %s: %s", self.parent_id, exc)
+            return
+        print(line, flush=True)

@@ -151,7 +151,7 @@ class TrackingConfig:
     uri: str | None = _f(None, "str", nullable=True)  # > $MLFLOW_TRACKING_URI > ./mlflow.db
     experiment: str = _f("ntk-sweep", "str")
     artifact_location: str | None = _f(None, "str", nullable=True)  # default: next to the db
-    run_name: str | None = _f(None, "str", nullable=True)  # default: the job's overrides
+    run_name: str | None = _f(None, "str", nullable=True)  # default: `w=100 s=2 ...` (sweep_ui)
     # paper: the paper's figures and drift; all: every figure; none (see figure_set).
     figures: str = _f("paper", "choice", choices=FIGURES_CHOICES)
     progress: str = _f("auto", "choice", choices=PROGRESS_CHOICES)  # auto: when stderr is a tty

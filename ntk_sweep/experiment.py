@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from ntk_sweep import tracking
+from ntk_sweep import sweep_ui, tracking
 from ntk_sweep.config import (
     analytic_enabled,
     compute_log_steps,
@@ -75,6 +75,7 @@ class JobContext:
     overrides: list[str] = field(default_factory=list)
     hydra_files: Path | None = None
     sweeper_params: dict[str, Any] = field(default_factory=dict)
+    preset: str = ""  # the experiment preset chosen (`experiment=NAME`), "" for none
 
 
 def job_context(output_dir: str | Path | None = None) -> JobContext:
@@ -105,6 +106,7 @@ def job_context(output_dir: str | Path | None = None) -> JobContext:
             overrides=list(hc.overrides.task),
             hydra_files=(out / subdir) if subdir else None,
             sweeper_params=OmegaConf.to_container(params) if params else {},
+            preset=str(OmegaConf.select(hc, "runtime.choices.experiment", default="") or ""),
         )
     out = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="ntk-sweep-"))
     return JobContext(output_dir=out, launch_dir=os.getcwd())
@@ -359,7 +361,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path | None = None) -> dic
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     parent_id = tracking.read_parent_id(ctx.sweep_dir) if ctx.multirun else ""
-    run_name = cfg.tracking.run_name or tracking.run_name_from_overrides(ctx.overrides) or None
+    run_name = cfg.tracking.run_name or _job_run_name(cfg, ctx, client, parent_id)
     chash = tracking.config_hash(container)
     base_summary = {
         "run_name": run_name,
@@ -383,14 +385,15 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path | None = None) -> dic
         tracking.TAG + "output_dir": str(Path(ctx.output_dir).resolve()),
         tracking.TAG + "overrides": " ".join(ctx.overrides),
         tracking.CONFIG_HASH_TAG: chash,
+        sweep_ui.PRESET_TAG: ctx.preset,
         **tracking.host_tags(),
         **tracking.heartbeat_tags(),
     }
     with _sigterm_raises():
         run_id = tracking.create_run(client, experiment_id, run_name, tags, parent_id or None)
-        log.info("MLflow run %s (%s) in %s", run_id, run_name or "unnamed", uri)
+        announce = f"MLflow run {run_id} ({run_name or 'unnamed'}) in {uri}"
         with tracking.Heartbeat(client, run_id, tracking.heartbeat_interval(stale_after)):
-            outcome = _run_and_close(cfg, data, net, client, run_id, ctx)
+            outcome = _run_and_close(cfg, data, net, client, run_id, ctx, announce)
     status = outcome.status
 
     summary = {
@@ -408,6 +411,14 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path | None = None) -> dic
     }
     print(format_summary(cfg, data, net, summary), flush=True)
     return summary
+
+
+def _job_run_name(cfg: DictConfig, ctx: JobContext, client, parent_id: str) -> str:
+    """`w=100 s=2 ...` (see `ntk_sweep.sweep_ui`); a sweep's child names itself by the keys its
+    parent run lists as swept."""
+    parent_tags = sweep_ui.run_tags(client, parent_id) if parent_id else None
+    width, seed = int(cfg.model.width), int(cfg.seed)
+    return sweep_ui.job_run_name(ctx.overrides, width, seed, ctx.preset, parent_tags)
 
 
 def _resume(
@@ -461,18 +472,23 @@ def _resume(
     }
 
 
-def _run_and_close(cfg, data, net, client, run_id: str, ctx: JobContext) -> RunOutcome:
-    """Train and record into run `run_id`, then mark it FINISHED / FAILED / KILLED.
+def _run_and_close(
+    cfg, data, net, client, run_id: str, ctx: JobContext, announce: str = ""
+) -> RunOutcome:
+    """Log `announce`, train and record into run `run_id`, then mark it FINISHED / FAILED /
+    KILLED.
 
     Ctrl-C re-raises KeyboardInterrupt and SIGTERM (inside `_sigterm_raises`) exits with
     SystemExit(143), both after marking the run KILLED; any other exception marks it FAILED
     with the reason as a tag and propagates.
     """
-    container = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(container, dict)
-    container.pop("force", None)  # how to launch, not what was run
     metric_log = tracking.MetricLog(client, run_id, float(cfg.tracking.metrics_every_s))
-    try:
+    try:  # from the first statement: a Ctrl-C right after the run was created marks it KILLED
+        if announce:
+            log.info("%s", announce)
+        container = OmegaConf.to_container(cfg, resolve=True)
+        assert isinstance(container, dict)
+        container.pop("force", None)  # how to launch, not what was run
         tracking.log_params(client, run_id, tracking.flatten(container))
         client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
         if ctx.hydra_files is not None and ctx.hydra_files.is_dir():

@@ -24,7 +24,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,8 @@ HEARTBEAT_TAG = TAG + "heartbeat"  # unix time (s) of the job's latest sign of l
 # `ntk_sweep.resumed_run.<job_num>` = that run's id (aggregate_sweep includes those runs).
 RESUMED_RUN_TAG = TAG + "resumed_run."
 PARENT_TAG = "mlflow.parentRunId"
+# A new experiment is a model-training one for the MLflow UI (3.4+ asks for the type otherwise).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 DEAD_REASON = "no heartbeat: process died"
 HEARTBEAT_EVERY_S = 30.0  # a running job refreshes its heartbeat at least this often
 # Config keys that never change results: left out of the fingerprint (and `force` of the params).
@@ -227,7 +229,9 @@ def open_store(uri: str, experiment: str, artifact_location: str | None = None):
         if exp is None:
             try:
                 exp_id = client.create_experiment(
-                    experiment, artifact_location=default_artifact_location(uri, artifact_location)
+                    experiment,
+                    artifact_location=default_artifact_location(uri, artifact_location),
+                    tags=EXPERIMENT_TAGS,
                 )
             except MlflowException:  # created concurrently by another process
                 exp = client.get_experiment_by_name(experiment)
@@ -400,14 +404,6 @@ def git_commit(path: str | Path | None = None) -> str:
         commit = ""
     _GIT_CACHE[where] = commit
     return commit
-
-
-def run_name_from_overrides(overrides: Iterable[str]) -> str:
-    """`seed=0,width=100`: the job's overrides, sorted, without tracking.* and hydra.*."""
-    keep = [
-        o for o in overrides if not o.lstrip("+~").startswith(("tracking.", "hydra.", "hydra/"))
-    ]
-    return ",".join(sorted(keep))
 
 
 def write_parent_id(sweep_dir: str | Path, run_id: str) -> Path:

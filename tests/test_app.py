@@ -4,6 +4,7 @@ MLflow stores in tmp_path. Tiny widths and few steps, except the paper test."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -102,7 +103,7 @@ def test_single_run_records_params_metrics_and_arrays(tmp_path, db):
     (run,) = runs_of(db)
     client = mlflow.MlflowClient(db)
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == "train.steps=20,width=32"
+    assert run.info.run_name == "w=32 s=0 steps=20"  # width and seed first (sweep_ui)
     p = run.data.params
     assert p["model.width"] == "32" and p["width"] == "32" and p["train.steps"] == "20"
     assert p["model.activation"] == "relu" and p["model.parameterization"] == "ntk"
@@ -173,13 +174,20 @@ def test_multirun_2x2_one_parent_four_children_default_store(tmp_path, empty_db)
     children = [r for r in runs if r.data.tags.get("ntk_sweep.role") == "job"]
     assert len(parents) == 1 and len(children) == 4
     parent = parents[0]
-    assert parent.info.status == "FINISHED" and parent.info.run_name.startswith("sweep-")
+    assert parent.info.status == "FINISHED"
+    assert re.fullmatch(r"sweep \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", parent.info.run_name)
+    assert parent.data.tags["ntk_sweep.preset"] == ""  # no preset
+    assert parent.data.tags["ntk_sweep.swept"] == "width,seed"
     assert {r.info.status for r in children} == {"FINISHED"}
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
     assert {r.data.tags["ntk_sweep.sweep_id"] for r in children} == {parent.info.run_id}
-    # run names are the sorted overrides, tracking.* left out
+    # run names: width and seed, what varies across the sweep (train.steps=10 does not)
     assert sorted(r.info.run_name for r in children) == sorted(
-        f"seed={s},train.steps=10,width={w}" for w in (32, 64) for s in (0, 1)
+        f"w={w} s={s}" for w in (32, 64) for s in (0, 1)
+    )
+    assert res.stdout.strip().splitlines()[-1] == (
+        f"{parent.info.run_name}: 4/4 finished, 0 failed, 0 killed; "
+        f"aggregate: ntk-aggregate --sweep {parent.info.run_id}"
     )
     assert sorted(r.data.tags["ntk_sweep.job_num"] for r in children) == ["0", "1", "2", "3"]
     # Hydra's folders only: outputs/sweeps/<date>/<time>/{0..3, multirun.yaml, parent id}

@@ -283,7 +283,7 @@ def test_unreachable_server_and_unwritable_path_fail_fast(tmp_path):
     assert (tmp_path / "new").is_dir()
 
 
-def test_flatten_hash_and_run_name(hydra_compose):
+def test_flatten_and_hash(hydra_compose):
     cfg = hydra_compose("width=10")
     container = OmegaConf.to_container(cfg, resolve=True)
     flat = tracking.flatten(container)
@@ -302,5 +302,3 @@ def test_flatten_hash_and_run_name(hydra_compose):
     assert (
         tracking.config_hash(OmegaConf.to_container(hydra_compose("width=11"), resolve=True)) != h
     )
-    name = tracking.run_name_from_overrides(["width=100", "seed=0", "tracking.uri=sqlite:///x"])
-    assert name == "seed=0,width=100"
