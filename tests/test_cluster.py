@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -482,66 +483,64 @@ def db_uri(tmp_path, empty_db) -> str:  # noqa: F811
 
 
 def _pg_bin() -> Path | None:
-    for name in ("initdb", "pg_ctl"):
-        if shutil.which(name) is None:
-            found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-            if not found:
-                return None
-    found = shutil.which("initdb")
-    return (
-        Path(found).resolve().parent
-        if found
-        else sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))[-1].parent
-    )
+    """The folder of PostgreSQL's server binaries (Debian: /usr/lib/postgresql/<v>/bin)."""
+    found = shutil.which("initdb") or shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return candidates[-1].parent if candidates else None
+
+
+def _as_server_user() -> list[str]:
+    """PostgreSQL refuses to run as root: as root, run it as the `postgres` system user."""
+    if os.geteuid() != 0:
+        return []
+    import pwd
+
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.skip("running as root without a `postgres` user: PostgreSQL refuses root")
+    if shutil.which("runuser") is None:
+        pytest.skip("running as root without runuser: cannot start PostgreSQL as `postgres`")
+    return ["runuser", "-u", "postgres", "--"]
 
 
 @pytest.fixture
-def postgres(tmp_path):
+def postgres():
     """A throwaway PostgreSQL server (initdb + pg_ctl) on a free loopback port, user `mlflow`
-    with a password, database `mlflow`; stopped afterwards."""
+    with a password, database `mlflow`; stopped and removed afterwards."""
     pytest.importorskip("psycopg", reason="needs the postgres extra: pip install -e '.[postgres]'")
     bindir = _pg_bin()
     if bindir is None:
         pytest.skip("needs a PostgreSQL server (initdb, pg_ctl): apt-get install postgresql")
-    if os.geteuid() == 0:
-        pytest.skip("PostgreSQL refuses to run as root")
-    data, port = tmp_path / "pgdata", _free_port()
-    pwfile = tmp_path / "pw"
-    pwfile.write_text(SECRET + "\n")
+    prefix = _as_server_user()
+    home = Path(tempfile.mkdtemp(prefix="ntk-sweep-pg-"))  # not pytest's root-only tmp
+    data, port = home / "data", _free_port()
+    (home / "pw").write_text(SECRET + "\n")
+    if prefix:
+        shutil.chown(home, "postgres")
+        shutil.chown(home / "pw", "postgres")
+    run = {"check": True, "capture_output": True, "timeout": 120}
     subprocess.run(
         [
+            *prefix,
             str(bindir / "initdb"),
             "-D",
             str(data),
             "-U",
             "mlflow",
             "--pwfile",
-            str(pwfile),
+            str(home / "pw"),
             "-A",
             "scram-sha-256",
             "--no-sync",
         ],
-        check=True,
-        capture_output=True,
-        timeout=120,
+        **run,
     )
-    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {tmp_path} -c fsync=off"
-    subprocess.run(
-        [
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            opts,
-            "-l",
-            str(tmp_path / "pg.log"),
-            "-w",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {home} -c fsync=off"
+    pg_ctl = [*prefix, str(bindir / "pg_ctl"), "-D", str(data)]
+    subprocess.run([*pg_ctl, "-o", opts, "-l", str(home / "pg.log"), "-w", "start"], **run)
     try:
         import psycopg
 
@@ -556,11 +555,8 @@ def postgres(tmp_path):
             conn.execute("CREATE DATABASE mlflow")
         yield f"postgresql+psycopg://mlflow:{SECRET}@127.0.0.1:{port}/mlflow"
     finally:
-        subprocess.run(
-            [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
-            capture_output=True,
-            timeout=120,
-        )
+        subprocess.run([*pg_ctl, "-m", "fast", "stop"], capture_output=True, timeout=120)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.mark.slow
