@@ -87,7 +87,8 @@ _EXPECTED_URI = (
 # --------------------------------------------------------------------------- secrets
 
 # `scheme://user:password@host`: the password part, wherever it appears in a text
-_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s/@:]*):([^\s@/]*)@")
+# (Hydra escapes colons as `\:` when it prints a sweep's overrides, repr() doubles that)
+_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*\\*://[^\s/@:\\]*)(\\*:)([^\s@/]*)@")
 # `?password=...` / `&passwd=...` in a URI's query (SQLAlchemy / libpq keyword form)
 _QUERY_SECRET_RE = re.compile(r"([?&](?:password|passwd|pwd|token|secret)=)[^&\s]*", re.I)
 REDACTED = "***"
@@ -101,7 +102,7 @@ def redact_uri(text: str) -> str:
 
     Applied to everything ntk-sweep writes to the store or prints: params, tags, the saved
     config and Hydra files, log lines and error messages."""
-    text = _USERINFO_RE.sub(rf"\1:{REDACTED}@", str(text))
+    text = _USERINFO_RE.sub(rf"\1\2{REDACTED}@", str(text))
     return _QUERY_SECRET_RE.sub(rf"\1{REDACTED}", text)
 
 

@@ -63,8 +63,10 @@ def cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 180):
 def everything_logged(client, run) -> list[str]:
     """Every param, tag and text artifact of a run, as text."""
     texts = [f"{k}={v}" for k, v in {**run.data.params, **run.data.tags}.items()]
-    with_files = client.download_artifacts(run.info.run_id, "", dst_path=None)
-    for f in Path(with_files).rglob("*"):
+    if not client.list_artifacts(run.info.run_id):
+        return texts
+    folder = tempfile.mkdtemp(prefix="ntk-sweep-artifacts-")
+    for f in Path(client.download_artifacts(run.info.run_id, "", dst_path=folder)).rglob("*"):
         if f.is_file() and f.suffix in (".yaml", ".log", ".txt", ".json"):
             texts.append(f"{f.name}: {f.read_text(errors='replace')}")
     return texts
@@ -91,6 +93,8 @@ def everything_logged(client, run) -> list[str]:
         ("sqlite:////tmp/x/mlflow.db", "sqlite:////tmp/x/mlflow.db"),  # nothing to hide
         ("http://host:5000/path", "http://host:5000/path"),
         ("user:pw@host without a scheme", "user:pw@host without a scheme"),
+        ("#0 : x=s3\\://K\\:S@b/m", "#0 : x=s3\\://K\\:***@b/m"),  # Hydra's launcher line
+        ("['x=s3\\\\://K\\\\:S@b']", "['x=s3\\\\://K\\\\:***@b']"),  # and its repr
     ],
 )
 def test_redact_uri(text, expected):
