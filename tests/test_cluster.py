@@ -271,8 +271,9 @@ def test_two_sweeps_launched_together_each_parent_has_exactly_its_children(tmp_p
     for parent in parents:
         mine = [c for c in children if c.data.tags["mlflow.parentRunId"] == parent.info.run_id]
         assert len(mine) == 2
-        assert {c.data.params["seed"] for c in mine} == {
-            parent.data.tags["ntk_sweep.overrides"][-1]
+        launched = parent.data.tags["ntk_sweep.overrides"].split()
+        assert {f"seed={c.data.params['seed']}" for c in mine} == {
+            o for o in launched if o.startswith("seed=")
         }
         folder = parent.data.tags["ntk_sweep.sweep_dir"]
         assert all(c.data.tags["ntk_sweep.output_dir"].startswith(folder + "/") for c in mine)
