@@ -324,9 +324,10 @@ def _retry(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 @contextlib.contextmanager
 def store_lock(uri: str) -> Iterator[None]:
-    """For an SQLite store: an exclusive `fcntl.flock` on `<db>.lock` next to the database, so
-    processes starting at once (an `sbatch --array` of `run.py`, several sweeps) create and
-    migrate a new database one at a time. Other stores: no lock (see `open_store`'s retry)."""
+    """For an SQLite store: an exclusive `fcntl.flock` on the database's folder, so processes
+    starting at once (an `sbatch --array` of `run.py`, several sweeps) create and migrate a
+    new database one at a time (the folder, not a lock file: nothing is left next to the
+    database). Other stores: no lock (see `open_store`'s retry)."""
     db = sqlite_path(uri)
     if db is None:
         yield
@@ -334,12 +335,12 @@ def store_lock(uri: str) -> Iterator[None]:
     import fcntl
 
     db.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(db) + ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    fd = os.open(db.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _setup_retry(fn: Callable[..., Any], *args: Any) -> Any:

@@ -221,6 +221,7 @@ def test_eight_simultaneous_single_runs_on_a_fresh_sqlite_store_all_finish(tmp_p
     runs = runs_of(uri)
     assert len(runs) == 8 and {r.info.status for r in runs} == {"FINISHED"}
     assert sorted(r.data.params["seed"] for r in runs) == [str(i) for i in range(8)]
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["mlflow.db", "mlruns"]
 
 
 # --------------------------------------------------------------------------- sweep folders
