@@ -47,7 +47,9 @@ def main(cfg: DictConfig) -> dict:
 
 
 def _config_error(exc: BaseException) -> None:
-    print(f"error: {describe_hydra_error(exc)}", file=sys.stderr, flush=True)
+    from ntk_sweep.tracking import redact_uri
+
+    print(f"error: {redact_uri(describe_hydra_error(exc))}", file=sys.stderr, flush=True)
     sys.exit(EXIT_CONFIG_ERROR)
 
 
@@ -58,6 +60,9 @@ def cli() -> None:
 
     # Let Hydra's errors reach us instead of being printed (multi-line) by Hydra itself.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    from ntk_sweep.tracking import install_log_redaction
+
+    install_log_redaction()  # no password of a tracking.uri in any log line
     try:
         main()
     except (ConfigError, HydraException, OmegaConfBaseException) as exc:

@@ -27,7 +27,9 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -122,10 +124,13 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's exceptions into warnings and goes on with the sweep, so a
         # bad config or store must stop the process here: one line on stderr, exit code 2.
+        from ntk_sweep.tracking import install_log_redaction, redact_uri
+
+        install_log_redaction()  # Hydra's launchers log each job's overrides
         try:
             self._start(config)
         except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr, flush=True)
+            print(f"error: {redact_uri(str(exc))}", file=sys.stderr, flush=True)
             raise SystemExit(EXIT_CONFIG_ERROR) from None
         except Exception:
             log.exception("could not prepare MLflow for the sweep")
@@ -163,12 +168,57 @@ class MlflowSweepCallback(Callback):
         }
         tags.update(_preset_tags(config))
         name = sweep_ui.sweep_run_name(tags[sweep_ui.PRESET_TAG], datetime.now())
+        self._claim(sweep_dir)
         self.parent_id = tracking.create_run(self.client, experiment_id, name, tags)
         tracking.write_parent_id(sweep_dir, self.parent_id)
         self.uri, self.sweep_dir = uri, sweep_dir
         self.ended = False
         atexit.register(self._abandoned)
-        log.info("MLflow parent run %s (%s, %d jobs) in %s", self.parent_id, name, n_jobs, uri)
+        self._exit_on_sigterm()
+        log.info(
+            "MLflow parent run %s (%s, %d jobs) in %s",
+            self.parent_id,
+            name,
+            n_jobs,
+            tracking.redact_uri(uri),
+        )
+
+    def _claim(self, sweep_dir: Path) -> None:
+        """A sweep folder holds one sweep's parent id: refuse one whose sweep is still RUNNING
+        (another sweep launched with the same `hydra.sweep.dir`), replace a finished one's."""
+        from ntk_sweep import tracking
+
+        earlier = tracking.read_parent_id(sweep_dir)
+        if not earlier:
+            return
+        try:
+            status = self.client.get_run(earlier).info.status
+        except Exception:  # noqa: BLE001 - another store or deleted: that sweep is not ours
+            status = "unknown"
+        if status == "RUNNING":
+            raise ConfigError(
+                f"hydra.sweep.dir={sweep_dir} is in use by sweep {earlier}, still RUNNING: "
+                "choose another hydra.sweep.dir (the default is unique per launch)"
+            )
+        log.warning(
+            "hydra.sweep.dir=%s held sweep %s (%s): its parent id is replaced by the new sweep's",
+            sweep_dir,
+            earlier,
+            status,
+        )
+
+    def _exit_on_sigterm(self) -> None:
+        """SIGTERM of the launching process (e.g. `kill`, or SLURM ending the job it runs in)
+        exits through Python, so the exit hook marks the parent KILLED instead of leaving it
+        RUNNING. Jobs of the basic launcher install their own handler while they run."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+
+            def handler(signum, frame):  # noqa: ARG001
+                raise SystemExit(128 + signum)
+
+            signal.signal(signal.SIGTERM, handler)
 
     def _abandoned(self) -> None:
         """At exit without on_multirun_end (Ctrl-C, SIGTERM, a job's exception): the sweep did

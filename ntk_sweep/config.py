@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,6 +225,12 @@ def register_configs() -> None:
     cs.store(name="config_schema", node=Config)
     for name, schema in DATASET_SCHEMAS.items():
         cs.store(group="dataset", name=f"{name}{SCHEMA_SUFFIX}", node=schema)
+    # `${launch_id:}` in hydra.sweep.dir: the launching process's pid and 4 random hex digits,
+    # so two sweeps started in the same second get their own folders. Cached like Hydra's
+    # `${now:}` (and copied into every job's config with it): one value per launch.
+    OmegaConf.register_new_resolver(
+        "launch_id", lambda: f"{os.getpid()}-{secrets.token_hex(2)}", use_cache=True, replace=True
+    )
     _registered = True
 
 

@@ -347,6 +347,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path | None = None) -> dic
     for `tracking.stale_after_s` are marked KILLED (also with `force`) and the job runs anew.
     """
     t_start = time.perf_counter()
+    tracking.install_log_redaction()
     cfg = _without_hydra(cfg)
     ctx = job_context(output_dir)
     data, net, uri = preflight(cfg, ctx.launch_dir)
@@ -391,7 +392,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path | None = None) -> dic
     }
     with _sigterm_raises():
         run_id = tracking.create_run(client, experiment_id, run_name, tags, parent_id or None)
-        announce = f"MLflow run {run_id} ({run_name or 'unnamed'}) in {uri}"
+        announce = f"MLflow run {run_id} ({run_name or 'unnamed'}) in {tracking.redact_uri(uri)}"
         with tracking.Heartbeat(client, run_id, tracking.heartbeat_interval(stale_after)):
             outcome = _run_and_close(cfg, data, net, client, run_id, ctx, announce)
     status = outcome.status
@@ -409,7 +410,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path | None = None) -> dic
         "phase_net": outcome.phases.get(PHASE_NET_TAG, ""),
         "phase_lin": outcome.phases.get(PHASE_LIN_TAG, ""),
     }
-    print(format_summary(cfg, data, net, summary), flush=True)
+    print(tracking.redact_uri(format_summary(cfg, data, net, summary)), flush=True)
     return summary
 
 
@@ -434,8 +435,18 @@ def _resume(
     skipped (never with `force`), record the reused run on the parent and return the (partial)
     summary, else None."""
     runs = tracking.runs_with_hash(client, experiment_id, chash)
-    plan = tracking.plan_resume(runs, time.time(), stale_after_s)
+    task = tracking.slurm_task()
+    plan = tracking.plan_resume(runs, time.time(), stale_after_s, task)
     for run in plan.dead:
+        if run.info.run_id in plan.taken_over:
+            tracking.mark_dead(client, run, tracking.TAKEOVER_REASON)
+            log.warning(
+                "run %s was left RUNNING by an earlier attempt of SLURM task %s (preempted or "
+                "requeued): marked KILLED, running it again",
+                run.info.run_id,
+                task[0],
+            )
+            continue
         tracking.mark_dead(client, run)
         log.warning(
             "run %s was RUNNING without a heartbeat for over %gs (%s): marked KILLED",
@@ -479,8 +490,11 @@ def _run_and_close(
     KILLED.
 
     Ctrl-C re-raises KeyboardInterrupt and SIGTERM (inside `_sigterm_raises`) exits with
-    SystemExit(143), both after marking the run KILLED; any other exception marks it FAILED
-    with the reason as a tag and propagates.
+    SystemExit(143), both after marking the run KILLED; so does a SystemExit (submitit's
+    requeue on preemption), re-raised. A time limit without requeue (submitit's
+    UncompletedJobError) marks it KILLED and returns, so the sweep's launcher ends cleanly. Any
+    other exception marks it FAILED with the reason as a tag and propagates. Signals arriving
+    while the run is being marked wait until it is (`_signals_deferred`).
     """
     metric_log = tracking.MetricLog(client, run_id, float(cfg.tracking.metrics_every_s))
     try:  # from the first statement: a Ctrl-C right after the run was created marks it KILLED
@@ -490,27 +504,79 @@ def _run_and_close(
         assert isinstance(container, dict)
         container.pop("force", None)  # how to launch, not what was run
         tracking.log_params(client, run_id, tracking.flatten(container))
-        client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
+        tracking.log_text(
+            client, run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml"
+        )
         if ctx.hydra_files is not None and ctx.hydra_files.is_dir():
             tracking.log_artifacts(client, run_id, ctx.hydra_files, "hydra")
         outcome = _train_and_record(cfg, data, net, client, run_id, ctx, metric_log)
-    except (KeyboardInterrupt, Killed) as exc:
-        what = "SIGTERM" if isinstance(exc, Killed) else "KeyboardInterrupt (Ctrl-C)"
-        _flush_quietly(metric_log)
-        tracking.set_tag(client, run_id, tracking.FAILURE_TAG, f"killed by {what}")
-        log.error("run %s interrupted by %s: marked KILLED", run_id, what)
-        tracking.end_run(client, run_id, "KILLED")
+    except BaseException as exc:
+        stop = _stop_reason(exc)
+        if stop:
+            status, reason = "KILLED", f"killed by {stop}"
+        else:
+            status, reason = "FAILED", f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        try:
+            with _signals_deferred():
+                _flush_quietly(metric_log)
+                _mark_quietly(client, run_id, status, reason[:500])
+                if stop:
+                    log.error("run %s interrupted (%s): marked KILLED", run_id, stop)
+        except Killed:  # a SIGTERM came while marking: the run is marked, now stop
+            raise SystemExit(128 + signal.SIGTERM) from None
         if isinstance(exc, Killed):
             raise SystemExit(128 + signal.SIGTERM) from None
+        if type(exc).__name__ == "UncompletedJobError":
+            return RunOutcome("KILLED", 0, {}, {}, reason[:500])
         raise
-    except BaseException as exc:
-        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]
-        _flush_quietly(metric_log)
-        tracking.set_tag(client, run_id, tracking.FAILURE_TAG, reason)
-        tracking.end_run(client, run_id, "FAILED")
-        raise
-    tracking.end_run(client, run_id, outcome.status)
+    with _signals_deferred():
+        tracking.end_run(client, run_id, outcome.status)
     return outcome
+
+
+def _stop_reason(exc: BaseException) -> str:
+    """Why the process is being stopped ('' if `exc` is an error of the run itself)."""
+    if isinstance(exc, Killed):
+        return "SIGTERM"
+    if isinstance(exc, KeyboardInterrupt):
+        return "KeyboardInterrupt (Ctrl-C)"
+    if isinstance(exc, SystemExit):  # submitit exits this way after requeueing a preempted job
+        return f"SystemExit({exc.code}): preempted or requeued"
+    if type(exc).__name__ == "UncompletedJobError":  # submitit: time limit, no requeue left
+        return f"time limit ({' '.join(str(exc).split())})"
+    return ""
+
+
+def _mark_quietly(client, run_id: str, status: str, reason: str) -> None:
+    try:
+        tracking.set_tag(client, run_id, tracking.FAILURE_TAG, reason)
+    except Exception as exc:  # pragma: no cover - store vanished mid-run
+        log.error("could not tag run %s: %s", run_id, exc)
+    tracking.end_run(client, run_id, status)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGTERM, SIGINT and SIGUSR2 back while a run is being marked (main thread only):
+    SLURM's requeue SIGTERM right after submitit's preemption exit must not leave the run
+    RUNNING. Those that arrived are delivered, to the handlers as they were, on exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    signums = [signal.SIGTERM, signal.SIGINT, signal.SIGUSR2]
+    previous = {
+        s: signal.signal(s, lambda signum, frame: pending.append(signum))
+        for s in signums
+        if signal.getsignal(s) is not None  # None: a handler not set from Python, left alone
+    }
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(pending):
+            signal.raise_signal(s)
 
 
 def _flush_quietly(metric_log: tracking.MetricLog) -> None:

@@ -14,17 +14,20 @@ The tags, params and metric names written here are the public MLflow contract of
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
 import re
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +49,13 @@ RESUMED_RUN_TAG = TAG + "resumed_run."
 PARENT_TAG = "mlflow.parentRunId"
 # A new experiment is a model-training one for the MLflow UI (3.4+ asks for the type otherwise).
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+# The SLURM task a run belongs to (`<array job>_<task>` or the job id) and its attempt
+# (SLURM_RESTART_COUNT): a requeued task (preemption, submitit's timeout requeue) keeps the id
+# and counts up, so it recognises its own earlier run and takes it over.
+SLURM_JOB_TAG = TAG + "slurm_job"
+SLURM_RESTART_TAG = TAG + "slurm_restart"
 DEAD_REASON = "no heartbeat: process died"
+TAKEOVER_REASON = "requeued: the same SLURM task started again and took the run over"
 HEARTBEAT_EVERY_S = 30.0  # a running job refreshes its heartbeat at least this often
 # Config keys that never change results: left out of the fingerprint (and `force` of the params).
 NOT_HASHED = ("tracking", "hydra", "force")
@@ -56,12 +65,74 @@ PARAMS_PER_BATCH = 100  # MLflow's limit on params per log_batch request
 METRICS_PER_BATCH = 1000
 METRIC_FLUSH_S = 2.0  # MetricLog: at most one metrics request per this many seconds
 HTTP_TIMEOUT_S = 5.0
+DB_CONNECT_TIMEOUT_S = 5.0
+DB_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+# Errors of two processes creating / migrating one new database at once (SQLite without the
+# lock, PostgreSQL, MySQL): the loser retries once the winner's tables exist.
+SETUP_RACE = (
+    "already exists",
+    "duplicate column",
+    "uniqueviolation",
+    "duplicate key",
+    "alembic_version",
+    "database is locked",
+)
+SETUP_RETRIES = 6
 DB_SCHEMES = ("postgresql", "mysql", "mssql")  # SQLAlchemy back ends MLflow supports
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
 _WHERE_TO = "point tracking.uri or MLFLOW_TRACKING_URI at a writable location"
 _EXPECTED_URI = (
     "sqlite:///PATH, http(s)://HOST[:PORT], postgresql://..., mysql://... or mssql://..."
 )
+
+
+# --------------------------------------------------------------------------- secrets
+
+# `scheme://user:password@host`: the password part, wherever it appears in a text
+# (Hydra escapes colons as `\:` when it prints a sweep's overrides, repr() doubles that)
+_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*\\*://[^\s/@:\\]*)(\\*:)([^\s@/]*)@")
+# `?password=...` / `&passwd=...` in a URI's query (SQLAlchemy / libpq keyword form)
+_QUERY_SECRET_RE = re.compile(r"([?&](?:password|passwd|pwd|token|secret)=)[^&\s]*", re.I)
+REDACTED = "***"
+# Artifacts that are text and may quote the config (Hydra's .hydra/*.yaml, the job's .log)
+TEXT_ARTIFACT_SUFFIXES = (".yaml", ".yml", ".log", ".txt", ".json")
+
+
+def redact_uri(text: str) -> str:
+    """`text` with the password of every credentialed URI in it replaced by `***`
+    (`postgresql://user:pw@host/db` -> `postgresql://user:***@host/db`, also `?password=pw`).
+
+    Applied to everything ntk-sweep writes to the store or prints: params, tags, the saved
+    config and Hydra files, log lines and error messages."""
+    text = _USERINFO_RE.sub(rf"\1\2{REDACTED}@", str(text))
+    return _QUERY_SECRET_RE.sub(rf"\1{REDACTED}", text)
+
+
+def _redacting_factory(make: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        message = record.getMessage()
+        clean = redact_uri(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info:
+            text = logging.Formatter().formatException(record.exc_info)
+            if redact_uri(text) != text:
+                record.exc_text = redact_uri(text)
+        return record
+
+    factory.ntk_sweep_redacts = True  # type: ignore[attr-defined]
+    return factory
+
+
+def install_log_redaction() -> None:
+    """Redact credentials from every log record of this process (message and traceback),
+    whatever logs it (Hydra's launchers print each job's overrides) and wherever it goes
+    (console, the job's .log file). A record factory, since Hydra re-creates its handlers for
+    every job. Idempotent: installed once per process."""
+    current = logging.getLogRecordFactory()
+    if not getattr(current, "ntk_sweep_redacts", False):
+        logging.setLogRecordFactory(_redacting_factory(current))
 
 
 # --------------------------------------------------------------------------- location
@@ -98,12 +169,13 @@ def resolve_tracking_uri(uri: str | None = None, base_dir: str | None = None) ->
     uri = str(uri).strip()
     m = _SCHEME_RE.match(uri)
     scheme = m.group(1).lower() if m and len(m.group(1)) > 1 else ""  # "C:" is a drive letter
-    bad = ConfigError(f"{source}={uri} is invalid: expected {_EXPECTED_URI}")
+    shown = redact_uri(uri)
+    bad = ConfigError(f"{source}={shown} is invalid: expected {_EXPECTED_URI}")
     if not scheme or scheme == "file":  # MLflow's file store: refused by MLflow 3 unless allowed
         path = urlparse(uri).path if scheme else uri
         if not path or os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
             raise ConfigError(
-                f"{source}={uri} is invalid: expected {_EXPECTED_URI} (MLflow's file "
+                f"{source}={shown} is invalid: expected {_EXPECTED_URI} (MLflow's file "
                 "store needs MLFLOW_ALLOW_FILE_STORE=true)"
             )
         return Path(_absolute(path, base)).as_uri()
@@ -167,20 +239,9 @@ def check_tracking_uri(uri: str) -> None:
             )
         return
     if uri.startswith(("http://", "https://")):
-        import urllib.error
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(uri + "/health", timeout=HTTP_TIMEOUT_S):
-                pass
-        except urllib.error.HTTPError:
-            return  # something answers: reachable
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise TrackingError(
-                f"tracking server {uri} is unreachable ({reason}): start it, or point "
-                "tracking.uri / MLFLOW_TRACKING_URI at a running server"
-            ) from None
+        _check_http(uri)
+    elif (urlparse(uri).scheme or "").split("+")[0] in DB_SCHEMES:
+        _check_database_server(uri)
     if uri.startswith("file:"):
         path = Path(urlparse(uri).path)
         try:
@@ -189,6 +250,54 @@ def check_tracking_uri(uri: str) -> None:
             raise TrackingError(f"tracking store {uri} is not writable ({exc.strerror})") from None
         if not os.access(path, os.W_OK):
             raise TrackingError(f"tracking store {uri} is not writable: no write access")
+
+
+def _check_http(uri: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    parsed = urlparse(uri)
+    host = parsed.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parsed.port:
+        netloc += f":{parsed.port}"
+    health = parsed._replace(netloc=netloc).geturl() + "/health"  # no user:password
+    try:
+        with urllib.request.urlopen(health, timeout=HTTP_TIMEOUT_S):
+            pass
+    except urllib.error.HTTPError:
+        return  # something answers (maybe 401 without credentials): reachable
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(
+            f"tracking server {redact_uri(uri)} is unreachable ({reason}): start it, or point "
+            "tracking.uri / MLFLOW_TRACKING_URI at a running server"
+        ) from None
+
+
+def _check_database_server(uri: str) -> None:
+    """A TCP connection to the database server, `DB_CONNECT_TIMEOUT_S` at most: without it,
+    an unreachable database fails only after SQLAlchemy's and MLflow's retries (~2 min)."""
+    parsed = urlparse(uri)
+    host = parsed.hostname
+    if not host or host.startswith("/"):
+        return  # a Unix socket (or the driver's default): left to the driver
+    try:
+        port = parsed.port or DB_DEFAULT_PORTS[parsed.scheme.split("+")[0]]
+    except ValueError:
+        raise ConfigError(
+            f"tracking.uri={redact_uri(uri)} is invalid: expected {_EXPECTED_URI}"
+        ) from None
+    try:
+        with socket.create_connection((host, port), timeout=DB_CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise TrackingError(
+            f"database server {host}:{port} of tracking store {redact_uri(uri)} is unreachable "
+            f"({reason}, waited at most {DB_CONNECT_TIMEOUT_S:g}s): start it, or point "
+            "tracking.uri / MLFLOW_TRACKING_URI at a running one"
+        ) from None
 
 
 # --------------------------------------------------------------------------- store
@@ -215,41 +324,103 @@ def _retry(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def open_store(uri: str, experiment: str, artifact_location: str | None = None):
-    """Client and experiment id (created if needed; creates the SQLite database too).
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """For an SQLite store: an exclusive `fcntl.flock` on the database's folder, so processes
+    starting at once (an `sbatch --array` of `run.py`, several sweeps) create and migrate a
+    new database one at a time (the folder, not a lock file: nothing is left next to the
+    database). Other stores: no lock (see `open_store`'s retry)."""
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    import fcntl
 
-    Any store failure becomes a one-line TrackingError.
+    db.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(db.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _setup_retry(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call `fn`, retrying (backing off, ~15 s in all) while another process is still creating
+    or migrating the same new database (PostgreSQL `UniqueViolation alembic_version`, ...)."""
+    delay = 0.5
+    for attempt in range(SETUP_RETRIES):
+        try:
+            return fn(*args)
+        except Exception as exc:
+            text = str(exc).lower()
+            if attempt == SETUP_RETRIES - 1 or not any(k in text for k in SETUP_RACE):
+                raise
+            log.warning(
+                "tracking store being created by another process (%s): retrying in %.1fs",
+                _one_line(exc)[:80],
+                delay,
+            )
+            time.sleep(delay)
+            delay = min(2 * delay, 4.0)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def open_store(uri: str, experiment: str, artifact_location: str | None = None):
+    """Client and experiment id (created if needed; creates the SQLite database too, under
+    `store_lock`). Any store failure becomes a one-line TrackingError (credentials redacted).
     """
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    shown = redact_uri(uri)
     try:
-        client = mlflow.MlflowClient(tracking_uri=uri)
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            try:
-                exp_id = client.create_experiment(
-                    experiment,
-                    artifact_location=default_artifact_location(uri, artifact_location),
-                    tags=EXPERIMENT_TAGS,
-                )
-            except MlflowException:  # created concurrently by another process
-                exp = client.get_experiment_by_name(experiment)
-                if exp is None:
-                    raise
+        with store_lock(uri):
+            client = mlflow.MlflowClient(tracking_uri=uri)
+            exp = _setup_retry(client.get_experiment_by_name, experiment)
+            if exp is None:
+                try:
+                    location = default_artifact_location(uri, artifact_location)
+                    exp_id = client.create_experiment(
+                        experiment, artifact_location=location, tags=EXPERIMENT_TAGS
+                    )
+                except MlflowException:  # created concurrently by another process
+                    exp = client.get_experiment_by_name(experiment)
+                    if exp is None:
+                        raise
+                    exp_id = exp.experiment_id
+            else:
+                if exp.lifecycle_stage == "deleted":
+                    raise TrackingError(
+                        f"tracking.experiment={experiment} is deleted in {shown}: restore it "
+                        "(mlflow experiments restore) or choose another name"
+                    )
+                _warn_ignored_artifact_location(exp, uri, artifact_location)
                 exp_id = exp.experiment_id
-        else:
-            if exp.lifecycle_stage == "deleted":
-                raise TrackingError(
-                    f"tracking.experiment={experiment} is deleted in {uri}: restore it "
-                    "(mlflow experiments restore) or choose another name"
-                )
-            exp_id = exp.experiment_id
     except TrackingError:
         raise
     except Exception as exc:
-        raise TrackingError(f"tracking store {uri} failed: {_one_line(exc)}") from None
+        raise TrackingError(
+            f"tracking store {shown} failed: {redact_uri(_one_line(exc))}"
+        ) from None
     return client, exp_id
+
+
+def _warn_ignored_artifact_location(exp, uri: str, configured: str | None) -> None:
+    """An experiment's artifact location is fixed when it is created: say so if the config
+    asks for another one."""
+    if not configured:
+        return
+    wanted = default_artifact_location(uri, configured)
+    if wanted and wanted.rstrip("/") != str(exp.artifact_location).rstrip("/"):
+        log.warning(
+            "tracking.artifact_location=%s is ignored: experiment %s already exists with "
+            "artifact location %s (fixed when an experiment is created; choose a new "
+            "tracking.experiment to use another location)",
+            configured,
+            exp.name,
+            exp.artifact_location,
+        )
 
 
 def create_run(
@@ -259,7 +430,7 @@ def create_run(
     tags: Mapping[str, str],
     parent_id: str | None = None,
 ) -> str:
-    tags = {k: str(v) for k, v in tags.items()}
+    tags = {k: redact_uri(v)[:PARAM_VALUE_MAX] for k, v in tags.items()}
     if parent_id:
         tags[PARENT_TAG] = parent_id
     run = _retry(client.create_run, experiment_id, run_name=run_name or None, tags=tags)
@@ -275,7 +446,7 @@ def end_run(client, run_id: str, status: str) -> None:
 
 
 def set_tag(client, run_id: str, key: str, value: str) -> None:
-    _retry(client.set_tag, run_id, key, str(value)[:PARAM_VALUE_MAX])
+    _retry(client.set_tag, run_id, key, redact_uri(value)[:PARAM_VALUE_MAX])
 
 
 # --------------------------------------------------------------------------- params / metrics
@@ -304,7 +475,7 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 def log_params(client, run_id: str, params: Mapping[str, str]) -> None:
     from mlflow.entities import Param
 
-    items = [Param(k, v) for k, v in sorted(params.items())]
+    items = [Param(k, redact_uri(v)[:PARAM_VALUE_MAX]) for k, v in sorted(params.items())]
     for i in range(0, len(items), PARAMS_PER_BATCH):
         _retry(client.log_batch, run_id, params=items[i : i + PARAMS_PER_BATCH])
 
@@ -354,13 +525,51 @@ class MetricLog:
             _retry(self.client.log_batch, self.run_id, tags=run_tags, synchronous=True)
 
 
+def _needs_redaction(path: Path) -> bool:
+    if path.suffix.lower() not in TEXT_ARTIFACT_SUFFIXES:
+        return False
+    text = path.read_text(errors="replace")
+    return redact_uri(text) != text
+
+
+def _redacted_copy(src: Path, dst: Path) -> None:
+    if _needs_redaction(src):
+        dst.write_text(redact_uri(src.read_text(errors="replace")))
+    else:
+        shutil.copy2(src, dst)
+
+
 def log_artifacts(client, run_id: str, local_dir: str | Path, artifact_path: str) -> None:
-    if Path(local_dir).is_dir() and any(Path(local_dir).iterdir()):
-        client.log_artifacts(run_id, str(local_dir), artifact_path)
+    """Log a folder's files; text files quoting a credentialed URI (Hydra's `.hydra/*.yaml`)
+    are logged as redacted copies, the local files are left as they are."""
+    folder = Path(local_dir)
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    files = [f for f in folder.rglob("*") if f.is_file()]
+    if not any(_needs_redaction(f) for f in files):
+        client.log_artifacts(run_id, str(folder), artifact_path)
+        return
+    with tempfile.TemporaryDirectory(prefix="ntk-sweep-redacted-") as tmp:
+        for f in files:
+            dst = Path(tmp) / f.relative_to(folder)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            _redacted_copy(f, dst)
+        client.log_artifacts(run_id, tmp, artifact_path)
 
 
 def log_artifact(client, run_id: str, local_file: str | Path, artifact_path: str) -> None:
-    client.log_artifact(run_id, str(local_file), artifact_path)
+    """Log one file (a text file quoting a credentialed URI, e.g. the job's log: redacted)."""
+    path = Path(local_file)
+    if not _needs_redaction(path):
+        client.log_artifact(run_id, str(path), artifact_path)
+        return
+    with tempfile.TemporaryDirectory(prefix="ntk-sweep-redacted-") as tmp:
+        _redacted_copy(path, Path(tmp) / path.name)
+        client.log_artifact(run_id, str(Path(tmp) / path.name), artifact_path)
+
+
+def log_text(client, run_id: str, text: str, artifact_file: str) -> None:
+    client.log_text(run_id, redact_uri(text), artifact_file)
 
 
 # --------------------------------------------------------------------------- identity
@@ -504,27 +713,60 @@ class ResumePlan:
     action: str
     run_id: str = ""
     dead: tuple = ()
+    taken_over: tuple = ()  # ids of `dead` runs left RUNNING by an earlier attempt of this task
 
 
-def plan_resume(runs: list, now: float, stale_after_s: float) -> ResumePlan:
+def slurm_task(env: Mapping[str, str] | None = None) -> tuple[str, int]:
+    """(`<SLURM_ARRAY_JOB_ID>_<SLURM_ARRAY_TASK_ID>` for a task of a job array, else
+    `SLURM_JOB_ID`, or '' outside SLURM; the attempt, SLURM_RESTART_COUNT or 0)."""
+    env = os.environ if env is None else env
+    array, task = env.get("SLURM_ARRAY_JOB_ID", ""), env.get("SLURM_ARRAY_TASK_ID", "")
+    job = f"{array}_{task}" if array and task else env.get("SLURM_JOB_ID", "")
+    try:
+        restart = int(env.get("SLURM_RESTART_COUNT", "0") or 0)
+    except ValueError:
+        restart = 0
+    return job, restart
+
+
+def is_earlier_attempt(run, task: tuple[str, int]) -> bool:
+    """A RUNNING run started by an earlier attempt of this very SLURM task (the task can only
+    run once at a time, so that attempt is over: preempted or requeued)."""
+    job, restart = task
+    tags = run.data.tags
+    if run.info.status != "RUNNING" or not job or tags.get(SLURM_JOB_TAG) != job:
+        return False
+    try:
+        return int(tags.get(SLURM_RESTART_TAG, "0")) < restart
+    except ValueError:
+        return False
+
+
+def plan_resume(
+    runs: list, now: float, stale_after_s: float, task: tuple[str, int] = ("", 0)
+) -> ResumePlan:
     """Pure decision (see ResumePlan): FINISHED wins (the newest), then a live RUNNING run;
-    FAILED / KILLED runs and dead RUNNING ones are re-run as new runs."""
+    FAILED / KILLED runs and dead RUNNING ones are re-run as new runs. A RUNNING run of an
+    earlier attempt of this SLURM `task` (see `slurm_task`) counts as dead (`taken_over`)."""
     newest = sorted(runs, key=lambda r: r.info.start_time or 0, reverse=True)
-    dead = tuple(r for r in newest if is_dead(r, now, stale_after_s))
+    taken = tuple(r for r in newest if is_earlier_attempt(r, task))
+    taken_over = tuple(r.info.run_id for r in taken)
+    taken_ids = set(taken_over)
+    dead = tuple(r for r in newest if r.info.run_id in taken_ids or is_dead(r, now, stale_after_s))
     dead_ids = {r.info.run_id for r in dead}
     for r in newest:
         if r.info.status == "FINISHED":
-            return ResumePlan("finished", r.info.run_id, dead)
+            return ResumePlan("finished", r.info.run_id, dead, taken_over)
     for r in newest:
         if r.info.status == "RUNNING" and r.info.run_id not in dead_ids:
-            return ResumePlan("running", r.info.run_id, dead)
-    return ResumePlan("run", "", dead)
+            return ResumePlan("running", r.info.run_id, dead, taken_over)
+    return ResumePlan("run", "", dead, taken_over)
 
 
-def mark_dead(client, run) -> None:
+def mark_dead(client, run, reason: str = DEAD_REASON) -> None:
     """Mark a RUNNING run whose process died KILLED (end time = its last heartbeat), tagging why.
     Nothing it logged is changed."""
-    set_tag(client, run.info.run_id, FAILURE_TAG, DEAD_REASON)
+    set_tag(client, run.info.run_id, FAILURE_TAG, reason)
     _retry(
         client.set_terminated,
         run.info.run_id,
@@ -535,4 +777,8 @@ def mark_dead(client, run) -> None:
 
 def host_tags() -> dict[str, str]:
     """Where the job runs (shown when a resume finds it still RUNNING)."""
-    return {TAG + "host": socket.gethostname(), TAG + "pid": str(os.getpid())}
+    tags = {TAG + "host": socket.gethostname(), TAG + "pid": str(os.getpid())}
+    job, restart = slurm_task()
+    if job:
+        tags.update({SLURM_JOB_TAG: job, SLURM_RESTART_TAG: str(restart)})
+    return tags

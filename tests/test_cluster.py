@@ -1,0 +1,592 @@
+"""Real clusters (issue 14): secrets never logged, simultaneous starts on a fresh store, unique
+sweep folders, a requeued SLURM task taking over its own run, stop signals during the marking,
+a fast message for an unreachable database, and a sweep straight into a real PostgreSQL.
+
+Real stores (SQLite in tmp_path, a PostgreSQL server started from the machine's binaries),
+real `python run.py` subprocesses; SLURM is simulated by its environment variables only (what a
+requeued task sees), tests needing a real SLURM or PostgreSQL skip with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+from hydra import compose, initialize_config_dir
+
+from ntk_sweep import tracking
+from ntk_sweep.config import TrackingError
+from ntk_sweep.experiment import run_experiment
+from tests.test_app import empty_db, runs_of  # noqa: F401 - fixture
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_PY = ROOT / "run.py"
+# tiny and without numba: 8 processes compiling the fused kernel at once take minutes
+TINY = ("width=8", "train.steps=3", "train.n_log_points=3", "train.backend=numpy")
+SECRET = "s3cr3t-Pw"
+
+
+def compose_cfg(*overrides: str, hydra: bool = False):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def env_without(*names: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in names and not k.startswith("SLURM_")}
+    env.pop("HYDRA_FULL_ERROR", None)
+    env["PYTHONPATH"] = str(ROOT)
+    return {**env, **extra}
+
+
+def cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 180):
+    return subprocess.run(
+        [sys.executable, str(RUN_PY), *args],
+        cwd=cwd,
+        env=env or env_without("MLFLOW_TRACKING_URI"),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def everything_logged(client, run) -> list[str]:
+    """Every param, tag and text artifact of a run, as text."""
+    texts = [f"{k}={v}" for k, v in {**run.data.params, **run.data.tags}.items()]
+    if not client.list_artifacts(run.info.run_id):
+        return texts
+    folder = tempfile.mkdtemp(prefix="ntk-sweep-artifacts-")
+    for f in Path(client.download_artifacts(run.info.run_id, "", dst_path=folder)).rglob("*"):
+        if f.is_file() and f.suffix in (".yaml", ".log", ".txt", ".json"):
+            texts.append(f"{f.name}: {f.read_text(errors='replace')}")
+    return texts
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("postgresql://mlflow:pw@db:5432/mlflow", "postgresql://mlflow:***@db:5432/mlflow"),
+        ("postgresql+psycopg://u:p%40ss@h/d", "postgresql+psycopg://u:***@h/d"),
+        (
+            "tracking.uri=mysql://root:x@127.0.0.1/m width=3",
+            "tracking.uri=mysql://root:***@127.0.0.1/m width=3",
+        ),
+        ("http://alice:tok@mlflow.lab:5000", "http://alice:***@mlflow.lab:5000"),
+        (
+            "postgresql://u@h/d?password=pw&sslmode=require",
+            "postgresql://u@h/d?password=***&sslmode=require",
+        ),
+        ("a s3://K:S@b and mssql://u:v@h/d", "a s3://K:***@b and mssql://u:***@h/d"),
+        ("sqlite:////tmp/x/mlflow.db", "sqlite:////tmp/x/mlflow.db"),  # nothing to hide
+        ("http://host:5000/path", "http://host:5000/path"),
+        ("user:pw@host without a scheme", "user:pw@host without a scheme"),
+        ("#0 : x=s3\\://K\\:S@b/m", "#0 : x=s3\\://K\\:***@b/m"),  # Hydra's launcher line
+        ("['x=s3\\\\://K\\\\:S@b']", "['x=s3\\\\://K\\\\:***@b']"),  # and its repr
+    ],
+)
+def test_redact_uri(text, expected):
+    assert tracking.redact_uri(text) == expected
+
+
+def test_log_lines_and_tracebacks_are_redacted(caplog):
+    tracking.install_log_redaction()
+    tracking.install_log_redaction()  # idempotent: one wrapper
+    factory = logging.getLogRecordFactory()
+    assert getattr(factory, "ntk_sweep_redacts", False)
+    logger = logging.getLogger("ntk_sweep.test_cluster")
+    uri = f"postgresql://mlflow:{SECRET}@db/mlflow"
+    with caplog.at_level(logging.INFO):
+        logger.info("connecting to %s", uri)
+        try:
+            raise RuntimeError(f"cannot connect {uri}")
+        except RuntimeError:
+            logger.exception("failed")
+    text = caplog.text
+    assert "connecting to postgresql://mlflow:***@db/mlflow" in text
+    assert "RuntimeError: cannot connect postgresql://mlflow:***@db/mlflow" in text
+    assert SECRET not in text
+
+
+@pytest.mark.slow
+def test_no_param_tag_artifact_or_log_line_holds_a_password(tmp_path, empty_db):  # noqa: F811
+    """A credentialed URI in the config of a sweep on a real SQLite store (SQLite URIs carry no
+    password, so the credential rides on `tracking.artifact_location`, which is logged the same
+    way as `tracking.uri`: a param, the overrides tags, config/config.yaml, hydra/*.yaml, the
+    job's log; it is ignored, with a warning, since the experiment already exists). Proves
+    redaction of every path ntk-sweep logs through; the PostgreSQL test below does it with the
+    password in `tracking.uri` itself."""
+    shutil.copy(empty_db, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    client.create_experiment("ntk-sweep", artifact_location=(tmp_path / "art").as_uri())
+    secret_location = f"s3://AKIAUSER:{SECRET}@bucket/mlflow"
+    res = cli(
+        "-m",
+        *TINY,
+        "seed=0,1",
+        f"tracking.uri={uri}",
+        f"tracking.artifact_location={secret_location}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    out = res.stdout + res.stderr
+    assert SECRET not in out
+    assert "tracking.artifact_location=s3://AKIAUSER:***@bucket/mlflow is ignored" in out
+    assert "#0 : " in out  # Hydra's launcher line with the job's overrides: redacted too
+    runs = runs_of(uri)
+    assert len(runs) == 3  # the parent and 2 jobs
+    for run in runs:
+        logged = everything_logged(client, run)
+        assert not [t for t in logged if SECRET in t]
+    job = next(r for r in runs if r.data.tags["ntk_sweep.role"] == "job")
+    assert job.data.params["tracking.artifact_location"] == "s3://AKIAUSER:***@bucket/mlflow"
+    names = {t.split(":")[0] for t in everything_logged(client, job)}
+    assert {"config.yaml", "overrides.yaml", "hydra.yaml", "run.log"} <= names
+    # what Hydra wrote locally is the user's own (not sent anywhere): left as typed
+    assert SECRET in (tmp_path / "sweep" / "0" / ".hydra" / "overrides.yaml").read_text()
+
+
+# --------------------------------------------------------------------------- unreachable DB
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_database_fails_at_once_naming_it_without_the_password():
+    port = _free_port()  # nothing listens there
+    uri = f"postgresql+psycopg://mlflow:{SECRET}@127.0.0.1:{port}/mlflow"
+    with pytest.raises(TrackingError) as err:
+        tracking.check_tracking_uri(uri)
+    message = str(err.value)
+    assert message.startswith(f"database server 127.0.0.1:{port} of tracking store ")
+    assert "unreachable" in message and f"at most {tracking.DB_CONNECT_TIMEOUT_S:g}s" in message
+    assert SECRET not in message and "mlflow:***@" in message
+
+
+def test_an_unreachable_database_via_the_cli_is_one_line_exit_2(tmp_path):
+    uri = f"postgresql://mlflow:{SECRET}@127.0.0.1:{_free_port()}/mlflow"
+    res = cli(*TINY, f"tracking.uri={uri}", cwd=tmp_path, timeout=60)
+    assert res.returncode == 2
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith("error: database server 127.0.0.1:") and SECRET not in line
+
+
+# --------------------------------------------------------------------------- simultaneous starts
+
+
+@pytest.mark.slow
+def test_eight_simultaneous_single_runs_on_a_fresh_sqlite_store_all_finish(tmp_path):
+    """An `sbatch --array` of plain `run.py` on one machine: 8 processes start at once on a
+    database that does not exist; without the store lock 8 of 8 exited 2 here
+    (`table _alembic_tmp_model_versions already exists`)."""
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    env = env_without("MLFLOW_TRACKING_URI")
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(RUN_PY),
+                *TINY,
+                f"seed={i}",
+                "tracking.figures=false",
+                f"tracking.uri={uri}",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(8)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, "\n".join(o[-1500:] for o in outputs)
+    runs = runs_of(uri)
+    assert len(runs) == 8 and {r.info.status for r in runs} == {"FINISHED"}
+    assert sorted(r.data.params["seed"] for r in runs) == [str(i) for i in range(8)]
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["mlflow.db", "mlruns"]
+
+
+# --------------------------------------------------------------------------- sweep folders
+
+
+def test_the_default_sweep_dir_is_unique_per_launch():
+    """Two sweeps composed in the same second get different folders (`${launch_id:}`: pid and
+    random digits), each resolved once per launch."""
+    a, b = (compose_cfg(hydra=True).hydra.sweep.dir for _ in range(2))
+    assert a != b
+    assert f"-{os.getpid()}-" in a and f"-{os.getpid()}-" in b
+
+
+@pytest.mark.slow
+def test_two_sweeps_launched_together_each_parent_has_exactly_its_children(tmp_path):
+    """Two multiruns started at the same moment from one folder with the default sweep dir,
+    on one fresh SQLite store: two folders, two parents, each with its own two jobs."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = env_without("MLFLOW_TRACKING_URI")
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(RUN_PY),
+                "-m",
+                *TINY,
+                "width=8,16",
+                f"seed={seed}",
+                "tracking.figures=false",
+                f"tracking.uri={uri}",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for seed in (0, 1)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-1500:] for o in outputs)
+    runs = runs_of(uri)
+    parents = [r for r in runs if r.data.tags["ntk_sweep.role"] == "sweep"]
+    children = [r for r in runs if r.data.tags["ntk_sweep.role"] == "job"]
+    assert len(parents) == 2 and len(children) == 4
+    dirs = {p.data.tags["ntk_sweep.sweep_dir"] for p in parents}
+    assert len(dirs) == 2
+    for parent in parents:
+        mine = [c for c in children if c.data.tags["mlflow.parentRunId"] == parent.info.run_id]
+        assert len(mine) == 2
+        launched = parent.data.tags["ntk_sweep.overrides"].split()
+        assert {f"seed={c.data.params['seed']}" for c in mine} == {
+            o for o in launched if o.startswith("seed=")
+        }
+        folder = parent.data.tags["ntk_sweep.sweep_dir"]
+        assert all(c.data.tags["ntk_sweep.output_dir"].startswith(folder + "/") for c in mine)
+        assert all(c.data.tags["ntk_sweep.sweep_id"] == parent.info.run_id for c in mine)
+        assert tracking.read_parent_id(folder) == parent.info.run_id
+
+
+def test_a_sweep_dir_of_a_running_sweep_is_refused(tmp_path, empty_db):  # noqa: F811
+    """An explicit `hydra.sweep.dir` whose sweep is still RUNNING is never taken over: its
+    parent id file stays, the second sweep stops with one line and exit 2."""
+    shutil.copy(empty_db, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    exp = client.create_experiment("ntk-sweep")
+    running = client.create_run(exp, tags={"ntk_sweep.role": "sweep"}).info.run_id
+    sweep = tmp_path / "sweep"
+    tracking.write_parent_id(sweep, running)
+    res = cli("-m", *TINY, f"tracking.uri={uri}", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert res.returncode == 2
+    (line,) = res.stderr.strip().splitlines()
+    assert line == (
+        f"error: hydra.sweep.dir={sweep} is in use by sweep {running}, still RUNNING: choose "
+        "another hydra.sweep.dir (the default is unique per launch)"
+    )
+    assert tracking.read_parent_id(sweep) == running
+    assert len(runs_of(uri)) == 1
+
+
+# --------------------------------------------------------------------------- SLURM requeue
+
+
+def test_a_requeued_slurm_task_recognises_only_its_own_earlier_run():
+    from tests.test_scale import fake_run
+
+    now, stale = 10_000.0, 120.0
+    own = fake_run("own", "RUNNING", now - 50, heartbeat=now - 5)  # fresh heartbeat
+    own.data.tags.update({tracking.SLURM_JOB_TAG: "77_3", tracking.SLURM_RESTART_TAG: "0"})
+    other = fake_run("other", "RUNNING", now - 40, heartbeat=now - 5)
+    other.data.tags.update({tracking.SLURM_JOB_TAG: "77_4", tracking.SLURM_RESTART_TAG: "0"})
+    task = tracking.slurm_task(
+        {
+            "SLURM_ARRAY_JOB_ID": "77",
+            "SLURM_ARRAY_TASK_ID": "3",
+            "SLURM_JOB_ID": "80",
+            "SLURM_RESTART_COUNT": "1",
+        }
+    )
+    assert task == ("77_3", 1)
+    assert tracking.slurm_task({"SLURM_JOB_ID": "81"}) == ("81", 0)
+    assert tracking.slurm_task({}) == ("", 0)
+    plan = tracking.plan_resume([own], now, stale, task)
+    assert (plan.action, plan.taken_over) == ("run", ("own",))
+    assert [r.info.run_id for r in plan.dead] == ["own"]
+    # another task's live run, or the same attempt (a duplicate config in one joblib job)
+    assert tracking.plan_resume([other], now, stale, task).action == "running"
+    assert tracking.plan_resume([own], now, stale, ("77_3", 0)).action == "running"
+    assert tracking.plan_resume([own], now, stale).action == "running"  # outside SLURM
+
+
+@pytest.mark.slow
+def test_a_requeued_task_takes_its_run_over_and_finishes_it(tmp_path, empty_db):  # noqa: F811
+    """A preempted SLURM task whose run stayed RUNNING (heartbeat fresh: the requeue came
+    quickly) starts again with the same array id and SLURM_RESTART_COUNT=1: it marks that run
+    KILLED (what it logged kept) and finishes the config; nothing is left RUNNING."""
+    shutil.copy(empty_db, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    exp = client.create_experiment("ntk-sweep")
+    overrides = (*TINY, "tracking.figures=false")
+    cfg = compose_cfg(*overrides)
+    from omegaconf import OmegaConf
+
+    container = OmegaConf.to_container(cfg, resolve=True)
+    chash = tracking.config_hash(container)
+    earlier = client.create_run(
+        exp,
+        tags={
+            "ntk_sweep.role": "job",
+            tracking.CONFIG_HASH_TAG: chash,
+            tracking.SLURM_JOB_TAG: "4242_0",
+            tracking.SLURM_RESTART_TAG: "0",
+            **tracking.heartbeat_tags(),
+        },
+    ).info.run_id
+    client.log_metric(earlier, "loss", 0.5, step=1)
+    env = env_without(
+        "MLFLOW_TRACKING_URI",
+        SLURM_JOB_ID="4243",
+        SLURM_ARRAY_JOB_ID="4242",
+        SLURM_ARRAY_TASK_ID="0",
+        SLURM_RESTART_COUNT="1",
+    )
+    res = cli(
+        "-m",
+        *overrides,
+        f"tracking.uri={uri}",
+        f"hydra.sweep.dir={tmp_path / 's'}",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "left RUNNING by an earlier attempt of SLURM task 4242_0" in res.stdout + res.stderr
+    runs = [r for r in runs_of(uri) if r.data.tags.get("ntk_sweep.role") == "job"]
+    status = {r.info.run_id: r.info.status for r in runs}
+    assert status.pop(earlier) == "KILLED" and list(status.values()) == ["FINISHED"]
+    old = client.get_run(earlier)
+    assert old.data.tags[tracking.FAILURE_TAG] == tracking.TAKEOVER_REASON
+    assert old.data.metrics["loss"] == 0.5  # nothing it logged is lost
+    (new_id,) = status
+    new = client.get_run(new_id)
+    assert new.data.tags[tracking.SLURM_JOB_TAG] == "4242_0"
+    assert new.data.tags[tracking.SLURM_RESTART_TAG] == "1"
+    assert new.data.tags[tracking.CONFIG_HASH_TAG] == chash
+
+
+@pytest.mark.skipif(shutil.which("sbatch") is None, reason="needs a real SLURM (sbatch absent)")
+def test_real_slurm_preemption_is_requeued_and_finishes():  # pragma: no cover - no SLURM here
+    pytest.skip("a real-SLURM preemption test needs a cluster queue; run by hand (README)")
+
+
+# --------------------------------------------------------------------------- stop signals
+
+
+def _signal_soon(signum: int, delay_s: float) -> threading.Timer:
+    timer = threading.Timer(delay_s, os.kill, (os.getpid(), signum))
+    timer.start()
+    return timer
+
+
+def _long_cfg(uri: str):
+    return compose_cfg(
+        "width=16",
+        "train.steps=100000000",
+        "train.backend=numpy",
+        "tracking.figures=false",
+        "tracking.progress=false",
+        f"tracking.uri={uri}",
+    )
+
+
+def _only_run(uri: str):
+    (run,) = runs_of(uri)
+    return run
+
+
+def test_preemption_exit_then_sigterm_while_marking_leaves_the_run_killed(tmp_path, db_uri):
+    """submitit on preemption: its SIGUSR2 handler requeues and calls sys.exit; SLURM's
+    SIGTERM of the requeue follows while the run is being marked (here: the store is busy,
+    another connection holds its write lock for 1.5 s). The run must end KILLED; it stayed
+    RUNNING when the SIGTERM interrupted the marking."""
+    import sqlite3
+
+    locked = threading.Event()
+
+    def hold_the_store_lock():
+        conn = sqlite3.connect(str(tracking.sqlite_path(db_uri)), isolation_level=None)
+        conn.execute("BEGIN EXCLUSIVE")
+        locked.set()
+        time.sleep(1.5)
+        conn.execute("ROLLBACK")
+        conn.close()
+
+    def submitit_like_requeue(signum, frame):  # noqa: ARG001
+        threading.Thread(target=hold_the_store_lock, daemon=True).start()
+        locked.wait(10)
+        _signal_soon(signal.SIGTERM, 0.3)  # the requeue's SIGTERM, during the marking
+        sys.exit(-1)
+
+    previous = signal.signal(signal.SIGUSR2, submitit_like_requeue)
+    timer = _signal_soon(signal.SIGUSR2, 1.0)
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            run_experiment(_long_cfg(db_uri), output_dir=tmp_path / "job")
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR2, previous)
+    assert exit_.value.code == 128 + signal.SIGTERM  # the SIGTERM, delivered after the marking
+    run = _only_run(db_uri)
+    assert run.info.status == "KILLED"
+    assert run.data.tags[tracking.FAILURE_TAG] == "killed by SystemExit(-1): preempted or requeued"
+
+
+def test_time_limit_marks_the_run_killed_and_returns(tmp_path, db_uri):
+    """submitit at the time limit with no requeue left raises UncompletedJobError from its
+    SIGUSR2 handler: KILLED (not FAILED with the divergences), and the job returns normally,
+    so the launcher's sweep ends cleanly."""
+    from submitit.core.utils import UncompletedJobError
+
+    def submitit_like_timeout(signum, frame):  # noqa: ARG001
+        raise UncompletedJobError("Job not requeued because: timed-out and not checkpointable.")
+
+    previous = signal.signal(signal.SIGUSR2, submitit_like_timeout)
+    timer = _signal_soon(signal.SIGUSR2, 1.0)
+    try:
+        summary = run_experiment(_long_cfg(db_uri), output_dir=tmp_path / "job")
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR2, previous)
+    assert summary["status"] == "KILLED"
+    run = _only_run(db_uri)
+    assert run.info.status == "KILLED"
+    assert run.data.tags[tracking.FAILURE_TAG].startswith("killed by time limit (Job not requeued")
+
+
+@pytest.fixture
+def db_uri(tmp_path, empty_db) -> str:  # noqa: F811
+    shutil.copy(empty_db, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _pg_bin() -> Path | None:
+    """The folder of PostgreSQL's server binaries (Debian: /usr/lib/postgresql/<v>/bin)."""
+    found = shutil.which("initdb") or shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return candidates[-1].parent if candidates else None
+
+
+def _as_server_user() -> list[str]:
+    """PostgreSQL refuses to run as root: as root, run it as the `postgres` system user."""
+    if os.geteuid() != 0:
+        return []
+    import pwd
+
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.skip("running as root without a `postgres` user: PostgreSQL refuses root")
+    if shutil.which("runuser") is None:
+        pytest.skip("running as root without runuser: cannot start PostgreSQL as `postgres`")
+    return ["runuser", "-u", "postgres", "--"]
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL server (initdb + pg_ctl) on a free loopback port, user `mlflow`
+    with a password, database `mlflow`; stopped and removed afterwards."""
+    pytest.importorskip("psycopg", reason="needs the postgres extra: pip install -e '.[postgres]'")
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("needs a PostgreSQL server (initdb, pg_ctl): apt-get install postgresql")
+    prefix = _as_server_user()
+    home = Path(tempfile.mkdtemp(prefix="ntk-sweep-pg-"))  # not pytest's root-only tmp
+    data, port = home / "data", _free_port()
+    (home / "pw").write_text(SECRET + "\n")
+    if prefix:
+        shutil.chown(home, "postgres")
+        shutil.chown(home / "pw", "postgres")
+    run = {"check": True, "capture_output": True, "timeout": 120}
+    subprocess.run(
+        [
+            *prefix,
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "mlflow",
+            "--pwfile",
+            str(home / "pw"),
+            "-A",
+            "scram-sha-256",
+            "--no-sync",
+        ],
+        **run,
+    )
+    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {home} -c fsync=off"
+    pg_ctl = [*prefix, str(bindir / "pg_ctl"), "-D", str(data)]
+    subprocess.run([*pg_ctl, "-o", opts, "-l", str(home / "pg.log"), "-w", "start"], **run)
+    try:
+        import psycopg
+
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=port,
+            user="mlflow",
+            password=SECRET,
+            dbname="postgres",
+            autocommit=True,
+        ) as conn:
+            conn.execute("CREATE DATABASE mlflow")
+        yield f"postgresql+psycopg://mlflow:{SECRET}@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "fast", "stop"], capture_output=True, timeout=120)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_sweep_straight_into_postgresql_with_a_password_never_logged(tmp_path, postgres):
+    """The README's direct recipe: `tracking.uri=postgresql+psycopg://user:pw@host/db` on a
+    new database (MLflow creates its tables), a 2-job sweep; every run FINISHED, and the
+    password in no param, tag, artifact, stdout or stderr line."""
+    res = cli(
+        "-m",
+        *TINY,
+        "seed=0,1",
+        "tracking.figures=false",
+        f"tracking.uri={postgres}",
+        f"tracking.artifact_location={tmp_path / 'artifacts'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert SECRET not in res.stdout + res.stderr
+    client = mlflow.MlflowClient(postgres)
+    runs = runs_of(postgres)
+    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
+    job = next(r for r in runs if r.data.tags["ntk_sweep.role"] == "job")
+    assert job.data.params["tracking.uri"] == postgres.replace(SECRET, "***")
+    for run in runs:
+        assert not [t for t in everything_logged(client, run) if SECRET in t]
