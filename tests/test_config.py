@@ -60,6 +60,7 @@ def test_presets_are_the_documented_ones():
         "lr_sweep",
         "paper",
         "paper_fixed",
+        "showcase",
         "width_sweep",
     ]
 
@@ -68,10 +69,10 @@ def test_presets_are_the_documented_ones():
 def test_every_preset_composes_and_validates(hydra_compose, preset):
     cfg = hydra_compose(f"experiment={preset}", hydra=True)
     validate(cfg)
-    assert cfg.dataset.name == "paper_toy"
+    assert cfg.dataset.name == ("sine" if preset == "showcase" else "paper_toy")
     assert cfg.model.width == cfg.width and cfg.train.lr == cfg.lr
     params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
-    if preset in ("width_sweep", "lazy_vs_rich", "lr_sweep", "lazy_rich_alpha"):
+    if preset in ("width_sweep", "lazy_vs_rich", "lr_sweep", "lazy_rich_alpha", "showcase"):
         assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
         assert params, preset
     else:

@@ -199,7 +199,8 @@ def test_help_lists_groups_presets_and_shortcuts(tmp_path):
     assert res.returncode == 0, res.stderr
     text = res.stdout
     assert "_schema" not in text and "${" not in text and "Traceback" not in res.stderr
-    for group in ("dataset", "model", "train", "tracking", "experiment", "hydra/launcher"):
+    groups = ("dataset", "model", "train", "tracking", "experiment", "showcase_arm", "hydra/launcher")
+    for group in groups:
         options = [p.stem for p in (ROOT / "conf" / group).glob("*.yaml")]
         assert options, group
         line = next(x for x in text.splitlines() if x.strip().startswith(f"{group}="))
