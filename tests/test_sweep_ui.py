@@ -199,7 +199,15 @@ def test_help_lists_groups_presets_and_shortcuts(tmp_path):
     assert res.returncode == 0, res.stderr
     text = res.stdout
     assert "_schema" not in text and "${" not in text and "Traceback" not in res.stderr
-    groups = ("dataset", "model", "train", "tracking", "experiment", "showcase_arm", "hydra/launcher")
+    groups = (
+        "dataset",
+        "model",
+        "train",
+        "tracking",
+        "experiment",
+        "showcase_arm",
+        "hydra/launcher",
+    )
     for group in groups:
         options = [p.stem for p in (ROOT / "conf" / group).glob("*.yaml")]
         assert options, group
