@@ -429,7 +429,6 @@ def _long_cfg(uri: str):
         "train.backend=numpy",
         "tracking.figures=false",
         "tracking.progress=false",
-        "tracking.metrics_every_s=0",
         f"tracking.uri={uri}",
     )
 
