@@ -526,7 +526,7 @@ def _run_and_close(
             raise SystemExit(128 + signal.SIGTERM) from None
         if isinstance(exc, Killed):
             raise SystemExit(128 + signal.SIGTERM) from None
-        if type(exc).__name__ == "UncompletedJobError":
+        if _time_limit_error(exc) is not None:
             return RunOutcome("KILLED", 0, {}, {}, reason[:500])
         raise
     with _signals_deferred():
@@ -542,9 +542,22 @@ def _stop_reason(exc: BaseException) -> str:
         return "KeyboardInterrupt (Ctrl-C)"
     if isinstance(exc, SystemExit):  # submitit exits this way after requeueing a preempted job
         return f"SystemExit({exc.code}): preempted or requeued"
-    if type(exc).__name__ == "UncompletedJobError":  # submitit: time limit, no requeue left
-        return f"time limit ({' '.join(str(exc).split())})"
+    timeout = _time_limit_error(exc)
+    if timeout is not None:
+        return f"time limit ({' '.join(str(timeout).split())})"
     return ""
+
+
+def _time_limit_error(exc: BaseException | None) -> BaseException | None:
+    """submitit's UncompletedJobError (time limit, no requeue left), raised by its signal
+    handler wherever the run was, so maybe wrapped by the store client (MlflowException)."""
+    for _ in range(8):
+        if exc is None:
+            return None
+        if type(exc).__name__ == "UncompletedJobError":
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _mark_quietly(client, run_id: str, status: str, reason: str) -> None:

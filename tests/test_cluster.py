@@ -404,6 +404,24 @@ def _signal_soon(signum: int, delay_s: float) -> threading.Timer:
     return timer
 
 
+def _signal_once_training(uri: str, signum: int) -> threading.Thread:
+    """Send `signum` to this process once the run has logged its first step (not on a timer:
+    on a loaded machine the run may not even exist after a second)."""
+
+    def wait_then_signal():
+        client = mlflow.MlflowClient(uri)
+        for _ in range(1200):
+            runs = runs_of(uri)
+            if runs and client.get_metric_history(runs[0].info.run_id, "loss"):
+                os.kill(os.getpid(), signum)
+                return
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=wait_then_signal, daemon=True)
+    thread.start()
+    return thread
+
+
 def _long_cfg(uri: str):
     return compose_cfg(
         "width=16",
@@ -444,12 +462,11 @@ def test_preemption_exit_then_sigterm_while_marking_leaves_the_run_killed(tmp_pa
         sys.exit(-1)
 
     previous = signal.signal(signal.SIGUSR2, submitit_like_requeue)
-    timer = _signal_soon(signal.SIGUSR2, 1.0)
+    _signal_once_training(db_uri, signal.SIGUSR2)
     try:
         with pytest.raises(SystemExit) as exit_:
             run_experiment(_long_cfg(db_uri), output_dir=tmp_path / "job")
     finally:
-        timer.cancel()
         signal.signal(signal.SIGUSR2, previous)
     assert exit_.value.code == 128 + signal.SIGTERM  # the SIGTERM, delivered after the marking
     run = _only_run(db_uri)
@@ -467,11 +484,10 @@ def test_time_limit_marks_the_run_killed_and_returns(tmp_path, db_uri):
         raise UncompletedJobError("Job not requeued because: timed-out and not checkpointable.")
 
     previous = signal.signal(signal.SIGUSR2, submitit_like_timeout)
-    timer = _signal_soon(signal.SIGUSR2, 1.0)
+    _signal_once_training(db_uri, signal.SIGUSR2)
     try:
         summary = run_experiment(_long_cfg(db_uri), output_dir=tmp_path / "job")
     finally:
-        timer.cancel()
         signal.signal(signal.SIGUSR2, previous)
     assert summary["status"] == "KILLED"
     run = _only_run(db_uri)
