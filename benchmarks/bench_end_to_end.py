@@ -4,7 +4,7 @@ Runs it in a fresh temporary directory (fresh MLflow store) and reports the tota
 (target < 20 s on 2 cores, with figures), then splits it: imports (a separate interpreter that
 only imports what a run imports), and, from a run of the same command in one interpreter whose
 entry points are wrapped in wall-clock timers, the time spent in
-- training: `network.gd_trajectory` (network + linearised model, every step);
+- training: `training.gd_trajectory` (network + linearised model, every step);
 - kernels: `kernels.*` and `dynamics.*` (empirical and analytic NTKs at init and at log
   steps, spectra, kernel predictions);
 - network evaluation: `network.forward`, `Linearization.predict`, `param_movement` (test-input
@@ -38,8 +38,8 @@ IMPORTS = (
     "import time; t = time.perf_counter(); "
     "import numpy, scipy.special, hydra, omegaconf, mlflow, matplotlib; "
     "matplotlib.use('Agg'); import matplotlib.pyplot; "
-    "import ntk_sweep.experiment, ntk_sweep.tracking, ntk_sweep.figures, ntk_sweep.kernels, "
-    "ntk_sweep.dynamics, ntk_sweep.network, ntk_sweep.callbacks, ntk_sweep._fused; "
+    "import ntk_sweep.experiment, ntk_sweep.tracking, ntk_sweep.figures, ntk_sweep.core.kernels, "
+    "ntk_sweep.core.dynamics, ntk_sweep.core.network, ntk_sweep.callbacks, ntk_sweep.core._fused; "
     "print(time.perf_counter() - t)"
 )
 
@@ -48,7 +48,8 @@ import functools, inspect, json, runpy, sys, time
 sys.argv = ["run.py", "-m", *{overrides!r}, "hydra.sweep.dir={sweep}"]
 sys.path.insert(0, {root!r})
 t_start = time.perf_counter()
-from ntk_sweep import dynamics, experiment, kernels, network, tracking
+from ntk_sweep import experiment, tracking
+from ntk_sweep.core import dynamics, kernels, network, training
 
 spent = {{}}
 active = [0]
@@ -92,7 +93,7 @@ def wrap_module(module, category, names=None):
                 and obj.__module__ == module.__name__ and not name.startswith("_"):
             setattr(module, name, timed(category, obj))
 
-wrap_module(network, "training", ["gd_trajectory"])
+wrap_module(training, "training", ["gd_trajectory"])
 wrap_module(network, "network evaluation", ["forward", "param_movement", "forward_cache"])
 network.Linearization.predict = timed("network evaluation", network.Linearization.predict)
 wrap_module(kernels, "kernels")

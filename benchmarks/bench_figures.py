@@ -4,7 +4,7 @@ Builds the record of `python run.py experiment=paper` (paper_toy: N = 4 points, 
 grid; one hidden ReLU layer of width 10 000, NTK parameterization, lr 0.1, 3000 steps, the app's
 log steps) from the library functions, then times
 
-- training: `ntk_sweep.network.gd_trajectory` over the 3000 steps (network + linearised model,
+- training: `ntk_sweep.core.training.gd_trajectory` over the 3000 steps (network + linearised model,
   the app's default backend), best of 3; and, once, the same training with the measurements
   the app makes at each log step (empirical NTK on train and test inputs, test predictions),
   which is what a run's `train_time_s` covers;
@@ -31,17 +31,11 @@ from pathlib import Path
 import numpy as np
 from _common import apply_threads, header, parser
 
-from ntk_sweep import dynamics, kernels
 from ntk_sweep.config import compute_log_steps, nearest_step
-from ntk_sweep.datasets import load_dataset
-from ntk_sweep.network import (
-    MLP,
-    Linearization,
-    forward,
-    gd_trajectory,
-    init_params,
-    param_movement,
-)
+from ntk_sweep.core import dynamics, kernels
+from ntk_sweep.core.datasets import load_dataset
+from ntk_sweep.core.network import MLP, Linearization, forward, init_params, param_movement
+from ntk_sweep.core.training import gd_trajectory
 
 WIDTH, STEPS, LR = 10_000, 3000, 0.1
 SNAPSHOTS = [2, 20, 100, 500, 1000, 3000]

@@ -22,8 +22,8 @@ CHILD = r"""
 import json, resource, sys, time, tracemalloc
 sys.path.insert(0, {root!r})
 import numpy as np
-from ntk_sweep.kernels import empirical_ntk
-from ntk_sweep.network import MLP, init_params
+from ntk_sweep.core.kernels import empirical_ntk
+from ntk_sweep.core.network import MLP, init_params
 
 def rss_mib():
     with open("/proc/self/statm") as f:

@@ -22,8 +22,8 @@ import time
 import numpy as np
 from _common import apply_threads, best_times, gemm, header, parser
 
-from ntk_sweep.kernels import empirical_ntk
-from ntk_sweep.network import MLP, forward_cache, init_params, vjp
+from ntk_sweep.core.kernels import empirical_ntk
+from ntk_sweep.core.network import MLP, forward_cache, init_params, vjp
 
 N, D, WIDTH = 500, 10, 10_000
 

@@ -21,8 +21,9 @@ import time
 import numpy as np
 from _common import apply_threads, best_time, gemm_rate, header, parser
 
-import ntk_sweep.network as network
-from ntk_sweep.network import MLP, gd_trajectory, init_params, use_fused
+import ntk_sweep.core.training as training
+from ntk_sweep.core.network import MLP, init_params
+from ntk_sweep.core.training import gd_trajectory, use_fused
 
 
 def step_time(net: MLP, x, y, lr: float, short: int, long: int, backend: str) -> float:
@@ -80,12 +81,12 @@ def part_a(activations: list[str]) -> None:
             net = MLP(1, width, 1, activation, "ntk", sigma_b=1.0, dtype=dtype)
             assert use_fused(net)
             t_f = step_time(net, x, y, 0.1, 5, 45, "fused")
-            default = network.FUSED_PARALLEL_WORK
-            network.FUSED_PARALLEL_WORK = 0  # the same kernel with the blocks on all threads
+            default = training.FUSED_PARALLEL_WORK
+            training.FUSED_PARALLEL_WORK = 0  # the same kernel with the blocks on all threads
             try:
                 t_p = step_time(net, x, y, 0.1, 5, 45, "fused")
             finally:
-                network.FUSED_PARALLEL_WORK = default
+                training.FUSED_PARALLEL_WORK = default
             t_n = step_time(net, x, y, 0.1, 2, 6, "numpy")
             fused[dtype, activation] = t_f
             print(

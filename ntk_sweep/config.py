@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from ntk_sweep.datasets import DATASET_OPTIONS, DATASETS
-from ntk_sweep.network import ACTIVATIONS, BACKENDS, DTYPES, PARAMETERIZATIONS
+from ntk_sweep.core.datasets import DATASET_OPTIONS, DATASETS
+from ntk_sweep.core.network import ACTIVATIONS, BACKENDS, DTYPES, PARAMETERIZATIONS
 
 # The paper's snapshot steps (MATH.md section 1): always logged when <= train.steps.
 PAPER_SNAPSHOT_STEPS = (2, 20, 100, 500, 1000, 3000)
@@ -112,7 +112,7 @@ def _f(default: Any, kind: str, **kwargs: Any) -> Any:
 
 @dataclass
 class ModelConfig:
-    """The MLP (ntk_sweep.network.MLP). width/depth default to the top-level shortcuts."""
+    """The MLP (ntk_sweep.core.network.MLP). width/depth default to the top-level shortcuts."""
 
     width: int = _f("${width}", "int", minimum=1)
     depth: int = _f("${depth}", "int", minimum=1)
@@ -124,7 +124,7 @@ class ModelConfig:
     # Lazy-to-rich dial (Chizat & Bach 2019): a number alpha > 0 trains the centred model
     # alpha * (f_net - f_net(theta_0)) with lr / alpha^2 (alpha -> inf: lazy; small: rich);
     # null (default): the plain, uncentred network. alpha=1 is the centred network, not the
-    # default (ntk_sweep/network.py, docs/metrics.md).
+    # default (ntk_sweep/core/network.py, docs/metrics.md).
     alpha: float | None = _f(None, "float", minimum=0.0, strict=True, nullable=True)
 
 
@@ -142,7 +142,7 @@ class TrainConfig:
     analytic: str = _f("auto", "choice", choices=ANALYTIC_CHOICES)
     # The test-input kernel (drift/distance on test inputs) uses at most this many test points.
     test_kernel_points: int = _f(64, "int", minimum=1)
-    # GD implementation (network.gd_trajectory): auto | numpy | fused (one hidden layer, numba).
+    # GD implementation (training.gd_trajectory): auto | numpy | fused (one hidden layer, numba).
     backend: str = _f("auto", "choice", choices=BACKENDS)
 
 
@@ -256,7 +256,7 @@ def validation_rules() -> list[tuple[str, str]]:
     rows += [(k, r.describe()) for k, r in _rules_of(TrackingConfig, "tracking.")]
     rows.append(("dataset", f"one of {', '.join(DATASETS)}"))
     rows.append(("dataset.seed", "an integer >= 0"))
-    rows.append(("dataset.<option>", "checked by ntk_sweep.datasets.load_dataset"))
+    rows.append(("dataset.<option>", "checked by ntk_sweep.core.datasets.load_dataset"))
     return rows
 
 
@@ -342,7 +342,7 @@ def validate(cfg: DictConfig) -> None:
         raise invalid("dataset.seed", seed, "an integer >= 0")
 
     if cfg.train.backend == "fused":
-        from ntk_sweep.network import fused_available
+        from ntk_sweep.core.network import fused_available
 
         if cfg.model.depth != 1:
             raise ConfigError(
@@ -388,7 +388,7 @@ def load_data(cfg: DictConfig, base_dir: str | None = None):
     """
     import os
 
-    from ntk_sweep.datasets import load_dataset
+    from ntk_sweep.core.datasets import load_dataset
 
     name, seed, options = dataset_options(cfg)
     path = options.get("path")

@@ -10,7 +10,7 @@ run (a heartbeat thread refreshes tag `ntk_sweep.heartbeat` while it lives), the
 1. at init: empirical NTK on train inputs, on (train, test) and on a test subsample, its
    spectrum, 2N/lambda_max, the infinite-width NTK where defined, and the kernel predictions of
    MATH.md section 4 (discrete GD, spectral) at every log step, plus the kernel machines;
-2. full-batch GD of the network and of its linearisation (`network.gd_trajectory`); at each
+2. full-batch GD of the network and of its linearisation (`training.gd_trajectory`); at each
    log step every metric of docs/metrics.md, sent in one `log_batch` request;
 3. artifacts: resolved config, Hydra's .hydra files, arrays/ntk.npz, figures/*.png.
 
@@ -299,7 +299,7 @@ class RunOutcome:
 
 
 def build_network(cfg: DictConfig, input_dim: int):
-    from ntk_sweep.network import MLP
+    from ntk_sweep.core.network import MLP
 
     m = cfg.model
     return MLP(
@@ -610,16 +610,15 @@ def _without_hydra(cfg: DictConfig) -> DictConfig:
 def _train_and_record(
     cfg, data, net, client, run_id: str, ctx: JobContext, metric_log: tracking.MetricLog
 ) -> RunOutcome:
-    from ntk_sweep import dynamics, kernels
-    from ntk_sweep.network import (
+    from ntk_sweep.core import dynamics, kernels
+    from ntk_sweep.core.network import (
         Linearization,
         forward,
-        fused_compile_pending,
-        gd_trajectory,
         init_params,
         kink_inputs,
         param_movement,
     )
+    from ntk_sweep.core.training import fused_compile_pending, gd_trajectory
 
     t0 = time.perf_counter()
     steps = int(cfg.train.steps)
@@ -917,7 +916,7 @@ def _kernel_diagnostics(
     """Per-log-step kernel diagnostics (docs/metrics.md): lambda_max of Theta_t, its velocity
     since the previous log step (`dt` = lr x steps between them; undefined at step 0, NaN) and
     the kernel-target alignment."""
-    from ntk_sweep import dynamics, kernels
+    from ntk_sweep.core import dynamics, kernels
 
     return {
         "kernel_lambda_max": dynamics.kernel_spectrum(k_t).lambda_max,
@@ -929,7 +928,7 @@ def _kernel_diagnostics(
 def _phases(first, last, loss_constant: float, lambda_0: float, lambda_last: float):
     """The tags `ntk_sweep.phase_net` / `phase_lin` (`dynamics.lr_phase`) from the first and
     last states GD yielded; the linearised model's kernel is constant (lambda_0)."""
-    from ntk_sweep.dynamics import lr_phase
+    from ntk_sweep.core.dynamics import lr_phase
 
     if first is None or last is None:  # pragma: no cover - GD yields step 0 first
         return {}

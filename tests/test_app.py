@@ -18,7 +18,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from ntk_sweep.config import PAPER_SNAPSHOT_STEPS, compute_log_steps
-from ntk_sweep.datasets import load_dataset
+from ntk_sweep.core.datasets import load_dataset
 from ntk_sweep.experiment import run_experiment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -338,9 +338,9 @@ def test_paper_fits_the_least_squares_line_and_paper_fixed_fits_far_better(tmp_p
 def test_phases_and_kernel_diagnostics_read_back_from_the_store(tmp_path, db):
     """Three learning rates straddling 2N/lambda_max (width 128, where the catapult exists),
     then the lazy limit alpha = 1e12 of a linear network (a constant kernel)."""
-    from ntk_sweep.dynamics import max_stable_lr
-    from ntk_sweep.kernels import empirical_ntk
-    from ntk_sweep.network import MLP, init_params
+    from ntk_sweep.core.dynamics import max_stable_lr
+    from ntk_sweep.core.kernels import empirical_ntk
+    from ntk_sweep.core.network import MLP, init_params
 
     data = load_dataset("paper_toy")
     net = MLP(1, 128, sigma_b=1.0)
@@ -420,8 +420,8 @@ def test_progress_eta_leaves_out_log_step_work_and_compilation(capsys):
 
 
 def test_the_paper_presets_test_kernel_subset_leaves_out_the_kink_at_x_0(tmp_path):
+    from ntk_sweep.core.network import kink_inputs
     from ntk_sweep.experiment import preflight, test_kernel_index
-    from ntk_sweep.network import kink_inputs
 
     data, net, _ = preflight(
         compose_cfg("experiment=paper", f"tracking.uri=sqlite:///{tmp_path}/m.db")

@@ -10,7 +10,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from ntk_sweep import kernels, tracking
+from ntk_sweep import tracking
 from ntk_sweep.config import (
     ANALYTIC_ACTIVATIONS,
     DATASET_SCHEMAS,
@@ -26,7 +26,8 @@ from ntk_sweep.config import (
     validate,
     validation_rules,
 )
-from ntk_sweep.datasets import DATASET_OPTIONS, DATASETS
+from ntk_sweep.core import kernels
+from ntk_sweep.core.datasets import DATASET_OPTIONS, DATASETS
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

@@ -1,11 +1,11 @@
-"""Tests for ntk_sweep.datasets: shapes, determinism, scaling conventions and error messages."""
+"""Tests for ntk_sweep.core.datasets: shapes, determinism, scaling conventions, error messages."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ntk_sweep.datasets import (
+from ntk_sweep.core.datasets import (
     DATASET_OPTIONS,
     DATASETS,
     PAPER_TOY_X,

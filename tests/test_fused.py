@@ -4,17 +4,10 @@ one-hidden-layer network with its linearisation, and the fused features of the e
 import numpy as np
 import pytest
 
-import ntk_sweep.network as network
-from ntk_sweep.kernels import empirical_ntk
-from ntk_sweep.network import (
-    ACTIVATIONS,
-    MLP,
-    PARAMETERIZATIONS,
-    fused_available,
-    gd_trajectory,
-    init_params,
-    use_fused,
-)
+import ntk_sweep.core.training as training
+from ntk_sweep.core.kernels import empirical_ntk
+from ntk_sweep.core.network import ACTIVATIONS, MLP, PARAMETERIZATIONS, fused_available, init_params
+from ntk_sweep.core.training import gd_trajectory, use_fused
 
 pytestmark = pytest.mark.skipif(not fused_available(), reason="numba is not installed")
 
@@ -91,14 +84,14 @@ def test_fused_trajectory_is_deterministic_and_independent_of_the_thread_count()
         return list(gd_trajectory(net, params0, x, y, 0.3, 20, [0, 5, 20], backend="fused"))
 
     serial = run()
-    default, threads = network.FUSED_PARALLEL_WORK, numba.get_num_threads()
-    network.FUSED_PARALLEL_WORK = 0  # the blocks shared among threads
+    default, threads = training.FUSED_PARALLEL_WORK, numba.get_num_threads()
+    training.FUSED_PARALLEL_WORK = 0  # the blocks shared among threads
     try:
         threaded = run()
         numba.set_num_threads(1)
         one_thread = run()
     finally:
-        network.FUSED_PARALLEL_WORK = default
+        training.FUSED_PARALLEL_WORK = default
         numba.set_num_threads(threads)
     for a, b, c, d in zip(serial, run(), threaded, one_thread, strict=True):
         for u, v, w, z in zip(arrays(a), arrays(b), arrays(c), arrays(d), strict=True):

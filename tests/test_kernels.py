@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ntk_sweep.kernels import (
+from ntk_sweep.core.kernels import (
     analytic_nngp,
     analytic_ntk,
     empirical_ntk,
@@ -14,7 +14,7 @@ from ntk_sweep.kernels import (
     kernel_velocity,
     relative_difference,
 )
-from ntk_sweep.network import ACTIVATIONS, MLP, PARAMETERIZATIONS, forward, init_params
+from ntk_sweep.core.network import ACTIVATIONS, MLP, PARAMETERIZATIONS, forward, init_params
 from tests.test_network import explicit_jacobian
 
 
@@ -165,7 +165,7 @@ def test_kernel_velocity_is_relative_change_per_unit_time():
 def test_linear_network_of_depth_1_does_not_have_a_constant_kernel():
     """Its NTK `(c0^2 x x' + 1) c1^2 |w1|^2 + c1^2 h.h' + 1` moves with w1 and h: a truly
     constant kernel needs the lazy limit (tests/test_app.py uses alpha = 1e12)."""
-    from ntk_sweep.network import gd_trajectory
+    from ntk_sweep.core.training import gd_trajectory
 
     data = np.linspace(0.1, 1, 4)[:, None], np.array([0.3, -0.2, 0.5, 0.1])
     net = MLP(1, 32, activation="linear", sigma_b=1.0)

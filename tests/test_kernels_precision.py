@@ -8,8 +8,8 @@ import mpmath as mp
 import numpy as np
 import pytest
 
-from ntk_sweep.kernels import _sin_minus_t_cos, analytic_kernels, analytic_ntk
-from ntk_sweep.network import MLP
+from ntk_sweep.core.kernels import _sin_minus_t_cos, analytic_kernels, analytic_ntk
+from ntk_sweep.core.network import MLP
 
 DEPTHS = (1, 2, 3, 4)
 SIGMA_WS = (0.8, 1.0, 1.5, 2.0)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ntk_sweep.network import (
+from ntk_sweep.core.network import (
     ACTIVATIONS,
     MLP,
     PARAMETERIZATIONS,
@@ -11,7 +11,6 @@ from ntk_sweep.network import (
     forward,
     forward_cache,
     gd_step,
-    gd_trajectory,
     gradient,
     init_params,
     jvp,
@@ -19,6 +18,7 @@ from ntk_sweep.network import (
     param_movement,
     vjp,
 )
+from ntk_sweep.core.training import gd_trajectory
 
 
 def flatten(params):
@@ -207,8 +207,8 @@ def test_centred_model_is_alpha_times_the_change_of_the_network(parameterization
 
 def test_alpha_scales_the_kernel_and_drift_grows_as_alpha_decreases():
     """The lazy_rich_alpha preset's setting (paper_toy, sigma_b 1, width 256), shorter."""
-    from ntk_sweep.datasets import load_dataset
-    from ntk_sweep.kernels import analytic_ntk, empirical_ntk, kernel_drift
+    from ntk_sweep.core.datasets import load_dataset
+    from ntk_sweep.core.kernels import analytic_ntk, empirical_ntk, kernel_drift
 
     data = load_dataset("paper_toy")
     x, y = data.x_train, data.y_train

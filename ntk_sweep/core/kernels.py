@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ntk_sweep.network import (
+from ntk_sweep.core.network import (
     BACKENDS,
     MLP,
     Params,
@@ -56,11 +56,11 @@ def _features_fused(net, h, w, j0, k, b, c, scale, buffers):
     """`_features_numpy` for the units j0 .. j0 + k of a layer (w, b, scale: the whole layer's)
     through the compiled kernels: one pass, no temporaries. `buffers`: two flat arrays of at
     least N k values, reused from chunk to chunk (fresh pages cost as much as the kernel)."""
-    from ntk_sweep import _fused
+    from ntk_sweep.core import _fused
 
     dt = np.dtype(net.dtype).type
     tag = _fused.ACTIVATION_TAGS[net.activation]
-    # threads pay off only for the transcendental activations (see network.FUSED_PARALLEL_WORK)
+    # threads pay off only for the transcendental activations (see training.FUSED_PARALLEL_WORK)
     parallel = net.activation in ("erf", "tanh") and len(h) * k >= 2**18
     a = buffers[0][: len(h) * k].reshape(len(h), k)
     g = buffers[1][: len(h) * k].reshape(len(h), k)

@@ -1,0 +1,86 @@
+"""The architecture, checked: `ntk_sweep.core` is pure NumPy (no app module, no Hydra, MLflow or
+matplotlib, no import cycles), and importing it loads none of those (issue 12)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+CORE = Path(__file__).resolve().parents[1] / "ntk_sweep" / "core"
+# pandas is allowed: `datasets` reads a user's CSV file with it (imported lazily, on that path only).
+FORBIDDEN = ("hydra", "omegaconf", "mlflow", "matplotlib")
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports, at any depth (lazy imports inside functions included)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            if node.module == "ntk_sweep.core":  # `from ntk_sweep.core import _fused`
+                names.update(f"ntk_sweep.core.{a.name}" for a in node.names)
+    return names
+
+
+def _core_graph() -> dict[str, set[str]]:
+    graph = {}
+    for path in sorted(CORE.glob("*.py")):
+        name = "ntk_sweep.core" if path.stem == "__init__" else f"ntk_sweep.core.{path.stem}"
+        graph[name] = _imports(path)
+    return graph
+
+
+def test_core_imports_no_app_module_and_no_framework():
+    graph = _core_graph()
+    assert "ntk_sweep.core.network" in graph and "ntk_sweep.core.kernels" in graph
+    bad = {
+        (mod, imp)
+        for mod, imports in graph.items()
+        for imp in imports
+        if (imp.startswith("ntk_sweep") and not imp.startswith("ntk_sweep.core"))
+        or imp.split(".")[0] in FORBIDDEN
+    }
+    assert not bad, f"core modules importing app modules or frameworks: {sorted(bad)}"
+
+
+def test_core_has_no_import_cycles():
+    graph = {m: {i for i in imps if i in _core_graph()} - {m} for m, imps in _core_graph().items()}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(mod: str, path: list[str]) -> None:
+        state[mod] = 1
+        for dep in graph[mod]:
+            assert state.get(dep) != 1, f"import cycle: {' -> '.join([*path, mod, dep])}"
+            if dep not in state:
+                visit(dep, [*path, mod])
+        state[mod] = 2
+
+    for mod in graph:
+        if mod not in state:
+            visit(mod, [])
+
+
+def test_the_boundary_check_catches_a_violation(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from ntk_sweep.tracking import open_store\n    import mlflow\n")
+    assert {"ntk_sweep.tracking", "mlflow"} <= _imports(bad)
+
+
+def test_importing_core_loads_no_framework():
+    code = (
+        "import sys, ntk_sweep.core, ntk_sweep.core.network, ntk_sweep.core.kernels, "
+        "ntk_sweep.core.dynamics, ntk_sweep.core.datasets, ntk_sweep.core.training\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=CORE.parents[1],
+    )
+    assert out.stdout.strip() == "[]"
