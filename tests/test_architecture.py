@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 CORE = Path(__file__).resolve().parents[1] / "ntk_sweep" / "core"
-# pandas is allowed: `datasets` reads a user's CSV file with it (imported lazily, on that path only).
+# pandas is allowed: `datasets` reads a user's CSV file with it (lazily, on that path only).
 FORBIDDEN = ("hydra", "omegaconf", "mlflow", "matplotlib")
 
 
