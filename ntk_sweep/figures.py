@@ -162,6 +162,17 @@ def _lines(text: str) -> int:
     return len(text.splitlines()) if text else 0
 
 
+def _y_offset_text(ax) -> bool:
+    """Whether the linear y axis of ``ax`` will draw an offset / scale text on top ("1e291"),
+    from its formatter at the current ticks (no drawing)."""
+    axis = ax.yaxis
+    if axis.get_scale() != "linear":
+        return False
+    formatter = axis.get_major_formatter()
+    formatter.set_locs(axis.get_majorticklocs())
+    return bool(formatter.get_offset())
+
+
 def _fit(fig: Figure, *, hspace: float = 0.0) -> None:
     """Fixed figure margins from what the figure shows, without drawing it: room on top for
     the most title lines of an axes (or the suptitle) and for a secondary x axis there, on the
@@ -172,6 +183,8 @@ def _fit(fig: Figure, *, hspace: float = 0.0) -> None:
     top = _TOP_AIR + (_TITLE_PAD + lines * _TITLE_LINE if lines else 0.0)
     if any(ax.child_axes for ax in axes):
         top += _TOP_AXIS
+    elif any(_y_offset_text(ax) for ax in axes if ax.get_title()):
+        top += _TITLE_LINE  # Matplotlib lifts the title above the offset text ("1e291")
     right = _MARGIN_RIGHT
     if any(ax.get_ylabel() and ax.yaxis.get_label_position() == "right" for ax in axes):
         right += _RIGHT_AXIS
