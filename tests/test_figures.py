@@ -143,7 +143,7 @@ def _text_outside(fig: Figure) -> list[str]:
     return bad
 
 
-def _check_figure(name: str, fig: Figure) -> None:
+def _check_figure(name: str, fig: Figure, width: int = WIDTH) -> None:
     assert isinstance(fig, Figure), name
     w, h = _png_size(F.figure_to_png_bytes(fig))  # draws the figure on its canvas
     assert 400 <= w <= 2000 and 300 <= h <= 1200, (name, w, h)
@@ -154,7 +154,7 @@ def _check_figure(name: str, fig: Figure) -> None:
         assert ax.get_ylabel(), (name, "ylabel")
     assert any(ax.get_xlabel() for ax in axes), (name, "xlabel")
     titles = [fig.get_suptitle()] + [ax.get_title() for ax in axes]
-    assert any(f"width={WIDTH}" in t for t in titles), (name, titles)
+    assert any(f"width={width}" in t for t in titles), (name, titles)
 
 
 @pytest.mark.parametrize(
@@ -206,7 +206,7 @@ def test_every_figure_renders_inside_for_any_parameterization(parameterization):
             if name not in names:
                 continue
             fig = build()
-            _check_figure(name, fig)  # draws it; nothing outside the figure
+            _check_figure(name, fig, width)  # draws it; nothing outside the figure
             titles = "\n".join([fig.get_suptitle()] + [ax.get_title() for ax in fig.axes])
             assert f"width={width}" in titles and "seed=12345" in titles, (name, titles)
             if parameterization == "mean_field":
