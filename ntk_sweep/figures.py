@@ -39,7 +39,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
 __all__ = [
     "FIGSIZE",
@@ -399,7 +399,8 @@ def _log_scale(ax, which: str, lo: float, hi: float) -> tuple[float, float]:
 
 def _decade_ticks(axis, lo: float, hi: float) -> None:
     """Where [lo, hi] spans two decades or more: ticks at every stride-th decade (at most ~6),
-    no minor ticks (eight a decade, each a full Tick artist, would double the drawing time).
+    labelled in plain text (:func:`_decade_label`), no minor ticks (eight a decade, each a
+    full Tick artist, would double the drawing time).
     Fixed positions, because LogLocator places ticks up to two strides beyond the limits,
     which overflow for data near 1e300. Narrower ranges keep Matplotlib's log ticks."""
     k0, k1 = math.ceil(math.log10(lo)), math.floor(math.log10(hi))
@@ -408,7 +409,22 @@ def _decade_ticks(axis, lo: float, hi: float) -> None:
     stride = -(-(k1 - k0 + 1) // 6)
     decades = np.arange(-(-k0 // stride) * stride, k1 + 1, stride)
     axis.set_major_locator(FixedLocator(10.0 ** decades.astype(float)))
+    axis.set_major_formatter(FuncFormatter(_decade_label))
     axis.set_minor_locator(NullLocator())
+
+
+_SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _decade_label(value: float, _pos=None) -> str:
+    """ "10⁻³" for a decade, plain text: Matplotlib's log labels are mathtext, whose parsing
+    and layout cost more than the rest of a log axis."""
+    if not (math.isfinite(value) and value > 0):
+        return ""
+    k = round(math.log10(value))
+    if math.isclose(value, 10.0**k, rel_tol=1e-9):
+        return "10" + str(k).translate(_SUPERSCRIPTS)
+    return f"{value:g}"
 
 
 def _time_axis(ax, lr, xlim: tuple[float, float]) -> None:
