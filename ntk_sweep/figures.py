@@ -4,9 +4,11 @@ Pure plotting: every function takes plain NumPy arrays (and, for :func:`run_figu
 ``record`` dict of the figures contract) and returns a :class:`matplotlib.figure.Figure`.
 Figures are built with ``matplotlib.figure.Figure`` on an Agg canvas, never through
 ``pyplot``: no global figure registry, no interactive backend, nothing to close, safe in
-worker processes and on machines without a screen. Layout is Matplotlib's constrained layout
-engine, so titles, labels, tick labels and colour bars always fit inside the figure; PNGs are
-written by ``fig.savefig`` (:func:`save_png`, :func:`figure_to_png_bytes`).
+worker processes and on machines without a screen. No layout engine: fixed margins in inches
+(:func:`_fit`; room on top for the title's lines, a secondary t axis and an offset text), so
+that ``savefig`` draws a figure once and measures no text (constrained layout cost ~40 % of
+the figure time); tests check that no text leaves the figure. PNGs are written by
+``fig.savefig`` (:func:`save_png`, :func:`figure_to_png_bytes`).
 
 Style shared by all figures: 7 x 4.5 in at 90 dpi (630 x 405 px), grid, legend, labelled
 axes; time axes are in GD steps (log) with a secondary axis t = lr * step on top (lr the
@@ -37,7 +39,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
 __all__ = [
     "FIGSIZE",
@@ -45,6 +47,7 @@ __all__ = [
     "BOUND",
     "FIGURE_SETS",
     "PAPER_FIGURES",
+    "KERNEL_DIAGNOSTICS",
     "expected_figure_names",
     "figure_builders",
     "figure_to_png_bytes",
@@ -131,14 +134,72 @@ def figure_to_png_bytes(fig: Figure, dpi: float | None = None) -> bytes:
 
 
 def _figure(figsize=FIGSIZE, nrows: int = 1, ncols: int = 1, *, grid: bool = True, **subplot_kw):
-    """A pyplot-free Figure on its own Agg canvas with constrained layout, and its axes."""
-    fig = Figure(figsize=figsize, dpi=DPI, layout="constrained")
+    """A pyplot-free Figure on its own Agg canvas, no layout engine (margins: :func:`_fit`),
+    and its axes."""
+    fig = Figure(figsize=figsize, dpi=DPI, layout=None)
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, **subplot_kw)
     for ax in np.ravel(axes):
         if grid:
             ax.grid(True, alpha=0.3)
     return fig, axes
+
+
+# Fixed margins, in inches, for 10 pt text (titles "medium" = 10 pt). Sized once for the
+# widest labels the figures draw (y tick labels such as "−0.025" or "10⁻³⁰⁵" plus the axis
+# label on the left; tick labels plus the axis label below), so that no layout engine has to
+# measure text (constrained layout measured every label and cost a second draw per savefig).
+_MARGIN_LEFT = 0.92
+_MARGIN_RIGHT = 0.3
+_MARGIN_BOTTOM = 0.62
+# above the axes: title pad + one title line (1.2 x 10 pt) per line, and a little air
+_TITLE_PAD, _TITLE_LINE, _TOP_AIR = 6 / 72, 12.5 / 72, 0.06
+# a secondary x axis on top (t = lr x step): its tick labels and label
+_TOP_AXIS = 0.5
+# a twin y axis on the right: its tick labels and label
+_RIGHT_AXIS = 0.62
+
+
+def _lines(text: str) -> int:
+    return len(text.splitlines()) if text else 0
+
+
+def _y_offset_text(ax) -> bool:
+    """Whether the linear y axis of ``ax`` will draw an offset / scale text on top ("1e291"),
+    from its formatter at the current ticks (no drawing)."""
+    axis = ax.yaxis
+    if axis.get_scale() != "linear":
+        return False
+    formatter = axis.get_major_formatter()
+    formatter.set_locs(axis.get_majorticklocs())
+    return bool(formatter.get_offset())
+
+
+def _fit(fig: Figure, *, hspace: float = 0.0) -> None:
+    """Fixed figure margins from what the figure shows, without drawing it: room on top for
+    the most title lines of an axes (or the suptitle) and for a secondary x axis there, on the
+    right for a twin y axis; ``hspace`` (inches) between rows of subplots."""
+    width, height = fig.get_size_inches()
+    axes = fig.axes
+    lines = max([_lines(fig.get_suptitle())] + [_lines(ax.get_title()) for ax in axes])
+    top = _TOP_AIR + (_TITLE_PAD + lines * _TITLE_LINE if lines else 0.0)
+    if any(ax.child_axes for ax in axes):
+        top += _TOP_AXIS
+    elif any(_y_offset_text(ax) for ax in axes if ax.get_title()):
+        top += _TITLE_LINE  # Matplotlib lifts the title above the offset text ("1e291")
+    right = _MARGIN_RIGHT
+    if any(ax.get_ylabel() and ax.yaxis.get_label_position() == "right" for ax in axes):
+        right += _RIGHT_AXIS
+    specs = [ax.get_subplotspec() for ax in axes]
+    rows = max((spec.get_gridspec().nrows for spec in specs if spec is not None), default=1)
+    inner = height - top - _MARGIN_BOTTOM
+    fig.subplots_adjust(
+        left=_MARGIN_LEFT / width,
+        right=1 - right / width,
+        bottom=_MARGIN_BOTTOM / height,
+        top=1 - top / height,
+        hspace=hspace * rows / max(inner - hspace * (rows - 1), 1e-3),
+    )
 
 
 def _set_title(ax, text: str) -> None:
@@ -338,7 +399,8 @@ def _log_scale(ax, which: str, lo: float, hi: float) -> tuple[float, float]:
 
 def _decade_ticks(axis, lo: float, hi: float) -> None:
     """Where [lo, hi] spans two decades or more: ticks at every stride-th decade (at most ~6),
-    no minor ticks (eight a decade, each a full Tick artist, would double the drawing time).
+    labelled in plain text (:func:`_decade_label`), no minor ticks (eight a decade, each a
+    full Tick artist, would double the drawing time).
     Fixed positions, because LogLocator places ticks up to two strides beyond the limits,
     which overflow for data near 1e300. Narrower ranges keep Matplotlib's log ticks."""
     k0, k1 = math.ceil(math.log10(lo)), math.floor(math.log10(hi))
@@ -347,7 +409,22 @@ def _decade_ticks(axis, lo: float, hi: float) -> None:
     stride = -(-(k1 - k0 + 1) // 6)
     decades = np.arange(-(-k0 // stride) * stride, k1 + 1, stride)
     axis.set_major_locator(FixedLocator(10.0 ** decades.astype(float)))
+    axis.set_major_formatter(FuncFormatter(_decade_label))
     axis.set_minor_locator(NullLocator())
+
+
+_SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _decade_label(value: float, _pos=None) -> str:
+    """ "10⁻³" for a decade, plain text: Matplotlib's log labels are mathtext, whose parsing
+    and layout cost more than the rest of a log axis."""
+    if not (math.isfinite(value) and value > 0):
+        return ""
+    k = round(math.log10(value))
+    if math.isclose(value, 10.0**k, rel_tol=1e-9):
+        return "10" + str(k).translate(_SUPERSCRIPTS)
+    return f"{value:g}"
 
 
 def _time_axis(ax, lr, xlim: tuple[float, float]) -> None:
@@ -431,6 +508,7 @@ def plot_data_init(
     p = _Plot1D(ax, x_test, [f0_test], [], x_train, y_train, y_test)
     p.curve(f0_test, "network at init", **_STYLE["net"])
     p.finish(_title("Data and untrained network (step 0)", meta))
+    _fit(fig)
     return fig
 
 
@@ -463,6 +541,7 @@ def _plot_snapshots(
         tag = f"{label} step {step}" + (f" (t={lr * step:g})" if lr is not None else "")
         p.curve(f_steps[i], tag, color=cmap(0.9 * k / max(len(idx) - 1, 1)), lw=1.8)
     p.finish(_title(what, meta, lr))
+    _fit(fig)
     return fig
 
 
@@ -516,6 +595,7 @@ def plot_kernel_machine(
     p = _Plot1D(ax, x_test, [km_test], [], x_train, y_train, y_test)
     p.curve(km_test, f"kernel machine, {name}", **style)
     p.finish(_title(f"Kernel machine with the {name}", meta))
+    _fit(fig)
     return fig
 
 
@@ -542,6 +622,7 @@ def plot_net_vs_kernel_machines(
     if km_analytic is not None:
         p.curve(km_analytic, "kernel machine, analytic NTK", **_STYLE["analytic"])
     p.finish(_title("Trained network vs kernel machines", meta))
+    _fit(fig)
     return fig
 
 
@@ -631,10 +712,34 @@ def plot_net_vs_kernel_dynamics(
     dax.set_xlabel("x")
     dax.set_ylabel("model − network")
     _legend(dax, fontsize="x-small")
+    _fit(fig, hspace=0.12)
     return fig
 
 
 # --------------------------------------------------------------- per-step diagnostics
+
+
+def _draw_series(
+    ax, steps: np.ndarray, history: Mapping, series: Sequence[tuple[str, str, dict]], *, log_y=True
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Draw the named history series present (aligned with ``steps``) at steps > 0 (a log
+    step axis cannot show step 0); with ``log_y`` values <= 0 are dropped too. Returns the
+    drawn x and y arrays."""
+    steps = np.asarray(steps, dtype=float)
+    good_step = np.isfinite(steps) & (steps > 0)
+    xs, ys = [], []
+    for name, label, style in series:
+        values = history.get(name)
+        if values is None or np.shape(values) != steps.shape:
+            continue
+        y, note = _clean(np.asarray(values, dtype=float), positive=log_y, report_nan=False)
+        keep = np.isfinite(y) & good_step
+        if not keep.any():
+            continue
+        ax.plot(steps[keep], y[keep], label=label + note, marker=".", ms=4, **style)
+        xs.append(steps[keep])
+        ys.append(y[keep])
+    return xs, ys
 
 
 def _history_figure(
@@ -650,23 +755,7 @@ def _history_figure(
     """A per-step figure: the named history series present, log-log (step 0 and values <= 0
     cannot be drawn and are dropped), t = lr x step on a secondary axis on top."""
     fig, ax = _figure()
-    steps = np.asarray(steps, dtype=float)
-    good_step = np.isfinite(steps) & (steps > 0)
-    xs, ys = [], []
-    for name, label, style in series:
-        values = history.get(name)
-        if values is None:
-            continue
-        y = np.asarray(values, dtype=float)
-        if y.shape != steps.shape:
-            continue
-        y, note = _clean(y, positive=True, report_nan=False)
-        keep = np.isfinite(y) & good_step
-        if not keep.any():
-            continue
-        ax.plot(steps[keep], y[keep], label=label + note, marker=".", ms=4, **style)
-        xs.append(steps[keep])
-        ys.append(y[keep])
+    xs, ys = _draw_series(ax, steps, history, series)
     if xs and hline is not None:
         value, label = hline
         v, note = _clean(np.array([value], dtype=float), positive=True, report_nan=False)
@@ -683,7 +772,19 @@ def _history_figure(
     _set_title(ax, title)
     ax.set_xlabel("step (log scale)")
     ax.set_ylabel(ylabel)
+    _fit(fig)
     return fig
+
+
+# Per-log-step kernel diagnostics (docs/metrics.md) the drift figure adds where logged.
+KERNEL_DIAGNOSTICS = ("kernel_lambda_max", "kernel_velocity", "kernel_alignment")
+_DRIFT_SERIES = (
+    ("kernel_drift", "kernel drift, train", dict(color=_C[0], ls="-")),
+    ("kernel_drift_test", "kernel drift, test", dict(color=_C[1], ls="-")),
+    ("kernel_distance", "kernel distance, train", dict(color=_C[0], ls="--")),
+    ("kernel_distance_test", "kernel distance, test", dict(color=_C[1], ls="--")),
+    ("param_movement", "relative parameter movement", dict(color="0.4", ls=":")),
+)
 
 
 def plot_drift(
@@ -699,22 +800,72 @@ def plot_drift(
     so non-positive values and step 0 are dropped rather than drawn on a symlog axis: on
     log-log axes the O(width^-1/2)-type scaling reads as a straight line, which symlog
     would bend near its linear threshold. Relative parameter movement is added where logged.
+
+    Where the history has the kernel diagnostics (:data:`KERNEL_DIAGNOSTICS`, issue 10), two
+    panels below share the step axis: lambda_max of Theta_t (its step-0 value as a dotted
+    line: the catapult lowers it) with the kernel-target alignment on a right-hand axis, and
+    the kernel velocity (log scale; NaN at step 0). Older records without them get the
+    single panel.
     """
-    series = [
-        ("kernel_drift", "kernel drift, train", dict(color=_C[0], ls="-")),
-        ("kernel_drift_test", "kernel drift, test", dict(color=_C[1], ls="-")),
-        ("kernel_distance", "kernel distance, train", dict(color=_C[0], ls="--")),
-        ("kernel_distance_test", "kernel distance, test", dict(color=_C[1], ls="--")),
-        ("param_movement", "relative parameter movement", dict(color="0.4", ls=":")),
-    ]
-    return _history_figure(
+    title = _title("NTK drift ‖Θ_t−Θ_0‖/‖Θ_0‖ and distance 1−cos(Θ_t,Θ_0)", meta, lr)
+    steps = np.asarray(steps, dtype=float)
+    if not any(np.shape(history.get(k)) == steps.shape for k in KERNEL_DIAGNOSTICS):
+        return _history_figure(
+            steps, history, _DRIFT_SERIES, ylabel="relative change from init", title=title, lr=lr
+        )
+    fig, (ax, lax, vax) = _figure((7.0, 8.0), 3, 1, sharex=True, height_ratios=[2.6, 1.6, 1.3])
+    xs, ys = _draw_series(ax, steps, history, _DRIFT_SERIES)
+    lxs, ays = _diagnostic_panels(lax, vax, steps, history)
+    xs += lxs
+    if xs:
+        xlim = _log_scale(ax, "x", *_finite_range(xs))
+        _time_axis(ax, lr, xlim)
+    if ys:
+        _log_scale(ax, "y", *_finite_range(ys))
+        _legend(ax)
+    else:
+        _no_data(ax)
+    _set_title(ax, title)
+    ax.set_ylabel("relative change from init")
+    vax.set_xlabel("step (log scale)")
+    _fit(fig, hspace=0.12)
+    return fig
+
+
+def _diagnostic_panels(lax, vax, steps: np.ndarray, history: Mapping) -> tuple[list, list]:
+    """The drift figure's lower panels: lambda_max(Theta_t) and (right axis) the alignment
+    on ``lax``, the kernel velocity (log y) on ``vax``. Returns the drawn x arrays and the
+    alignment's y arrays."""
+    lam = history.get("kernel_lambda_max")
+    xs, _ = _draw_series(
+        lax, steps, history, [("kernel_lambda_max", "λ_max(Θ_t)", dict(color=_C[0]))], log_y=False
+    )
+    if lam is not None and np.shape(lam) == steps.shape and (steps == 0).any():
+        lam0, note = _clean(np.asarray(lam, dtype=float)[steps == 0][:1], report_nan=False)
+        if np.isfinite(lam0[0]):
+            lax.axhline(lam0[0], color=_C[0], ls=":", lw=1.2, label="λ_max(Θ_0)" + note)
+    lax.set_ylabel("λ_max(Θ_t)")
+    aax = lax.twinx()
+    axs, ays = _draw_series(
+        aax,
         steps,
         history,
-        series,
-        ylabel="relative change from init",
-        title=_title("NTK drift ‖Θ_t−Θ_0‖/‖Θ_0‖ and distance 1−cos(Θ_t,Θ_0)", meta, lr),
-        lr=lr,
+        [("kernel_alignment", "alignment yᵀΘy/(‖Θ‖‖y‖²)", dict(color=_C[4], ls="--"))],
+        log_y=False,
     )
+    aax.set_ylabel("alignment")
+    handles, labels = lax.get_legend_handles_labels()
+    more = aax.get_legend_handles_labels()
+    if handles or more[0]:
+        aax.legend(handles + more[0], labels + more[1], loc="best", fontsize="small")
+    vxs, vys = _draw_series(
+        vax, steps, history, [("kernel_velocity", "kernel velocity", dict(color=_C[3]))]
+    )
+    if vys:
+        _log_scale(vax, "y", *_finite_range(vys))
+        _legend(vax)
+    vax.set_ylabel("velocity per unit t")
+    return xs + axs + vxs, ays
 
 
 def plot_losses(
@@ -878,6 +1029,7 @@ def plot_ntk_spectrum(
             fontsize="small",
             color="0.3",
         )
+    _fit(fig)
     return fig
 
 
@@ -892,7 +1044,6 @@ def plot_ntk_heatmaps(
 
     Entries beyond ±BOUND (or infinite) are drawn at the bound, NaN entries blank; the
     panel titles say how many."""
-    fig, axes = _figure((12.0, 4.3), 1, 3, grid=False)
     k0, note0 = _clean(ntk_init)
     k1, note1 = _clean(ntk_final)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -912,6 +1063,9 @@ def plot_ntk_heatmaps(
         (k1, _on_own_lines("Θ at the end" + note1), dict(cmap="viridis", vmin=vmin, vmax=vmax)),
         (diff, "Θ_end − Θ_init", dict(cmap="RdBu_r", vmin=-dmax, vmax=dmax)),
     )
+    what = f"Empirical NTK on the training inputs (drift {rel:.3g})"
+    suptitle = _title(what, meta, chars=2 * _TITLE_CHARS)
+    fig, axes, caxes = _heatmap_axes(_lines(suptitle), max(_lines(p[1]) for p in panels))
     images = []
     for ax, (mat, name, cm) in zip(axes, panels, strict=True):
         images.append(ax.imshow(mat, **cm, **kw))
@@ -921,11 +1075,38 @@ def plot_ntk_heatmaps(
         ax.set_xlabel("training point j")
         ax.set_ylabel("training point i")
     # one colour bar for the two kernels (one scale), one for the difference
-    fig.colorbar(images[1], ax=list(axes[:2]), label="Θ(x_i, x_j)", shrink=0.9)
-    fig.colorbar(images[2], ax=axes[2], label="difference", shrink=0.9)
-    what = f"Empirical NTK on the training inputs (drift {rel:.3g})"
-    fig.suptitle(_title(what, meta, chars=2 * _TITLE_CHARS), fontsize="medium")
+    fig.colorbar(images[1], cax=caxes[0], label="Θ(x_i, x_j)")
+    fig.colorbar(images[2], cax=caxes[1], label="difference")
+    fig.suptitle(suptitle, fontsize="medium", y=1 - _TOP_AIR / fig.get_figheight(), va="top")
     return fig
+
+
+def _heatmap_axes(suptitle_lines: int, title_lines: int, size=(12.0, 4.3)):
+    """Figure, three square image axes in a row and two colour-bar axes (after the second
+    and the third), placed at fixed positions in inches: room left of every image for its
+    tick labels and y label, right of each colour bar for its labels."""
+    fig = Figure(figsize=size, dpi=DPI, layout=None)
+    FigureCanvasAgg(fig)
+    width, height = size
+    top = 2 * _TOP_AIR + (suptitle_lines + title_lines) * _TITLE_LINE + _TITLE_PAD
+    ylabels, gap, bar, bar_labels = 0.85, 0.12, 0.15, 0.8
+    side = min(
+        height - top - _MARGIN_BOTTOM,
+        (width - 3 * ylabels - 2 * (gap + bar + bar_labels)) / 3,
+    )
+    bottom = _MARGIN_BOTTOM + 0.5 * (height - top - _MARGIN_BOTTOM - side)
+
+    def rect(x: float, w: float) -> list[float]:
+        return [x / width, bottom / height, w / width, side / height]
+
+    x1 = ylabels
+    x2 = x1 + side + ylabels
+    c1 = x2 + side + gap
+    x3 = c1 + bar + bar_labels + ylabels
+    c2 = x3 + side + gap
+    axes = [fig.add_axes(rect(x, side)) for x in (x1, x2, x3)]
+    caxes = [fig.add_axes(rect(c, bar), label="<colorbar>") for c in (c1, c2)]
+    return fig, axes, caxes
 
 
 def plot_pred_vs_target(
@@ -986,6 +1167,7 @@ def plot_pred_vs_target(
     ax.set_ylabel("prediction f(x)")
     at = f" at step {step}" if step is not None else ""
     _set_title(ax, _title(f"Test predictions vs targets{at}", meta))
+    _fit(fig)
     return fig
 
 
