@@ -575,10 +575,21 @@ def log_text(client, run_id: str, text: str, artifact_file: str) -> None:
 # --------------------------------------------------------------------------- identity
 
 
+# Fields added after runs were first recorded, with the value that reproduces the earlier
+# behaviour bit for bit: left out of the fingerprint at that value, so a resume still recognises
+# the runs recorded before the field existed.
+HASH_NEUTRAL_DEFAULTS = {("model", "alpha"): None}
+
+
 def config_hash(container: Mapping[str, Any]) -> str:
     """sha256 of the resolved config without `tracking`, `hydra` and `force` (a stable
-    fingerprint: the same for the same settings, whatever the process, output dir or time)."""
+    fingerprint: the same for the same settings, whatever the process, output dir or time);
+    fields of `HASH_NEUTRAL_DEFAULTS` at their neutral value are left out too."""
     data = {k: v for k, v in container.items() if k not in NOT_HASHED}
+    for (group, key), neutral in HASH_NEUTRAL_DEFAULTS.items():
+        section = data.get(group)
+        if isinstance(section, Mapping) and key in section and section[key] == neutral:
+            data[group] = {k: v for k, v in section.items() if k != key}
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -304,3 +304,22 @@ def test_flatten_and_hash(hydra_compose):
     assert (
         tracking.config_hash(OmegaConf.to_container(hydra_compose("width=11"), resolve=True)) != h
     )
+
+
+def test_hash_of_a_default_config_is_unchanged_by_the_alpha_field(hydra_compose):
+    """`model.alpha` (null: the plain network, as before the field existed) leaves the
+    fingerprint as it was, so a resume recognises runs recorded before it; any value counts."""
+    import hashlib
+    import json
+
+    container = OmegaConf.to_container(hydra_compose("width=10"), resolve=True)
+    assert container["model"]["alpha"] is None
+    before = {k: v for k, v in container.items() if k not in tracking.NOT_HASHED}
+    before["model"] = {k: v for k, v in before["model"].items() if k != "alpha"}
+    text = json.dumps(before, sort_keys=True, separators=(",", ":"), default=str)
+    assert tracking.config_hash(container) == hashlib.sha256(text.encode()).hexdigest()
+    for alpha in ("1", "0.1"):
+        scaled = hydra_compose("width=10", f"model.alpha={alpha}")
+        assert tracking.config_hash(OmegaConf.to_container(scaled, resolve=True)) != (
+            tracking.config_hash(container)
+        )
