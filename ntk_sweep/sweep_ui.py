@@ -200,7 +200,7 @@ def sweep_end_line(client, parent_id: str, uri: str, launch_dir: str) -> str:
         text += f", {count['RUNNING']} still running"
     command = f"ntk-aggregate --sweep {parent_id}"
     if tracking.resolve_tracking_uri(None, launch_dir) != uri:  # not the CLI's default store
-        command += f" --tracking-uri {uri}"
+        command += f" --tracking-uri {tracking.redact_uri(uri)}"
     return f"{text}; aggregate: {command}"
 
 
