@@ -211,16 +211,16 @@ def _check_store(uri: str) -> None:
     parsed = urlparse(uri)
     if parsed.scheme == "sqlite":
         path = unquote(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else ""
-        if path and path != ":memory:" and not Path(path).exists():
-            raise AggregateError(
-                f"no MLflow store at {path} (pass --tracking-uri or set MLFLOW_TRACKING_URI)"
-            )
+        missing = bool(path) and path != ":memory:" and not Path(path).exists()
     elif parsed.scheme in ("", "file"):
         path = unquote(parsed.path) if parsed.scheme == "file" else uri
-        if not Path(path).exists():
-            raise AggregateError(
-                f"no MLflow store at {path} (pass --tracking-uri or set MLFLOW_TRACKING_URI)"
-            )
+        missing = not Path(path).exists()
+    else:
+        return
+    if missing:
+        raise AggregateError(
+            f"no MLflow store at {path} (pass --tracking-uri or set MLFLOW_TRACKING_URI)"
+        )
 
 
 def _resolve_selection(client, experiment, sweep_id, filter_string):

@@ -45,48 +45,9 @@ def plot_vs_width(
     for ax, m in zip(axes, metrics, strict=True):
         widths_all: set[float] = set()
         for i, (values, sub) in enumerate(_groups(summary, others)):
-            color = f"C{i % 10}"
             label = _label(others, values) or "all runs"
-            sub = sub.sort_values(wkey)
-            w = sub[wkey].to_numpy(float)
-            mu = sub[f"{m}_mean"].to_numpy(float)
-            lo = sub[f"{m}_ci_low"].to_numpy(float)
-            hi = sub[f"{m}_ci_high"].to_numpy(float)
-            good = np.isfinite(mu) & (mu > 0)
-            if not good.any():
-                continue
-            widths_all.update(w[good])
-            yerr = np.vstack([np.nan_to_num(mu - lo), np.nan_to_num(hi - mu)]).clip(min=0)
             fit = _fit_row(fits, m, label if others else "")
-            used = set()
-            if fit is not None and fit["status"] == "ok":
-                used = {float(x) for x in str(fit["widths_used"]).split(";") if x}
-            in_fit = np.array([float(x) in used for x in w])
-            for mask, face in ((in_fit & good, color), (~in_fit & good, "none")):
-                if mask.any():
-                    ax.errorbar(
-                        w[mask],
-                        mu[mask],
-                        yerr=yerr[:, mask],
-                        fmt="o",
-                        color=color,
-                        mfc=face,
-                        capsize=3,
-                        label=None,
-                    )
-            if fit is not None and fit["status"] == "ok":
-                xs = np.geomspace(min(used), max(used), 50)
-                ax.plot(
-                    xs,
-                    fit["prefactor"] * xs ** fit["slope"],
-                    "-",
-                    color=color,
-                    label=f"{label}: slope {fit['slope']:.2f} "
-                    f"[{_fixed(fit['slope_ci_low'], 2)}, {_fixed(fit['slope_ci_high'], 2)}]",
-                )
-                _expected_line(ax, fit, sorted(w[good]), color)
-            else:
-                ax.plot(w[good], mu[good], ":", color=color, label=f"{label}: no fit")
+            widths_all.update(_draw_width_group(ax, sub, wkey, m, fit, label, f"C{i % 10}"))
         if level is not None:
             ax.axhline(level, color="0.7", lw=1, ls="--", label=f"fit level {level:g}")
         ax.set_xscale("log")
@@ -95,14 +56,61 @@ def plot_vs_width(
             ax.set_xticks(sorted(widths_all))
             ax.xaxis.set_major_formatter(ScalarFormatter())
             ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel(wkey or "width")
-        ax.set_ylabel(f"final {m} (mean, 95% t CI)")
-        ax.set_title(m)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        _label_axes(ax, wkey or "width", f"final {m} (mean, 95% t CI)", m)
     if title:
         fig.suptitle(title, fontsize=9)
     return fig
+
+
+def _mean_points(sub: pd.DataFrame, key: str, metric: str):
+    """(x, mean, yerr) of the summary rows sorted by ``key``; yerr (2, n) from the t interval."""
+    sub = sub.sort_values(key)
+    x = sub[key].to_numpy(float)
+    mu = sub[f"{metric}_mean"].to_numpy(float)
+    lo = sub[f"{metric}_ci_low"].to_numpy(float)
+    hi = sub[f"{metric}_ci_high"].to_numpy(float)
+    yerr = np.vstack([np.nan_to_num(mu - lo), np.nan_to_num(hi - mu)]).clip(min=0)
+    return x, mu, yerr
+
+
+def _draw_width_group(
+    ax, sub: pd.DataFrame, wkey: str, m: str, fit: pd.Series | None, label: str, color: str
+) -> set[float]:
+    """One group's means (filled = in the fit), its fitted and expected power laws, or a dotted
+    line when there is no fit. Returns the widths drawn."""
+    w, mu, yerr = _mean_points(sub, wkey, m)
+    good = np.isfinite(mu) & (mu > 0)
+    if not good.any():
+        return set()
+    ok = fit is not None and fit["status"] == "ok"
+    used = {float(x) for x in str(fit["widths_used"]).split(";") if x} if ok else set()
+    in_fit = np.array([float(x) in used for x in w])
+    for mask, face in ((in_fit & good, color), (~in_fit & good, "none")):
+        if mask.any():
+            ax.errorbar(w[mask], mu[mask], yerr=yerr[:, mask], fmt="o", color=color, mfc=face,
+                        capsize=3, label=None)  # fmt: skip
+    if ok:
+        xs = np.geomspace(min(used), max(used), 50)
+        ax.plot(
+            xs,
+            fit["prefactor"] * xs ** fit["slope"],
+            "-",
+            color=color,
+            label=f"{label}: slope {fit['slope']:.2f} "
+            f"[{_fixed(fit['slope_ci_low'], 2)}, {_fixed(fit['slope_ci_high'], 2)}]",
+        )
+        _expected_line(ax, fit, sorted(w[good]), color)
+    else:
+        ax.plot(w[good], mu[good], ":", color=color, label=f"{label}: no fit")
+    return set(w[good])
+
+
+def _label_axes(ax, xlabel: str, ylabel: str, title: str, **title_kw) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, **title_kw)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 def _expected_line(ax, fit: pd.Series, widths: Sequence[float], color: str) -> None:
@@ -133,15 +141,10 @@ def plot_vs_axis(
     fig, axes = _new_figure(len(metrics))
     for ax, m in zip(axes, metrics, strict=True):
         for i, (values, sub) in enumerate(_groups(summary, others)):
-            sub = sub.sort_values(axis)
-            x = sub[axis].to_numpy(float)
-            mu = sub[f"{m}_mean"].to_numpy(float)
-            lo = sub[f"{m}_ci_low"].to_numpy(float)
-            hi = sub[f"{m}_ci_high"].to_numpy(float)
+            x, mu, yerr = _mean_points(sub, axis, m)
             good = np.isfinite(mu) & (mu > 0) & (x > 0)
             if not good.any():
                 continue
-            yerr = np.vstack([np.nan_to_num(mu - lo), np.nan_to_num(hi - mu)]).clip(min=0)
             ax.errorbar(x[good], mu[good], yerr=np.minimum(yerr[:, good], 0.99 * mu[good]),
                         fmt="o-", color=f"C{i % 10}", capsize=3,
                         label=_label(others, values) or "all runs")  # fmt: skip
@@ -149,11 +152,7 @@ def plot_vs_axis(
             ax.axvline(lr_max, color="C3", ls="--", lw=1, label=f"2N/lambda_max = {lr_max:.3g}")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel(axis)
-        ax.set_ylabel(f"final {m} (mean, 95% t CI)")
-        ax.set_title(f"{m} vs {axis}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        _label_axes(ax, axis, f"final {m} (mean, 95% t CI)", f"{m} vs {axis}")
     if title:
         fig.suptitle(title, fontsize=9)
     return fig
@@ -199,11 +198,8 @@ def plot_vs_step(
             ax.fill_between(stats.index, low, high, color=color, alpha=0.25, lw=0)
         if log_y:
             ax.set_yscale("log")
-        ax.set_xlabel("GD step")
-        ax.set_ylabel(f"{metric} (mean over seeds, band +-1 std)")
-        ax.set_title(_label(others, values) or metric, fontsize=9)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        ylabel = f"{metric} (mean over seeds, band +-1 std)"
+        _label_axes(ax, "GD step", ylabel, _label(others, values) or metric, fontsize=9)
     if title:
         fig.suptitle(title, fontsize=9)
     return fig

@@ -320,21 +320,10 @@ def aggregate_sweep(
     _check_store(uri)
 
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient(uri)
     exp_name, exp_id, parent_id = _resolve_selection(client, experiment, sweep_id, filter_string)
-    try:
-        runs, params, metric_names = load_runs(client, exp_id, parent_id, filter_string)
-    except MlflowException as exc:
-        msg = str(exc.message if hasattr(exc, "message") else exc).splitlines()[0]
-        raise AggregateError(f"--filter: {msg}") from None
-    if runs.empty:
-        what = f"sweep {parent_id} has no child runs" if parent_id else "no run matches"
-        if filter_string:
-            what += f" (filter {filter_string!r})"
-        raise AggregateError(f"empty selection: {what} in experiment {exp_name!r}")
-
+    runs, params, metric_names = _load_selection(client, exp_name, exp_id, parent_id, filter_string)
     notes: list[str] = []
     runs, n_dup = deduplicate_runs(runs)
     if n_dup:
@@ -342,58 +331,9 @@ def aggregate_sweep(
             f"deduplicated by config hash (tag {CONFIG_HASH_TAG}): {n_dup} run(s) repeating a "
             "configuration dropped, the latest FINISHED one of each kept"
         )
-    if by is None:
-        by = default_group_keys(runs, params)
-    else:
-        by = [k for k in by if k]
-        for k in by:
-            if k == SEED_KEY:
-                raise AggregateError(f"--by: {SEED_KEY!r} is the replicate key, not a grouping key")
-            if k not in params:
-                raise AggregateError(
-                    f"--by: {k!r} is not a param of the selected runs; "
-                    f"available: {', '.join(params) or 'none'}"
-                )
-    if metrics is None:
-        metrics = [m for m in DEFAULT_METRICS if m in metric_names]
-        missing = [m for m in DEFAULT_METRICS if m not in metric_names]
-        if missing:
-            notes.append(f"default metrics not logged by the selected runs: {', '.join(missing)}")
-        if not metrics:
-            raise AggregateError(
-                "--metrics: none of the default metrics were logged by the selected runs; "
-                f"available: {', '.join(metric_names) or 'none'}"
-            )
-    else:
-        metrics = [m for m in metrics if m]
-        for m in metrics:
-            if m not in metric_names:
-                raise AggregateError(
-                    f"--metrics: {m!r} is not a metric of the selected runs; "
-                    f"available: {', '.join(metric_names) or 'none'}"
-                )
-    by, metrics = list(by), list(metrics)
-    kink = kink_note(runs, metrics)
-    if kink:
-        notes.append(kink)
-    axis = swept_axis(runs, by)
-    if _width_key(by) is None and axis is None:
-        notes.append("grouping keys do not include model.width: no power-law fits")
-
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        summary = summarize(runs, by, metrics)
-        if axis is None:
-            fits = fit_power_laws(runs, by, metrics, level=level)
-            lines = verdict(fits)
-        else:  # lr / alpha at fixed width: aggregated along that axis, no width fits
-            fits = fit_power_laws(runs, [k for k in by if k != _width_key(by)], metrics)
-            lines = axis_verdict(runs, summary, axis, by, metrics)
-    n_excluded = int((~_is_finished(runs)).sum())
-    if n_excluded:
-        notes.append(
-            f"{n_excluded} run(s) not FINISHED are excluded from the statistics "
-            "(listed per group under 'not used')"
-        )
+    by = _grouping_keys(by, runs, params)
+    metrics = _chosen_metrics(metrics, metric_names, notes)
+    summary, fits, lines, axis = _analyse(runs, by, metrics, level, notes)
     result = AggregateResult(
         tracking_uri=uri,
         experiment=exp_name,
@@ -416,71 +356,180 @@ def aggregate_sweep(
         histories = load_histories(client, runs, step_metric)
     elif step_metric:
         notes.append(f"no per-step view: {step_metric!r} is not logged by the selected runs")
-    if not write:
-        return result
+    if write:
+        _write_and_log(result, client, out_dir, histories, step_metric, log_to_mlflow)
+    return result
 
+
+def _load_selection(client, exp_name: str, exp_id: str, parent_id, filter_string):
+    """:func:`load_runs`, with a bad filter string or an empty selection as AggregateError."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        runs, params, metric_names = load_runs(client, exp_id, parent_id, filter_string)
+    except MlflowException as exc:
+        msg = str(exc.message if hasattr(exc, "message") else exc).splitlines()[0]
+        raise AggregateError(f"--filter: {msg}") from None
+    if runs.empty:
+        what = f"sweep {parent_id} has no child runs" if parent_id else "no run matches"
+        if filter_string:
+            what += f" (filter {filter_string!r})"
+        raise AggregateError(f"empty selection: {what} in experiment {exp_name!r}")
+    return runs, params, metric_names
+
+
+def _grouping_keys(by: Sequence[str] | None, runs: pd.DataFrame, params: list[str]) -> list[str]:
+    """``by`` checked against the runs' params, else :func:`default_group_keys`."""
+    if by is None:
+        return list(default_group_keys(runs, params))
+    by = [k for k in by if k]
+    for k in by:
+        if k == SEED_KEY:
+            raise AggregateError(f"--by: {SEED_KEY!r} is the replicate key, not a grouping key")
+        if k not in params:
+            raise AggregateError(
+                f"--by: {k!r} is not a param of the selected runs; "
+                f"available: {', '.join(params) or 'none'}"
+            )
+    return by
+
+
+def _chosen_metrics(
+    metrics: Sequence[str] | None, metric_names: list[str], notes: list[str]
+) -> list[str]:
+    """``metrics`` checked against the logged metrics, else the logged :data:`DEFAULT_METRICS`
+    (a note lists the default metrics that were not logged)."""
+    available = f"available: {', '.join(metric_names) or 'none'}"
+    if metrics is None:
+        metrics = [m for m in DEFAULT_METRICS if m in metric_names]
+        missing = [m for m in DEFAULT_METRICS if m not in metric_names]
+        if missing:
+            notes.append(f"default metrics not logged by the selected runs: {', '.join(missing)}")
+        if not metrics:
+            raise AggregateError(
+                "--metrics: none of the default metrics were logged by the selected runs; "
+                + available
+            )
+        return metrics
+    metrics = [m for m in metrics if m]
+    for m in metrics:
+        if m not in metric_names:
+            raise AggregateError(
+                f"--metrics: {m!r} is not a metric of the selected runs; {available}"
+            )
+    return metrics
+
+
+def _analyse(runs: pd.DataFrame, by: list[str], metrics: list[str], level: float, notes: list[str]):
+    """-> (summary, fits, verdict lines, swept axis or None); appends the notes that apply."""
+    kink = kink_note(runs, metrics)
+    if kink:
+        notes.append(kink)
+    axis = swept_axis(runs, by)
+    if _width_key(by) is None and axis is None:
+        notes.append("grouping keys do not include model.width: no power-law fits")
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        summary = summarize(runs, by, metrics)
+        if axis is None:
+            fits = fit_power_laws(runs, by, metrics, level=level)
+            lines = verdict(fits)
+        else:  # lr / alpha at fixed width: aggregated along that axis, no width fits
+            fits = fit_power_laws(runs, [k for k in by if k != _width_key(by)], metrics)
+            lines = axis_verdict(runs, summary, axis, by, metrics)
+    n_excluded = int((~_is_finished(runs)).sum())
+    if n_excluded:
+        notes.append(
+            f"{n_excluded} run(s) not FINISHED are excluded from the statistics "
+            "(listed per group under 'not used')"
+        )
+    return summary, fits, lines, axis
+
+
+def _write_and_log(
+    result: AggregateResult, client, out_dir, histories, step_metric, log_to_mlflow: bool
+) -> None:
+    """Write the tables, figures, verdict and report to ``out_dir``; log them (and the slope
+    metrics) to the sweep's parent run, or to a new ``aggregate`` run."""
+    parent_id = result.sweep_id
     if out_dir is None:
-        tag = parent_id or "filter-" + hashlib.sha1(str(filter_string).encode()).hexdigest()[:8]
-        out_dir = Path.cwd() / "outputs" / "aggregate" / tag
+        digest = hashlib.sha1(str(result.filter_string).encode()).hexdigest()[:8]
+        out_dir = Path.cwd() / "outputs" / "aggregate" / (parent_id or "filter-" + digest)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     result.out_dir = out
     files: dict[str, Path] = {}
-    summary.to_csv(out / "summary.csv", index=False)
+    result.summary.to_csv(out / "summary.csv", index=False)
     files["summary.csv"] = out / "summary.csv"
-    fits.to_csv(out / "fits.csv", index=False)
+    result.fits.to_csv(out / "fits.csv", index=False)
     files["fits.csv"] = out / "fits.csv"
+    _write_figures(result, out, files, histories, step_metric)
+    (out / "verdict.txt").write_text("\n".join(result.verdict) + "\n")
+    files["verdict.txt"] = out / "verdict.txt"
+    if log_to_mlflow:
+        run_id = parent_id
+        if run_id is None:
+            run = client.create_run(
+                result.experiment_id,
+                run_name="aggregate",
+                tags={
+                    ROLE_TAG: "aggregate",
+                    "ntk_sweep.aggregate_filter": result.filter_string or "",
+                },
+            )
+            run_id = run.info.run_id
+        result.logged_run_id = run_id
+        result.notes.append(f"logged to MLflow run {run_id} (artifacts under aggregate/)")
+    (out / "summary.md").write_text(result.report(markdown=True))
+    files["summary.md"] = out / "summary.md"
+    result.files = files
+    if log_to_mlflow:
+        _log_outputs(client, result, new_run=parent_id is None)
+
+
+def _write_figures(
+    result: AggregateResult, out: Path, files: dict[str, Path], histories, step_metric
+) -> None:
+    """The PNGs: drift / linearisation error vs width (or the metrics vs the swept axis), and
+    the per-step view; a note for each vs-width figure whose metrics were not selected."""
+    summary, fits, by, metrics, axis = (
+        result.summary, result.fits, result.by, result.metrics, result.axis
+    )  # fmt: skip
     title = result.selection
+
+    def save(fig, name: str) -> None:
+        fig.savefig(out / f"{name}.png", dpi=110)
+        files[f"{name}.png"] = out / f"{name}.png"
+
     for name, candidates in (
         ("drift_vs_width", DRIFT_METRICS[:2]),
         ("linearization_error_vs_width", LIN_METRICS),
     ):
         chosen = [m for m in candidates if m in metrics]
         if not chosen:
-            notes.append(f"no {name}.png: none of {', '.join(candidates)} in --metrics")
+            result.notes.append(f"no {name}.png: none of {', '.join(candidates)} in --metrics")
             continue
         if _width_key(by) is None or axis is not None:
             continue
-        fig = plot_vs_width(summary, fits, chosen, by, level=level, title=title)
-        fig.savefig(out / f"{name}.png", dpi=110)
-        files[f"{name}.png"] = out / f"{name}.png"
+        save(plot_vs_width(summary, fits, chosen, by, level=result.level, title=title), name)
     if axis is not None:
         chosen = [m for m in ("kernel_drift", "loss") if m in metrics] or metrics[:2]
-        name = f"drift_vs_{axis.rsplit('.', 1)[-1]}"
-        lr_max = lr_max_stable(runs) if axis in ("train.lr", "lr") else math.nan
+        lr_max = lr_max_stable(result.runs) if axis in ("train.lr", "lr") else math.nan
         fig = plot_vs_axis(summary, chosen, by, axis, lr_max=lr_max, title=title)
-        fig.savefig(out / f"{name}.png", dpi=110)
-        files[f"{name}.png"] = out / f"{name}.png"
+        save(fig, f"drift_vs_{axis.rsplit('.', 1)[-1]}")
     if histories is not None and not histories.empty:
-        fig = plot_vs_step(histories, runs, by, step_metric, title=title)
-        fig.savefig(out / "drift_vs_step.png", dpi=110)
-        files["drift_vs_step.png"] = out / "drift_vs_step.png"
-    (out / "verdict.txt").write_text("\n".join(lines) + "\n")
-    files["verdict.txt"] = out / "verdict.txt"
+        save(plot_vs_step(histories, result.runs, by, step_metric, title=title), "drift_vs_step")
 
-    if log_to_mlflow:
-        run_id = parent_id
-        if run_id is None:
-            run = client.create_run(
-                exp_id,
-                run_name="aggregate",
-                tags={ROLE_TAG: "aggregate", "ntk_sweep.aggregate_filter": filter_string or ""},
-            )
-            run_id = run.info.run_id
-        result.logged_run_id = run_id
-        notes.append(f"logged to MLflow run {run_id} (artifacts under aggregate/)")
-    (out / "summary.md").write_text(result.report(markdown=True))
-    files["summary.md"] = out / "summary.md"
-    result.files = files
-    if log_to_mlflow:
-        for path in files.values():
-            client.log_artifact(result.logged_run_id, str(path), artifact_path="aggregate")
-        from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
-        slopes = [Metric(k, v, now, 0) for k, v in slope_metric_names(fits, by).items()]
-        if slopes:
-            client.log_batch(result.logged_run_id, metrics=slopes)
-        if parent_id is None:
-            client.set_terminated(result.logged_run_id, FINISHED)
-    return result
+def _log_outputs(client, result: AggregateResult, new_run: bool) -> None:
+    """The written files as artifacts under ``aggregate/`` and the slope metrics; a new
+    ``aggregate`` run is then terminated FINISHED."""
+    from mlflow.entities import Metric
+
+    for path in result.files.values():
+        client.log_artifact(result.logged_run_id, str(path), artifact_path="aggregate")
+    now = int(time.time() * 1000)
+    slopes = [Metric(k, v, now, 0) for k, v in slope_metric_names(result.fits, result.by).items()]
+    if slopes:
+        client.log_batch(result.logged_run_id, metrics=slopes)
+    if new_run:
+        client.set_terminated(result.logged_run_id, FINISHED)
