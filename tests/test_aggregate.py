@@ -946,3 +946,44 @@ def test_kink_note_only_for_paper_toy_without_bias():
     assert note.startswith("1 run(s) are paper_toy with sigma_b = 0") and "lin_error_test" in note
     assert kink_note(runs, ["kernel_drift"]) == ""  # no test metric: nothing to warn about
     assert kink_note(runs.iloc[1:], ["lin_error_test"]) == ""
+
+
+# The package's layers: an import may only go down this list (no cycles), and importing the
+# package pulls in neither MLflow nor matplotlib (loaded inside the functions that use them).
+LAYERS = ["common", "rates", "statistics", "verdict", "loading", "plots", "report", "cli"]
+ALLOWED = {
+    "common": set(),
+    "rates": set(),
+    "statistics": {"common", "rates"},
+    "verdict": {"common", "rates", "statistics"},
+    "loading": {"common"},
+    "plots": {"common"},
+    "report": {"common", "rates", "statistics", "verdict", "loading", "plots"},
+    "cli": {"common", "report"},
+}
+
+
+def test_aggregate_submodules_import_only_lower_layers_and_no_heavy_libraries():
+    import ast
+    import subprocess
+    import sys
+
+    import ntk_sweep.aggregate as pkg
+
+    folder = Path(pkg.__file__).parent
+    assert sorted(p.stem for p in folder.glob("*.py")) == sorted([*LAYERS, "__init__", "__main__"])
+    for name in LAYERS:
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+        mods = {a.name for n in top if isinstance(n, ast.Import) for a in n.names}
+        mods |= {n.module for n in top if isinstance(n, ast.ImportFrom) and n.module}
+        siblings = {m.rsplit(".", 1)[-1] for m in mods if m.startswith("ntk_sweep.aggregate.")}
+        assert siblings <= ALLOWED[name], (name, siblings - ALLOWED[name])
+        heavy = {m.split(".")[0] for m in mods} & {"matplotlib", "mlflow", "hydra"}
+        assert not heavy, (name, heavy)
+    code = (
+        "import sys, ntk_sweep.aggregate; "
+        "print(sorted(m for m in ('matplotlib', 'mlflow', 'hydra') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

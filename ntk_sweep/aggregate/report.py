@@ -1,0 +1,535 @@
+"""The aggregate pipeline: :func:`aggregate_sweep` (read, summarise, fit, judge, write, log),
+:class:`AggregateResult` and its text / markdown report, the slope metrics logged to MLflow."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ntk_sweep.aggregate.common import (
+    CONFIG_HASH_TAG,
+    DEFAULT_METRICS,
+    DEFAULT_STEP_METRIC,
+    DRIFT_METRICS,
+    FINISHED,
+    LIN_METRICS,
+    MEAN_CI_METHOD,
+    ROLE_TAG,
+    SEED_KEY,
+    SLOPE_CI_METHOD,
+    AggregateError,
+    _cut,
+    _fixed,
+    _fmt,
+    _fmt_value,
+    _is_finished,
+    _width_key,
+)
+from ntk_sweep.aggregate.loading import (
+    _check_store,
+    _resolve_selection,
+    deduplicate_runs,
+    load_histories,
+    load_runs,
+    resolve_tracking_uri,
+)
+from ntk_sweep.aggregate.plots import (
+    plot_vs_axis,
+    plot_vs_step,
+    plot_vs_width,
+)
+from ntk_sweep.aggregate.statistics import (
+    default_group_keys,
+    fit_power_laws,
+    lr_max_stable,
+    summarize,
+    swept_axis,
+)
+from ntk_sweep.aggregate.verdict import (
+    axis_verdict,
+    kink_note,
+    verdict,
+)
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """Aligned plain-text table."""
+    cells = [[str(h) for h in header]] + [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """GitHub-flavoured markdown table (``|`` in cells escaped)."""
+
+    def esc(c) -> str:
+        return _fmt(c).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |"]
+    lines.append("|" + "|".join("---" for _ in header) + "|")
+    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _summary_rows(summary: pd.DataFrame, by: Sequence[str], metrics: Sequence[str]):
+    header = ["metric", *by, "n", "mean", "std", "95% CI", "ci_method"]
+    rows = []
+    for m in metrics:
+        for _, r in summary.iterrows():
+            ci = f"[{_fmt(r[f'{m}_ci_low'])}, {_fmt(r[f'{m}_ci_high'])}]"
+            n = r[f"{m}_n"]
+            n_text = str(n) if n == r["n_seeds"] else f"{n}/{r['n_seeds']}"
+            rows.append(
+                [
+                    m,
+                    *(_fmt_value(r[k]) for k in by),
+                    n_text,
+                    r[f"{m}_mean"],
+                    r[f"{m}_std"],
+                    ci,
+                    "t" if n > 1 else "-",
+                ]
+            )
+    return header, rows
+
+
+def _runs_rows(summary: pd.DataFrame, by: Sequence[str]):
+    header = [*by, "runs", "finished", "failed", "killed", "running", "not used"]
+    rows = [
+        [
+            *(_fmt_value(r[k]) for k in by),
+            r["n_runs"],
+            r["n_seeds"],
+            r["n_failed"],
+            r["n_killed"],
+            r["n_running"],
+            _cut(r["excluded_runs"]) or "-",
+        ]
+        for _, r in summary.iterrows()
+    ]
+    return header, rows
+
+
+def _fits_rows(fits: pd.DataFrame):
+    header = [
+        "metric",
+        "group",
+        "n",
+        "slope",
+        "95% CI",
+        "asymptotic",
+        "95% CI",
+        "asym. widths",
+        "expected",
+        "vs expected",
+        "R^2",
+        "note",
+    ]
+    rows = []
+    for _, f in fits.iterrows():
+        ok = f["status"] == "ok"
+        ci = f"[{_fixed(f['slope_ci_low'])}, {_fixed(f['slope_ci_high'])}]"
+        aci = f"[{_fixed(f['asym_slope_ci_low'])}, {_fixed(f['asym_slope_ci_high'])}]"
+        rows.append(
+            [
+                f["metric"],
+                f["group"] or "all runs",
+                _fmt(f["min_seeds"]) if ok else "-",
+                _fixed(f["slope"]) if ok else "n/a",
+                ci if ok else "-",
+                _fixed(f["asym_slope"]) if ok else "n/a",
+                aci if ok else "-",
+                f["asym_widths"] or "-",
+                _fmt(f["expected_slope"]),
+                f["comparison"] or "-",
+                f["r2"] if ok else "-",
+                _cut(f["reason"] or ("-" if ok else "")) or "-",
+            ]
+        )
+    return header, rows
+
+
+def _local_rows(fits: pd.DataFrame):
+    """Local slopes of the verdict's metrics (drift, linearisation error), one row per step;
+    ``fits.csv`` has them for every metric."""
+    header = ["metric", "group", "widths", "local slope", "95% CI"]
+    rows = []
+    for _, f in fits.iterrows():
+        shown = f["metric"] in (*DRIFT_METRICS, *LIN_METRICS)
+        if f["status"] != "ok" or not f["local_slopes"] or not shown:
+            continue
+        for item in str(f["local_slopes"]).split("; "):
+            widths, rest = item.split(": ", 1)
+            slope, ci = rest.split(" ", 1)
+            rows.append([f["metric"], f["group"] or "all runs", widths, slope, ci])
+    return header, rows
+
+
+@dataclass
+class AggregateResult:
+    """What :func:`aggregate_sweep` computed and wrote."""
+
+    tracking_uri: str
+    experiment: str
+    experiment_id: str
+    sweep_id: str | None
+    filter_string: str | None
+    by: list[str]
+    metrics: list[str]
+    level: float
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+    fits: pd.DataFrame
+    verdict: list[str]
+    axis: str | None = None
+    n_duplicates: int = 0
+    out_dir: Path | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+    logged_run_id: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def selection(self) -> str:
+        parts = []
+        if self.sweep_id:
+            parts.append(f"sweep {self.sweep_id}")
+        if self.filter_string:
+            parts.append(f"filter {self.filter_string!r}")
+        return f"experiment {self.experiment!r}, " + ", ".join(parts)
+
+    def report(self, markdown: bool = False) -> str:
+        """The readable report: selection, runs per group, summary, fits, verdict."""
+        table = markdown_table if markdown else text_table
+        status_counts = self.runs["status"].value_counts().to_dict()
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(status_counts.items()))
+        out = []
+        if markdown:
+            what = f"along {self.axis}" if self.axis else "kernel drift vs width"
+            out += [f"# Aggregate: {what}", ""]
+        dedup = f"{self.n_duplicates} duplicate(s) dropped" if self.n_duplicates else "none found"
+        out += [
+            f"Selection: {self.selection} ({len(self.runs)} runs: {counts})",
+            f"Grouping keys: {', '.join(self.by) or '(none)'}; replicate key: {SEED_KEY}; "
+            f"fit level {self.level:g}",
+            f"One run per config hash (latest FINISHED wins): {dedup}",
+            "",
+        ]
+        sections = [
+            ("Runs per group", _runs_rows(self.summary, self.by)),
+            (
+                f"Final metrics (mean over seeds, 95% CI: {MEAN_CI_METHOD})",
+                _summary_rows(self.summary, self.by, self.metrics),
+            ),
+        ]
+        if not self.fits.empty:
+            sections += [
+                (
+                    f"Power-law fits (metric ~ prefactor * width^slope; 95% CI: {SLOPE_CI_METHOD})",
+                    _fits_rows(self.fits),
+                ),
+                ("Local slopes between consecutive widths", _local_rows(self.fits)),
+            ]
+        for title, (header, rows) in sections:
+            out += [f"## {title}" if markdown else f"{title}:", "", table(header, rows), ""]
+        out += ["## Verdict" if markdown else "Verdict:", ""]
+        out += [f"- {line}" for line in self.verdict]
+        if self.notes:
+            out += ["", "## Notes" if markdown else "Notes:", ""]
+            out += [f"- {n}" for n in self.notes]
+        return "\n".join(out) + "\n"
+
+
+def _sanitize(text: str) -> str:
+    return re.sub(r"[^\w.\-]+", "_", str(text)).strip("_") or "x"
+
+
+def slope_metric_names(fits: pd.DataFrame, by: Sequence[str]) -> dict[str, float]:
+    """MLflow metric name -> value for the ok fits: ``slope_<metric>``, ``slope_<metric>_ci_low``,
+    ``slope_<metric>_ci_high``, ``slope_<metric>_r2``, ``slope_<metric>_asym`` (and its
+    ``_asym_ci_low`` / ``_asym_ci_high``: the widest-widths fit), suffixed
+    ``/<key>-<value>...`` (last component of the key) when there are several groups."""
+    out: dict[str, float] = {}
+    if fits is None or fits.empty:
+        return out
+    others = [k for k in by if k != _width_key(by)]
+    several = fits["group"].nunique() > 1
+    for _, f in fits[fits["status"] == "ok"].iterrows():
+        suffix = ""
+        if several:
+            suffix = "/" + "/".join(
+                f"{_sanitize(k.rsplit('.', 1)[-1])}-{_sanitize(_fmt_value(f[k]))}" for k in others
+            )
+        base = f"slope_{_sanitize(f['metric'])}"
+        for name, col in (
+            ("", "slope"),
+            ("_ci_low", "slope_ci_low"),
+            ("_ci_high", "slope_ci_high"),
+            ("_r2", "r2"),
+            ("_asym", "asym_slope"),
+            ("_asym_ci_low", "asym_slope_ci_low"),
+            ("_asym_ci_high", "asym_slope_ci_high"),
+        ):
+            value = float(f[col])
+            if np.isfinite(value):
+                out[f"{base}{name}{suffix}"] = value
+    return out
+
+
+def aggregate_sweep(
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    sweep_id: str | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    filter_string: str | None = None,
+    by: Sequence[str] | None = None,
+    metrics: Sequence[str] | None = None,
+    level: float = 0.3,
+    n_boot: int = 2000,
+    seed: int = 0,
+    step_metric: str | None = DEFAULT_STEP_METRIC,
+    log_to_mlflow: bool = True,
+    write: bool = True,
+) -> AggregateResult:
+    """Aggregate a sweep: read runs, summarise, fit, judge, write ``out_dir``, log to MLflow.
+
+    ``sweep_id``: a parent run id, ``"latest"``, or None (= latest, unless ``filter_string``
+    is given, which then selects runs of ``experiment`` instead of a sweep; both together select
+    the sweep's children matching the filter). ``by`` / ``metrics`` None = defaults (see
+    :func:`default_group_keys`, :data:`DEFAULT_METRICS`). ``out_dir`` None =
+    ``outputs/aggregate/<sweep id>`` (or ``.../filter-<hash>``) under the working directory.
+    Files and slope metrics are logged on the sweep's parent run (artifact folder
+    ``aggregate/``), or on a new run named ``aggregate`` (tag ``ntk_sweep.role=aggregate``) when
+    there is no parent. Raises :class:`AggregateError` on bad input, before writing anything.
+    """
+    if not (level > 0):
+        raise AggregateError(f"--level: must be > 0, got {level}")
+    if n_boot < 0:
+        raise AggregateError(f"--n-boot: must be >= 0, got {n_boot}")
+    uri = resolve_tracking_uri(tracking_uri)
+    _check_store(uri)
+
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    exp_name, exp_id, parent_id = _resolve_selection(client, experiment, sweep_id, filter_string)
+    runs, params, metric_names = _load_selection(client, exp_name, exp_id, parent_id, filter_string)
+    notes: list[str] = []
+    runs, n_dup = deduplicate_runs(runs)
+    if n_dup:
+        notes.append(
+            f"deduplicated by config hash (tag {CONFIG_HASH_TAG}): {n_dup} run(s) repeating a "
+            "configuration dropped, the latest FINISHED one of each kept"
+        )
+    by = _grouping_keys(by, runs, params)
+    metrics = _chosen_metrics(metrics, metric_names, notes)
+    summary, fits, lines, axis = _analyse(runs, by, metrics, level, notes)
+    result = AggregateResult(
+        tracking_uri=uri,
+        experiment=exp_name,
+        experiment_id=exp_id,
+        sweep_id=parent_id,
+        filter_string=filter_string,
+        by=by,
+        metrics=metrics,
+        level=level,
+        runs=runs,
+        summary=summary,
+        fits=fits,
+        verdict=lines,
+        axis=axis,
+        n_duplicates=n_dup,
+        notes=notes,
+    )
+    histories = None
+    if step_metric and step_metric in metric_names:
+        histories = load_histories(client, runs, step_metric)
+    elif step_metric:
+        notes.append(f"no per-step view: {step_metric!r} is not logged by the selected runs")
+    if write:
+        _write_and_log(result, client, out_dir, histories, step_metric, log_to_mlflow)
+    return result
+
+
+def _load_selection(client, exp_name: str, exp_id: str, parent_id, filter_string):
+    """:func:`load_runs`, with a bad filter string or an empty selection as AggregateError."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        runs, params, metric_names = load_runs(client, exp_id, parent_id, filter_string)
+    except MlflowException as exc:
+        msg = str(exc.message if hasattr(exc, "message") else exc).splitlines()[0]
+        raise AggregateError(f"--filter: {msg}") from None
+    if runs.empty:
+        what = f"sweep {parent_id} has no child runs" if parent_id else "no run matches"
+        if filter_string:
+            what += f" (filter {filter_string!r})"
+        raise AggregateError(f"empty selection: {what} in experiment {exp_name!r}")
+    return runs, params, metric_names
+
+
+def _grouping_keys(by: Sequence[str] | None, runs: pd.DataFrame, params: list[str]) -> list[str]:
+    """``by`` checked against the runs' params, else :func:`default_group_keys`."""
+    if by is None:
+        return list(default_group_keys(runs, params))
+    by = [k for k in by if k]
+    for k in by:
+        if k == SEED_KEY:
+            raise AggregateError(f"--by: {SEED_KEY!r} is the replicate key, not a grouping key")
+        if k not in params:
+            raise AggregateError(
+                f"--by: {k!r} is not a param of the selected runs; "
+                f"available: {', '.join(params) or 'none'}"
+            )
+    return by
+
+
+def _chosen_metrics(
+    metrics: Sequence[str] | None, metric_names: list[str], notes: list[str]
+) -> list[str]:
+    """``metrics`` checked against the logged metrics, else the logged :data:`DEFAULT_METRICS`
+    (a note lists the default metrics that were not logged)."""
+    available = f"available: {', '.join(metric_names) or 'none'}"
+    if metrics is None:
+        metrics = [m for m in DEFAULT_METRICS if m in metric_names]
+        missing = [m for m in DEFAULT_METRICS if m not in metric_names]
+        if missing:
+            notes.append(f"default metrics not logged by the selected runs: {', '.join(missing)}")
+        if not metrics:
+            raise AggregateError(
+                "--metrics: none of the default metrics were logged by the selected runs; "
+                + available
+            )
+        return metrics
+    metrics = [m for m in metrics if m]
+    for m in metrics:
+        if m not in metric_names:
+            raise AggregateError(
+                f"--metrics: {m!r} is not a metric of the selected runs; {available}"
+            )
+    return metrics
+
+
+def _analyse(runs: pd.DataFrame, by: list[str], metrics: list[str], level: float, notes: list[str]):
+    """-> (summary, fits, verdict lines, swept axis or None); appends the notes that apply."""
+    kink = kink_note(runs, metrics)
+    if kink:
+        notes.append(kink)
+    axis = swept_axis(runs, by)
+    if _width_key(by) is None and axis is None:
+        notes.append("grouping keys do not include model.width: no power-law fits")
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        summary = summarize(runs, by, metrics)
+        if axis is None:
+            fits = fit_power_laws(runs, by, metrics, level=level)
+            lines = verdict(fits)
+        else:  # lr / alpha at fixed width: aggregated along that axis, no width fits
+            fits = fit_power_laws(runs, [k for k in by if k != _width_key(by)], metrics)
+            lines = axis_verdict(runs, summary, axis, by, metrics)
+    n_excluded = int((~_is_finished(runs)).sum())
+    if n_excluded:
+        notes.append(
+            f"{n_excluded} run(s) not FINISHED are excluded from the statistics "
+            "(listed per group under 'not used')"
+        )
+    return summary, fits, lines, axis
+
+
+def _write_and_log(
+    result: AggregateResult, client, out_dir, histories, step_metric, log_to_mlflow: bool
+) -> None:
+    """Write the tables, figures, verdict and report to ``out_dir``; log them (and the slope
+    metrics) to the sweep's parent run, or to a new ``aggregate`` run."""
+    parent_id = result.sweep_id
+    if out_dir is None:
+        digest = hashlib.sha1(str(result.filter_string).encode()).hexdigest()[:8]
+        out_dir = Path.cwd() / "outputs" / "aggregate" / (parent_id or "filter-" + digest)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result.out_dir = out
+    files: dict[str, Path] = {}
+    result.summary.to_csv(out / "summary.csv", index=False)
+    files["summary.csv"] = out / "summary.csv"
+    result.fits.to_csv(out / "fits.csv", index=False)
+    files["fits.csv"] = out / "fits.csv"
+    _write_figures(result, out, files, histories, step_metric)
+    (out / "verdict.txt").write_text("\n".join(result.verdict) + "\n")
+    files["verdict.txt"] = out / "verdict.txt"
+    if log_to_mlflow:
+        run_id = parent_id
+        if run_id is None:
+            run = client.create_run(
+                result.experiment_id,
+                run_name="aggregate",
+                tags={
+                    ROLE_TAG: "aggregate",
+                    "ntk_sweep.aggregate_filter": result.filter_string or "",
+                },
+            )
+            run_id = run.info.run_id
+        result.logged_run_id = run_id
+        result.notes.append(f"logged to MLflow run {run_id} (artifacts under aggregate/)")
+    (out / "summary.md").write_text(result.report(markdown=True))
+    files["summary.md"] = out / "summary.md"
+    result.files = files
+    if log_to_mlflow:
+        _log_outputs(client, result, new_run=parent_id is None)
+
+
+def _write_figures(
+    result: AggregateResult, out: Path, files: dict[str, Path], histories, step_metric
+) -> None:
+    """The PNGs: drift / linearisation error vs width (or the metrics vs the swept axis), and
+    the per-step view; a note for each vs-width figure whose metrics were not selected."""
+    summary, fits, by, metrics, axis = (
+        result.summary, result.fits, result.by, result.metrics, result.axis
+    )  # fmt: skip
+    title = result.selection
+
+    def save(fig, name: str) -> None:
+        fig.savefig(out / f"{name}.png", dpi=110)
+        files[f"{name}.png"] = out / f"{name}.png"
+
+    for name, candidates in (
+        ("drift_vs_width", DRIFT_METRICS[:2]),
+        ("linearization_error_vs_width", LIN_METRICS),
+    ):
+        chosen = [m for m in candidates if m in metrics]
+        if not chosen:
+            result.notes.append(f"no {name}.png: none of {', '.join(candidates)} in --metrics")
+            continue
+        if _width_key(by) is None or axis is not None:
+            continue
+        save(plot_vs_width(summary, fits, chosen, by, level=result.level, title=title), name)
+    if axis is not None:
+        chosen = [m for m in ("kernel_drift", "loss") if m in metrics] or metrics[:2]
+        lr_max = lr_max_stable(result.runs) if axis in ("train.lr", "lr") else math.nan
+        fig = plot_vs_axis(summary, chosen, by, axis, lr_max=lr_max, title=title)
+        save(fig, f"drift_vs_{axis.rsplit('.', 1)[-1]}")
+    if histories is not None and not histories.empty:
+        save(plot_vs_step(histories, result.runs, by, step_metric, title=title), "drift_vs_step")
+
+
+def _log_outputs(client, result: AggregateResult, new_run: bool) -> None:
+    """The written files as artifacts under ``aggregate/`` and the slope metrics; a new
+    ``aggregate`` run is then terminated FINISHED."""
+    from mlflow.entities import Metric
+
+    for path in result.files.values():
+        client.log_artifact(result.logged_run_id, str(path), artifact_path="aggregate")
+    now = int(time.time() * 1000)
+    slopes = [Metric(k, v, now, 0) for k, v in slope_metric_names(result.fits, result.by).items()]
+    if slopes:
+        client.log_batch(result.logged_run_id, metrics=slopes)
+    if new_run:
+        client.set_terminated(result.logged_run_id, FINISHED)
