@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-# Activations (ntk_sweep.network.ACTIVATIONS and common others) by smoothness, MATH.md s.6
+# Activations (ntk_sweep.core.network.ACTIVATIONS and common others) by smoothness, MATH.md s.6
 RELU_LIKE = ("relu", "leaky_relu", "step", "abs", "hardtanh", "relu6")
 
 SMOOTH = ("erf", "tanh", "linear", "gelu", "sigmoid", "softplus", "silu", "swish", "sin")

@@ -159,7 +159,9 @@ def _claim(trends: dict, drift: str | None, lin: str | None, mean_field: bool) -
     elif d_trend == "grows":
         text = f"the kernel moves more with width ({_rate_clause(drift, d_row)})"
     else:
-        text = f"the kernel keeps moving ({_rate_clause(drift, d_row)}: CI contains 0)"
+        # a CI containing 0 shows neither a fall nor a constant drift: say only that
+        clause = _rate_clause(drift, d_row)
+        text = f"no trend of the kernel drift is resolved ({clause}: CI contains 0)"
     if lin is not None:
         l_trend, l_row = trends[lin]
         if l_trend == "falls":
@@ -172,7 +174,7 @@ def _claim(trends: dict, drift: str | None, lin: str | None, mean_field: bool) -
             text += f"; the network moves away from its linearisation ({_rate_clause(lin, l_row)})"
         else:
             text += (
-                "; the network does not approach its linearisation "
+                "; the network is not shown to approach its linearisation "
                 f"({_rate_clause(lin, l_row)}: CI contains 0)"
             )
     if mean_field:
