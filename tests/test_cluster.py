@@ -413,9 +413,11 @@ def _signal_once_training(uri: str, signum: int) -> threading.Thread:
         for _ in range(1200):
             runs = runs_of(uri)
             if runs and client.get_metric_history(runs[0].info.run_id, "loss"):
-                os.kill(os.getpid(), signum)
-                return
+                break
             time.sleep(0.1)
+        # signal even if no step was seen within 2 minutes: the test then fails on its
+        # assertions instead of training for ever
+        os.kill(os.getpid(), signum)
 
     thread = threading.Thread(target=wait_then_signal, daemon=True)
     thread.start()
