@@ -161,18 +161,8 @@ def sweep_presets(jobs: Sequence[Sequence[str]] | None, default: str) -> str:
 
 def _child_statuses(client, parent_id: str, resumed: Iterable[str]) -> list[str]:
     experiment_id = client.get_run(parent_id).info.experiment_id
-    runs, token = [], None
-    while True:
-        page = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent_id}'",
-            max_results=1000,
-            page_token=token,
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            break
+    children = f"tags.`{tracking.PARENT_TAG}` = '{parent_id}'"
+    runs = tracking.search_all_runs(client, experiment_id, children)
     statuses = [r.info.status for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "job"]
     return statuses + [client.get_run(run_id).info.status for run_id in resumed]
 

@@ -695,14 +695,14 @@ def is_dead(run, now: float, stale_after_s: float) -> bool:
     return run.info.status == "RUNNING" and now - last_heartbeat(run) > stale_after_s
 
 
-def runs_with_hash(client, experiment_id: str, chash: str) -> list:
-    """Every (not deleted) run of the experiment whose config fingerprint is `chash`."""
+def search_all_runs(client, experiment_id: str, filter_string: str) -> list:
+    """Every (not deleted) run of the experiment that `filter_string` selects, all pages."""
     runs, token = [], None
     while True:
         page = _retry(
             client.search_runs,
             [experiment_id],
-            filter_string=f"tags.`{CONFIG_HASH_TAG}` = '{chash}'",
+            filter_string=filter_string,
             max_results=1000,
             page_token=token,
         )
@@ -710,6 +710,11 @@ def runs_with_hash(client, experiment_id: str, chash: str) -> list:
         token = page.token
         if not token:
             return runs
+
+
+def runs_with_hash(client, experiment_id: str, chash: str) -> list:
+    """Every (not deleted) run of the experiment whose config fingerprint is `chash`."""
+    return search_all_runs(client, experiment_id, f"tags.`{CONFIG_HASH_TAG}` = '{chash}'")
 
 
 @dataclass(frozen=True)
