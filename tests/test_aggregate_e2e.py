@@ -13,6 +13,17 @@ import pytest
 from tests.test_app import ROOT, run_cli
 
 
+def _aggregate_cli(uri: str, out) -> subprocess.CompletedProcess:
+    """`python -m ntk_sweep.aggregate` on the store `uri`, writing into `out`."""
+    return subprocess.run(
+        [sys.executable, "-m", "ntk_sweep.aggregate", "--tracking-uri", uri, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 @pytest.mark.slow
 def test_real_sweep_aggregates_one_row_per_width_and_polyfit_slope(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -38,13 +49,7 @@ def test_real_sweep_aggregates_one_row_per_width_and_polyfit_slope(tmp_path):
     assert "aggregate/summary.csv" in logged and "aggregate/fits.csv" in logged
 
     out = tmp_path / "agg"
-    cli = subprocess.run(
-        [sys.executable, "-m", "ntk_sweep.aggregate", "--tracking-uri", uri, "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    cli = _aggregate_cli(uri, out)
     assert cli.returncode == 0, cli.stderr
     assert "verdict:" in cli.stdout
     summary = pd.read_csv(out / "summary.csv")
@@ -96,13 +101,7 @@ def test_real_lr_sweep_aggregates_along_lr(tmp_path):
     )
     assert res.returncode == 0, res.stderr[-3000:]
     out = tmp_path / "agg"
-    cli = subprocess.run(
-        [sys.executable, "-m", "ntk_sweep.aggregate", "--tracking-uri", uri, "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    cli = _aggregate_cli(uri, out)
     assert cli.returncode == 0, cli.stderr
     assert "Warning" not in cli.stderr and "overflow" not in cli.stderr, cli.stderr
     assert max(len(line) for line in cli.stdout.splitlines()) <= 200
