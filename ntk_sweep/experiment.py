@@ -7,12 +7,11 @@ training, each failure a one-line ConfigError/TrackingError); in a multirun, res
 if its config fingerprint already FINISHED, mark runs whose heartbeat stopped KILLED); create the
 run (a heartbeat thread refreshes tag `ntk_sweep.heartbeat` while it lives), then
 
-1. at init: empirical NTK on train inputs, on (train, test) and on a test subsample, its
-   spectrum, 2N/lambda_max, the infinite-width NTK where defined, and the kernel predictions of
-   MATH.md section 4 (discrete GD, spectral) at every log step, plus the kernel machines;
-2. full-batch GD of the network and of its linearisation (`training.gd_trajectory`); at each
-   log step every metric of docs/metrics.md, sent in one `log_batch` request;
-3. artifacts: resolved config, Hydra's .hydra files, arrays/ntk.npz, figures/*.png.
+1. measure (`core.measure.measure_steps`: the initial kernels and kernel predictions, GD of
+   the network and its linearisation, the metrics of docs/metrics.md at every log step),
+   sending each log step's metrics in one `log_batch` request as they come;
+2. artifacts from the same record: resolved config, Hydra's .hydra files, arrays/ntk.npz,
+   figures/*.png.
 
 A NaN/inf loss stops the run, marks it FAILED with `ntk_sweep.failure_reason` and returns
 (so a sweep goes on); Ctrl-C or SIGTERM marks it KILLED, keeping what was logged, and exits.
@@ -113,28 +112,6 @@ def job_context(output_dir: str | Path | None = None) -> JobContext:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _rms(a: np.ndarray) -> float:
-    a = np.asarray(a, dtype=np.float64)
-    return float(np.sqrt(np.mean(a * a)))
-
-
-def _mse_half(f: np.ndarray, y: np.ndarray) -> float:
-    r = np.asarray(f, dtype=np.float64) - y
-    return float(r @ r) / (2 * len(r))
-
-
-def test_kernel_index(
-    n_test: int, max_points: int, exclude: np.ndarray | None = None
-) -> np.ndarray:
-    """Evenly spaced subsample (deterministic) of the test inputs for the test-input kernel,
-    leaving out the inputs where `exclude` (a boolean mask) is true."""
-    candidates = np.arange(n_test) if exclude is None else np.flatnonzero(~exclude)
-    if len(candidates) <= max_points:
-        return candidates
-    pick = np.unique(np.round(np.linspace(0, len(candidates) - 1, max_points)).astype(int))
-    return candidates[pick]
 
 
 FLOATING_WARNING = re.compile(r"(overflow|invalid value|divide by zero|underflow) encountered")
@@ -607,288 +584,119 @@ def _without_hydra(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def _train_and_record(
-    cfg, data, net, client, run_id: str, ctx: JobContext, metric_log: tracking.MetricLog
-) -> RunOutcome:
-    from ntk_sweep.core import dynamics, kernels
-    from ntk_sweep.core.network import (
-        Linearization,
-        forward,
-        init_params,
-        kink_inputs,
-        param_movement,
-    )
-    from ntk_sweep.core.training import fused_compile_pending, gd_trajectory
+def schedule_of(cfg: DictConfig):
+    """The measurement schedule (`core.measure.Schedule`) of a config: train.* and the
+    progress ticks the app wants to see between log steps."""
+    from ntk_sweep.core.measure import Schedule
 
-    t0 = time.perf_counter()
     steps = int(cfg.train.steps)
-    lr = float(cfg.train.lr)
-    lr_eff = lr * net.lr_scale
     log_steps = compute_log_steps(steps, int(cfg.train.n_log_points), cfg.train.snapshot_steps)
-    x, y = data.x_train, data.y_train
-    x_test, y_test = data.x_test, data.y_test
-    n, m = len(x), len(x_test)
-    kinks = kink_inputs(net, x_test)
-    sub = test_kernel_index(m, int(cfg.train.test_kernel_points), kinks if kinks.any() else None)
-    x_sub = x_test[sub]
-    use_analytic = analytic_enabled(cfg) and kernels.has_analytic_ntk(net)
+    ticks = {int(round(steps * k / PROGRESS_TICKS)) for k in range(PROGRESS_TICKS)}
+    return Schedule(
+        lr=float(cfg.train.lr),
+        steps=steps,
+        log_steps=tuple(log_steps),
+        progress_steps=tuple(sorted(ticks - set(log_steps))),
+        test_kernel_points=int(cfg.train.test_kernel_points),
+        analytic=analytic_enabled(cfg),
+        backend=str(cfg.train.backend),
+    )
 
-    # ---------------------------------------------------------------- init
-    params0 = init_params(net, int(cfg.seed))
-    with _log_warnings():
-        k0 = kernels.empirical_ntk(net, params0, x)
-        k0_test = kernels.empirical_ntk(net, params0, x_sub)
-        k0_test_train = kernels.empirical_ntk(net, params0, x_test, x)
-        f0_train = forward(net, params0, x)
-        f0_test = forward(net, params0, x_test)
-        if net.centred:  # the model alpha (f_net - f_net(theta_0)) starts at 0 (network.py)
-            f0_train, f0_test = np.zeros_like(f0_train), np.zeros_like(f0_test)
-        spec = dynamics.kernel_spectrum(k0)
-        lr_max = 2 * n / spec.lambda_max
-        # above 2N/lambda_max, one line before training says so (_unstable_lr_message)
-        warnings.filterwarnings("ignore", UNSTABLE_WARNING, RuntimeWarning)
-        f_kernel_train, f_kernel_test = dynamics.kernel_predictions(
-            k0, k0_test_train, f0_train, f0_test, y, lr_eff, log_steps
-        )
-        km_emp = dynamics.kernel_regression(k0, k0_test_train, y)
-        k_an = f_an_train = f_an_test = km_an = None
-        init: dict[str, float] = {
-            "ntk_lambda_max": spec.lambda_max,
-            "ntk_lambda_min": spec.lambda_min,
-            "ntk_condition_number": spec.condition_number,
-            "ntk_rank": float(spec.rank),
-            "lr_max_stable": lr_max,
-            "lr_effective": lr_eff,
-            "lr_over_lr_max_stable": lr_eff / lr_max,
-        }
-        if use_analytic:
-            k_an = kernels.analytic_ntk(net, x)
-            k_an_test_train = kernels.analytic_ntk(net, x_test, x)
-            spec_an = dynamics.kernel_spectrum(k_an)
-            f_an_train, f_an_test = dynamics.kernel_predictions(
-                k_an, k_an_test_train, f0_train, f0_test, y, lr_eff, log_steps
-            )
-            km_an = dynamics.kernel_regression(k_an, k_an_test_train, y)
-            init.update(
-                ntk_analytic_lambda_max=spec_an.lambda_max,
-                ntk_analytic_lambda_min=spec_an.lambda_min,
-                ntk_analytic_condition_number=spec_an.condition_number,
-                ntk_analytic_vs_empirical=kernels.relative_difference(k0, k_an),
-            )
+
+def _warn_about_init(init: dict[str, float], n: int, lr: float, lr_scale: float) -> None:
+    """The warnings a run's initial kernel calls for, before any GD step."""
+    lr_eff, lr_max = init["lr_effective"], init["lr_max_stable"]
     if lr_eff >= lr_max:
-        log.warning("%s", _unstable_lr_message(lr, lr_eff, lr_max, net.lr_scale))
-    if spec.rank < n:
+        log.warning("%s", _unstable_lr_message(lr, lr_eff, lr_max, lr_scale))
+    if init["ntk_rank"] < n:
         log.warning(
             "the initial NTK is singular (rank %d of %d, condition number %s): kernel "
             "predictions use the spectral limit and the kernel machine a pseudo-inverse "
             "(MATH.md s.3; the paper's sigma_b=0 setting is degenerate)",
-            spec.rank,
+            int(init["ntk_rank"]),
             n,
-            spec.condition_number,
+            init["ntk_condition_number"],
         )
 
-    lin_test = Linearization(net, params0, x_test)
-    n_layers = net.n_layers
-    hist_names = [
-        "loss",
-        "loss_lin",
-        "loss_kernel",
-        "test_loss",
-        "kernel_drift",
-        "kernel_drift_test",
-        "kernel_distance",
-        "kernel_distance_test",
-        "lin_error_train",
-        "lin_error_test",
-        "kernel_pred_error_train",
-        "kernel_pred_error_test",
-        "analytic_pred_error_train",
-        "analytic_pred_error_test",
-        "param_movement",
-        *[f"param_movement_layer{i + 1}" for i in range(n_layers)],
-        *DIAGNOSTICS,
-    ]
-    n_log = len(log_steps)
-    history = {k: np.full(n_log, np.nan) for k in hist_names}
-    f_test_hist = np.full((n_log, m), np.nan)
-    f_lin_test_hist = np.full((n_log, m), np.nan)
-    f_train_hist = np.full((n_log, n), np.nan)
-    f_lin_train_hist = np.full((n_log, n), np.nan)
-    index = {s: i for i, s in enumerate(log_steps)}
 
-    ticks = set(log_steps) | {int(round(steps * k / PROGRESS_TICKS)) for k in range(PROGRESS_TICKS)}
+def _measure_and_log(cfg, data, net, run_id: str, metric_log: tracking.MetricLog):
+    """Run `core.measure.measure_steps`, streaming its metrics to `metric_log` and the progress
+    bar; returns the record."""
+    from ntk_sweep.core.measure import measure_steps
+    from ntk_sweep.core.training import fused_compile_pending
+
+    schedule = schedule_of(cfg)
     progress = Progress(
-        steps, f"train {run_id[:8]}", _progress_mode(cfg.tracking.progress), len(log_steps)
+        schedule.steps,
+        f"train {run_id[:8]}",
+        _progress_mode(cfg.tracking.progress),
+        len(schedule.log_steps),
     )
-    compiling = fused_compile_pending(net, n, str(cfg.train.backend))
-    failure = ""
-    last_step = 0
-    k_last, k_last_test = k0, k0_test
-    step_last, lam_last = 0, spec.lambda_max
-    first = last = None
-    final: dict[str, float] = {}
-    with (
-        np.errstate(over="ignore", invalid="ignore", divide="ignore"),
-        contextlib.closing(_Closer(progress, lambda: last_step)),
-    ):
-        for state in gd_trajectory(
-            net, params0, x, y, lr, steps, sorted(ticks), backend=str(cfg.train.backend)
-        ):
-            last_step, last = state.step, state
-            first = first or state
-            if compiling and state.step > 0:  # the first GD steps compiled the fused kernel
+    compiling = fused_compile_pending(net, data.n_train, schedule.backend)
+    steps = measure_steps(net, data, schedule, int(cfg.seed))
+    last_step, started = 0, False
+    with contextlib.closing(_Closer(progress, lambda: last_step)):
+        while True:
+            # the initial kernels' warnings (e.g. overflow in the kernel predictions) are
+            # logged before training; above 2N/lambda_max `_warn_about_init` says it once
+            with contextlib.nullcontext() if started else _log_warnings():
+                warnings.filterwarnings("ignore", UNSTABLE_WARNING, RuntimeWarning)
+                try:
+                    event = next(steps)
+                except StopIteration as done:
+                    return done.value
+            last_step, started = event.step, True
+            if compiling and event.step > 0:  # the first GD steps compiled the fused kernel
                 compiling = False
-                progress.restart_rate(state.step)
-            progress.update(state.step)
-            if state.diverged:
-                failure = (
-                    f"loss became {state.loss} at step {state.step} (diverged; lr_effective="
-                    f"{lr_eff:g}, 2N/lambda_max={lr_max:g})"
+                progress.restart_rate(event.step)
+            progress.update(event.step)
+            if event.init is not None:
+                _warn_about_init(event.init, data.n_train, schedule.lr, net.lr_scale)
+            if event.metrics:
+                metric_log.log(
+                    {**event.init, **event.metrics} if event.init else event.metrics, event.step
                 )
-                metric_log.log({"loss": state.loss, "loss_lin": state.loss_lin}, state.step)
-                break
-            if state.step not in index:
-                continue
-            t_log = time.monotonic()
-            i = index[state.step]
-            f_test = lin_test.centre(forward(net, state.params, x_test))
-            f_lin_test = lin_test.predict(state.delta_lin)
-            k_t = k0 if state.step == 0 else kernels.empirical_ntk(net, state.params, x)
-            k_t_test = (
-                k0_test if state.step == 0 else kernels.empirical_ntk(net, state.params, x_sub)
-            )
-            total, per_layer = param_movement(state.params, params0)
-            mt: dict[str, float] = {
-                "loss": state.loss,
-                "loss_lin": state.loss_lin,
-                "loss_kernel": _mse_half(f_kernel_train[i], y),
-                "test_loss": _mse_half(f_test, y_test) if y_test is not None else math.nan,
-                "kernel_drift": kernels.kernel_drift(k_t, k0),
-                "kernel_drift_test": kernels.kernel_drift(k_t_test, k0_test),
-                "kernel_distance": kernels.kernel_distance(k_t, k0),
-                "kernel_distance_test": kernels.kernel_distance(k_t_test, k0_test),
-                "lin_error_train": _rms(state.f_train - state.f_lin_train),
-                "lin_error_test": _rms(f_test - f_lin_test),
-                "kernel_pred_error_train": _rms(state.f_train - f_kernel_train[i]),
-                "kernel_pred_error_test": _rms(f_test - f_kernel_test[i]),
-                "analytic_pred_error_train": (
-                    _rms(state.f_train - f_an_train[i]) if f_an_train is not None else math.nan
-                ),
-                "analytic_pred_error_test": (
-                    _rms(f_test - f_an_test[i]) if f_an_test is not None else math.nan
-                ),
-                "param_movement": total,
-            }
-            for layer, value in enumerate(per_layer):
-                mt[f"param_movement_layer{layer + 1}"] = value
-            mt.update(_kernel_diagnostics(k_t, k_last, k0, y, lr * (state.step - step_last)))
-            if state.step == 0:  # the same kernel: the same number as ntk_lambda_max
-                mt["kernel_lambda_max"] = spec.lambda_max
-            for k, v in mt.items():
-                history[k][i] = v
-            f_test_hist[i], f_lin_test_hist[i] = f_test, f_lin_test
-            f_train_hist[i], f_lin_train_hist[i] = state.f_train, state.f_lin_train
-            metric_log.log({**init, **mt} if i == 0 else mt, state.step)
-            k_last, k_last_test, final = k_t, k_t_test, mt
-            step_last, lam_last = state.step, mt["kernel_lambda_max"]
-            progress.log_step_done(time.monotonic() - t_log)
-            if compiling and state.step == 0:
+            if event.seconds:
+                progress.log_step_done(event.seconds)
+            if compiling and event.step == 0:
                 progress.status("compiling (once)")
-    train_time = time.perf_counter() - t0
-    phases = _phases(first, last, float(np.var(y)) / 2, spec.lambda_max, lam_last)
-    metric_log.flush(tags={**tracking.heartbeat_tags(), **phases})
 
-    if failure:
-        log.error("run %s FAILED: %s", run_id, failure)
-        tracking.set_tag(client, run_id, tracking.FAILURE_TAG, failure)
+
+def _train_and_record(
+    cfg, data, net, client, run_id: str, ctx: JobContext, metric_log: tracking.MetricLog
+) -> RunOutcome:
+    """Measure (`_measure_and_log`), then record the arrays and figures of the record."""
+    t0 = time.perf_counter()
+    record = _measure_and_log(cfg, data, net, run_id, metric_log)
+    train_time = time.perf_counter() - t0
+    phases = {PHASE_NET_TAG: record.phase_net, PHASE_LIN_TAG: record.phase_lin}
+    metric_log.flush(tags={**tracking.heartbeat_tags(), **phases})
+    last_step = record.final_step
+    if record.failure:
+        log.error("run %s FAILED: %s", run_id, record.failure)
+        tracking.set_tag(client, run_id, tracking.FAILURE_TAG, record.failure)
         metric_log.log({"train_time_s": train_time, "final_step": last_step}, last_step)
         metric_log.flush()
-        return RunOutcome("FAILED", last_step, final, init, failure, train_time, phases=phases)
-
-    # ---------------------------------------------------------------- artifacts
-    out = Path(ctx.output_dir)
-    arrays = {
-        "x_train": x,
-        "y_train": y,
-        "x_test": x_test,
-        "steps": np.asarray(log_steps),
-        "ntk_init": k0,
-        "ntk_final": k_last,
-        "ntk_test_init": k0_test,
-        "ntk_test_final": k_last_test,
-        "test_kernel_index": sub,
-        "f_train": f_train_hist,
-        "f_lin_train": f_lin_train_hist,
-        "f_kernel_train": f_kernel_train,
-        "f_test": f_test_hist,
-        "f_lin_test": f_lin_test_hist,
-        "f_kernel_test": f_kernel_test,
-        "km_empirical_test": km_emp,
-    }
-    if y_test is not None:
-        arrays["y_test"] = y_test
-    if use_analytic:
-        arrays.update(
-            ntk_analytic=k_an,
-            f_analytic_train=f_an_train,
-            f_analytic_test=f_an_test,
-            km_analytic_test=km_an,
+        return RunOutcome(
+            "FAILED",
+            last_step,
+            record.final,
+            record.init,
+            record.failure,
+            train_time,
+            phases=phases,
         )
+
+    out = Path(ctx.output_dir)
     (out / "arrays").mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / "arrays" / "ntk.npz", **arrays)
+    np.savez_compressed(out / "arrays" / "ntk.npz", **record.arrays(data))
     tracking.log_artifact(client, run_id, out / "arrays" / "ntk.npz", "arrays")
 
     figures_time = 0.0
     names: list[str] = []
     if figure_set(cfg) != "none":
         t_fig = time.perf_counter()
-        snaps = [s for s in cfg.train.snapshot_steps if s <= steps] or list(log_steps)
-        record = {
-            "x_train": x,
-            "y_train": y,
-            "x_test": x_test,
-            "y_test": y_test,
-            "steps": np.asarray(log_steps),
-            "snapshot_steps": snaps,
-            "fig8_step": nearest_step(log_steps, int(cfg.train.fig8_step)),
-            "f_train": f_train_hist,
-            "f_test": f_test_hist,
-            "f_lin_test": f_lin_test_hist,
-            "f_kernel_test": f_kernel_test,
-            "f_analytic_test": f_an_test,
-            "km_empirical_test": km_emp,
-            "km_analytic_test": km_an,
-            "history": history,
-            "ntk_init": k0,
-            "ntk_final": k_last,
-            "ntk_analytic": k_an,
-            "lr": lr,
-            "lr_effective": lr_eff,
-            "lr_max_stable": lr_max,
-            "lr_over_lr_max_stable": lr_eff / lr_max,
-            "phase_net": phases[PHASE_NET_TAG],
-            "phase_lin": phases[PHASE_LIN_TAG],
-            "n_train": n,
-            "meta": {
-                "width": net.width,
-                "depth": net.depth,
-                "lr": lr,
-                "seed": int(cfg.seed),
-                "activation": net.activation,
-                "parameterization": net.parameterization,
-                "dataset": data.name,
-                "sigma_b": net.sigma_b,
-                "alpha": net.alpha,
-            },
-        }
-        try:
-            names, failed = _save_figures(record, out / "figures", figure_set(cfg))
-            tracking.log_artifacts(client, run_id, out / "figures", "figures")
-            if failed:
-                tracking.set_tag(client, run_id, tracking.TAG + "figures_failed", ",".join(failed))
-        except Exception as exc:  # a plotting bug must not fail a finished experiment
-            log.exception("figures failed: %s", exc)
-            tracking.set_tag(client, run_id, tracking.TAG + "figures_failed", repr(exc)[:500])
+        names = _record_figures(cfg, data, net, record, client, run_id, out / "figures")
         figures_time = time.perf_counter() - t_fig
 
     metric_log.log(
@@ -900,43 +708,82 @@ def _train_and_record(
     if log_file is not None:
         tracking.log_artifact(client, run_id, log_file, "logs")
     return RunOutcome(
-        "FINISHED", last_step, final, init, "", train_time, figures_time, names, phases
+        "FINISHED",
+        last_step,
+        record.final,
+        record.init,
+        "",
+        train_time,
+        figures_time,
+        names,
+        phases,
     )
 
 
-UNSTABLE_WARNING = r"lr=.* >= 2N/lambda_max=.*: gradient descent diverges"
-DIAGNOSTICS = ("kernel_lambda_max", "kernel_velocity", "kernel_alignment")
-PHASE_NET_TAG = tracking.TAG + "phase_net"
-PHASE_LIN_TAG = tracking.TAG + "phase_lin"
-
-
-def _kernel_diagnostics(
-    k_t: np.ndarray, k_prev: np.ndarray, k0: np.ndarray, y: np.ndarray, dt: float
-) -> dict[str, float]:
-    """Per-log-step kernel diagnostics (docs/metrics.md): lambda_max of Theta_t, its velocity
-    since the previous log step (`dt` = lr x steps between them; undefined at step 0, NaN) and
-    the kernel-target alignment."""
-    from ntk_sweep.core import dynamics, kernels
-
+def figure_inputs(cfg: DictConfig, data, net, record) -> dict[str, Any]:
+    """What `figures.figure_builders` draws: the record, the data and the run's settings."""
+    log_steps = [int(s) for s in record.steps]
+    snaps = [s for s in cfg.train.snapshot_steps if s <= int(cfg.train.steps)] or log_steps
     return {
-        "kernel_lambda_max": dynamics.kernel_spectrum(k_t).lambda_max,
-        "kernel_velocity": kernels.kernel_velocity(k_t, k_prev, k0, dt) if dt > 0 else math.nan,
-        "kernel_alignment": kernels.kernel_target_alignment(k_t, y),
+        "x_train": data.x_train,
+        "y_train": data.y_train,
+        "x_test": data.x_test,
+        "y_test": data.y_test,
+        "steps": record.steps,
+        "snapshot_steps": snaps,
+        "fig8_step": nearest_step(log_steps, int(cfg.train.fig8_step)),
+        "f_train": record.f_train,
+        "f_test": record.f_test,
+        "f_lin_test": record.f_lin_test,
+        "f_kernel_test": record.f_kernel_test,
+        "f_analytic_test": record.f_analytic_test,
+        "km_empirical_test": record.km_empirical_test,
+        "km_analytic_test": record.km_analytic_test,
+        "history": record.history,
+        "ntk_init": record.ntk_init,
+        "ntk_final": record.ntk_final,
+        "ntk_analytic": record.ntk_analytic,
+        "lr": record.lr,
+        "lr_effective": record.lr_effective,
+        "lr_max_stable": record.lr_max_stable,
+        "lr_over_lr_max_stable": record.lr_effective / record.lr_max_stable,
+        "phase_net": record.phase_net,
+        "phase_lin": record.phase_lin,
+        "n_train": data.n_train,
+        "meta": {
+            "width": net.width,
+            "depth": net.depth,
+            "lr": record.lr,
+            "seed": int(cfg.seed),
+            "activation": net.activation,
+            "parameterization": net.parameterization,
+            "dataset": data.name,
+            "sigma_b": net.sigma_b,
+            "alpha": net.alpha,
+        },
     }
 
 
-def _phases(first, last, loss_constant: float, lambda_0: float, lambda_last: float):
-    """The tags `ntk_sweep.phase_net` / `phase_lin` (`dynamics.lr_phase`) from the first and
-    last states GD yielded; the linearised model's kernel is constant (lambda_0)."""
-    from ntk_sweep.core.dynamics import lr_phase
+def _record_figures(cfg, data, net, record, client, run_id: str, folder: Path) -> list[str]:
+    """Draw and log the figures of `tracking.figures`; a plotting bug tags the run
+    (`ntk_sweep.figures_failed`) but never fails a finished experiment."""
+    names: list[str] = []
+    try:
+        names, failed = _save_figures(
+            figure_inputs(cfg, data, net, record), folder, figure_set(cfg)
+        )
+        tracking.log_artifacts(client, run_id, folder, "figures")
+        if failed:
+            tracking.set_tag(client, run_id, tracking.TAG + "figures_failed", ",".join(failed))
+    except Exception as exc:  # a plotting bug must not fail a finished experiment
+        log.exception("figures failed: %s", exc)
+        tracking.set_tag(client, run_id, tracking.TAG + "figures_failed", repr(exc)[:500])
+    return names
 
-    if first is None or last is None:  # pragma: no cover - GD yields step 0 first
-        return {}
-    net = lr_phase(first.loss, last.loss_max, last.loss, loss_constant, lambda_0, lambda_last)
-    lin = lr_phase(
-        first.loss_lin, last.loss_lin_max, last.loss_lin, loss_constant, lambda_0, lambda_0
-    )
-    return {PHASE_NET_TAG: net, PHASE_LIN_TAG: lin}
+
+UNSTABLE_WARNING = r"lr=.* >= 2N/lambda_max=.*: gradient descent diverges"
+PHASE_NET_TAG = tracking.TAG + "phase_net"
+PHASE_LIN_TAG = tracking.TAG + "phase_lin"
 
 
 def _unstable_lr_message(lr: float, lr_eff: float, lr_max: float, lr_scale: float) -> str:

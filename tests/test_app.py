@@ -420,8 +420,9 @@ def test_progress_eta_leaves_out_log_step_work_and_compilation(capsys):
 
 
 def test_the_paper_presets_test_kernel_subset_leaves_out_the_kink_at_x_0(tmp_path):
+    from ntk_sweep.core.measure import test_kernel_index
     from ntk_sweep.core.network import kink_inputs
-    from ntk_sweep.experiment import preflight, test_kernel_index
+    from ntk_sweep.experiment import preflight
 
     data, net, _ = preflight(
         compose_cfg("experiment=paper", f"tracking.uri=sqlite:///{tmp_path}/m.db")

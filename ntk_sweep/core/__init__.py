@@ -8,6 +8,7 @@ beyond reading a user's CSV file in `datasets`; the app (`ntk_sweep.config`, `ex
 - `kernels`: empirical and infinite-width NTK/NNGP, kernel drift and distance, kernel
   diagnostics (sections 2, 3, 5)
 - `dynamics`: the linearised and constant-kernel predictions and learning-rate phases (section 4)
+- `measure`: one run's measurement, train and measure, as a typed record (sections 2-5)
 - `datasets`: the datasets, bit-identical for a seed
 - `_fused`: numba kernels of the one-hidden-layer fast path
 """
