@@ -70,7 +70,9 @@ def test_minibatches_are_epoch_permutations_seeded_and_prefix_stable():
     other = list(minibatches(10, 3, 9, seed=5))
     assert not all(np.array_equal(a, b) for a, b in zip(batches, other, strict=True))
     # a shorter run sees the first batches of a longer one
-    assert all(np.array_equal(a, b) for a, b in zip(minibatches(10, 3, 5, 4), batches))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(minibatches(10, 3, 5, 4), batches[:5], strict=True)
+    )
     assert all(b == slice(None) for b in minibatches(10, None, 3, 4))
     assert all(b == slice(None) for b in minibatches(10, 10, 3, 4))
 
