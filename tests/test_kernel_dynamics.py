@@ -145,5 +145,7 @@ def test_adam_has_no_kernel_form_and_bad_shapes_are_one_line_errors():
         kernel_trajectory(k, None, f0, None, f0, 0.1, [1], optimizer="adam")
     with pytest.raises(ValueError, match=r"k_train has shape \(2, 2\): expected one of"):
         kernel_trajectory(np.eye(2), None, f0, None, f0, 0.1, [1])
+    with pytest.raises(ValueError, match=r"k_test_train and f0_test go together"):
+        kernel_trajectory(k, k, f0, None, f0, 0.1, [1])
     with pytest.raises(ValueError, match=r"batch_size=None is invalid for optimizer='sgd'"):
         kernel_trajectory(k, None, f0, None, f0, 0.1, [1], optimizer="sgd")

@@ -107,6 +107,8 @@ def kernel_trajectory(
     n, n_out = len(f), (1 if f.ndim == 1 else f.shape[1])
     check_batch_size(optimizer, batch_size, n)
     k = _as_kernel(k_train, n, n, n_out, "k_train")
+    if (k_test_train is None) != (f0_test is None):
+        raise ValueError("k_test_train and f0_test go together: pass both or neither")
     test = None
     if k_test_train is not None:
         test = np.array(f0_test, dtype=np.float64)
@@ -116,11 +118,11 @@ def kernel_trajectory(
     log = [int(s) for s in log_steps]
     if not log or min(log) < 0:
         raise ValueError("log_steps must be a non-empty list of steps >= 0")
-    at_train, at_test = {}, {}
+    wanted, at_train, at_test = set(log), {}, {}
     u = u_test = 0.0  # function-space velocities (momentum)
     batches = minibatches(n, batch_size, max(log), seed)
     for step in range(max(log) + 1):
-        if step in log:
+        if step in wanted:
             at_train[step] = f.copy()
             at_test[step] = None if test is None else test.copy()
         if step == max(log):
