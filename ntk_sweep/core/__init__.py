@@ -8,6 +8,11 @@ beyond reading a user's CSV file in `datasets`; the app (`ntk_sweep.config`, `ex
 - `kernels`: empirical and infinite-width NTK/NNGP, kernel drift and distance, kernel
   diagnostics (sections 2, 3, 5)
 - `dynamics`: the linearised and constant-kernel predictions and learning-rate phases (section 4)
+- `losses`: the MSE and cross-entropy losses and their gradients dL/df
+- `optimizers`: gd, sgd, heavy-ball momentum and adam over the parameters; seeded minibatches
+- `training`: the network trained next to its linearisation by any of them (sections 4-5)
+- `kernel_dynamics`: the constant-kernel prediction by iterating the function-space map, where
+  there is no closed form (minibatches, momentum, cross-entropy; section 4)
 - `measure`: one run's measurement, train and measure, as a typed record (sections 2-5)
 - `datasets`: the datasets, bit-identical for a seed
 - `_fused`: numba kernels of the one-hidden-layer fast path

@@ -1,6 +1,7 @@
-"""Full-batch gradient descent of a network next to its linearisation (MATH.md eqs. 2-3, section
-4): `gd_trajectory` and its compiled one-hidden-layer path. Pure NumPy (and numba); the app
-consumes the yielded `TrainState`s."""
+"""Training of a network next to its linearisation (MATH.md eqs. 2-3, sections 4-5):
+`train_trajectory` (any optimiser of `optimizers`, any loss of `losses`, minibatches),
+`gd_trajectory` (full-batch GD on the MSE) and its compiled one-hidden-layer path. Pure NumPy
+(and numba); the app consumes the yielded `TrainState`s."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ntk_sweep.core.kernels import empirical_ntk
+from ntk_sweep.core.losses import LOSSES, loss_gradient, loss_value
 from ntk_sweep.core.network import (
     BACKENDS,
     MLP,
+    ForwardCache,
     Linearization,
     Params,
     _as_targets,
@@ -23,15 +26,16 @@ from ntk_sweep.core.network import (
     check_positive,
     forward_cache,
     fused_available,
-    sgd_update,
     vjp,
     zeros_like,
 )
+from ntk_sweep.core.optimizers import Optimizer, check_batch_size, minibatches
 
 
 @dataclass(frozen=True)
 class TrainState:
-    """The network and its linearisation after `step` gradient-descent steps."""
+    """The network and its linearisation after `step` optimiser steps; `loss`/`loss_lin` are the
+    chosen loss on the full training set."""
 
     step: int
     params: Params
@@ -41,7 +45,7 @@ class TrainState:
     loss: float
     loss_lin: float
     diverged: bool
-    # the largest loss of each model over every GD step so far, this one included (a catapult's
+    # the largest loss of each model over every step so far, this one included (a catapult's
     # spike can fall between log steps); NaN/inf once a loss was
     loss_max: float = math.nan
     loss_lin_max: float = math.nan
@@ -58,7 +62,8 @@ def gd_trajectory(
     *,
     backend: str = "auto",
 ) -> Iterator[TrainState]:
-    """Train the network and its linearisation side by side by full-batch GD (eqs. 2-3).
+    """Train the network and its linearisation side by side by full-batch GD (eqs. 2-3) on the
+    MSE loss: `train_trajectory` with `optimizer="gd"`, `loss="mse"`.
 
     Yields the state at every step in `log_steps` (0 = init, up to `steps`). If the network's
     loss becomes NaN or infinite, yields that state with `diverged=True` and stops.
@@ -69,42 +74,112 @@ def gd_trajectory(
     (fused where it applies, see `use_fused`). The two agree to rounding (~1e-13 relative in
     float64); a given network, data and backend always give bit-identical results.
     """
+    yield from train_trajectory(net, params0, x, y, lr, steps, log_steps, backend=backend)
+
+
+def train_trajectory(
+    net: MLP,
+    params0: Params,
+    x: np.ndarray,
+    y: np.ndarray,
+    lr: float,
+    steps: int,
+    log_steps: Iterable[int],
+    *,
+    optimizer: str = "gd",
+    loss: str = "mse",
+    batch_size: int | None = None,
+    momentum: float = 0.9,
+    seed: int = 0,
+    backend: str = "auto",
+) -> Iterator[TrainState]:
+    """Train the network and its linearisation side by side by the same optimiser, on the same
+    minibatches, with the same loss (`optimizers`, `losses`; MATH.md s.4-5: "the first-order
+    Taylor model trained by the same GD").
+
+    Step t draws its batch B_t from `optimizers.minibatches(N, batch_size, steps, seed)` (every
+    sample when `batch_size` is None); each model's gradient is that of its mean loss on B_t.
+    The yielded `loss`/`loss_lin` (and their running maxima) are full-training-set losses.
+    Yields the state at every step in `log_steps` (0 = init, up to `steps`); if the network's
+    loss becomes NaN or infinite, yields that state with `diverged=True` and stops. The
+    effective learning rate is `lr * net.lr_scale`; `momentum` is heavy-ball mu (momentum only).
+
+    `backend` as in `gd_trajectory`: the fused path serves gd + mse only; "auto" takes the NumPy
+    path for every other combination, "fused" rejects them.
+    """
     check_positive("lr", lr)
     _check_choice("backend", backend, BACKENDS)
+    _check_choice("loss", loss, LOSSES)
     _check_int("steps", steps, 1)
     log = set(int(s) for s in log_steps)
     if not log or min(log) < 0 or max(log) > steps:
         raise ValueError(f"log_steps must be a non-empty set of steps in [0, {steps}]")
     x = as_inputs(net, x)
     y = _as_targets(net, x, y)
-    lr_eff = lr * net.lr_scale
+    check_batch_size(optimizer, batch_size, len(x))
+    opt = Optimizer(optimizer, lr * net.lr_scale, momentum)
+    plain_gd = optimizer == "gd" and loss == "mse"
+    if backend == "fused" and not plain_gd:
+        raise ValueError(
+            f"backend='fused' serves optimizer='gd' with loss='mse' only (got optimizer="
+            f"{optimizer!r}, loss={loss!r}): use backend=auto or numpy"
+        )
     lin = Linearization(net, params0, x)
-    if use_fused(net, backend):
-        yield from _fused_trajectory(net, params0, x, y, lr_eff, steps, log, lin)
+    if plain_gd and use_fused(net, backend):
+        yield from _fused_trajectory(net, params0, x, y, opt.lr, steps, log, lin)
         return
+    batches = minibatches(len(x), batch_size, steps, seed)
+    yield from _numpy_trajectory(net, params0, x, y, opt, loss, steps, log, lin, batches)
+
+
+def _numpy_trajectory(
+    net: MLP,
+    params0: Params,
+    x: np.ndarray,
+    y: np.ndarray,
+    opt: Optimizer,
+    loss: str,
+    steps: int,
+    log: set[int],
+    lin: Linearization,
+    batches: Iterator[np.ndarray | slice],
+) -> Iterator[TrainState]:
+    """`train_trajectory` one NumPy operation at a time: the network by VJPs at its current
+    parameters, the linearised model by VJPs at theta0 (`delta = theta - theta0`)."""
     params, delta = params0, zeros_like(params0)
+    state, state_lin = opt.init(params0), opt.init(params0)
     loss_max = loss_lin_max = -math.inf
     for step in range(steps + 1):
         # overflow on the way to a divergence is expected: it is detected and reported below
         with np.errstate(over="ignore", invalid="ignore"):
             cache = forward_cache(net, params, x)
             f = lin.centre(cache.f)
-            r = f - y
-            loss = float(r @ r) / (2 * len(r))
+            loss_now = loss_value(loss, f, y)
             f_lin = lin.predict(delta)
-            r_lin = f_lin - y
-            loss_lin = float(r_lin @ r_lin) / (2 * len(r_lin))
-        loss_max, loss_lin_max = _running_max(loss_max, loss), _running_max(loss_lin_max, loss_lin)
-        diverged = not math.isfinite(loss)
+            loss_lin = loss_value(loss, f_lin, y)
+        loss_max = _running_max(loss_max, loss_now)
+        loss_lin_max = _running_max(loss_lin_max, loss_lin)
+        diverged = not math.isfinite(loss_now)
         if step in log or diverged:
             yield TrainState(
-                step, params, delta, f, f_lin, loss, loss_lin, diverged, loss_max, loss_lin_max
+                step, params, delta, f, f_lin, loss_now, loss_lin, diverged, loss_max, loss_lin_max
             )
         if diverged or step == steps:
             return
+        b = next(batches)
         with np.errstate(over="ignore", invalid="ignore"):
-            params = sgd_update(params, vjp(net, params, cache, r / len(r)), lr_eff)
-            delta = sgd_update(delta, vjp(net, params0, lin.cache, r_lin / len(r_lin)), lr_eff)
+            # the batch's rows of the full forward passes: the same numbers a forward pass on
+            # x[b] gives, and for the linear model exactly the rows of J0 its outputs use
+            grads = vjp(net, params, _rows(cache, b), loss_gradient(loss, f[b], y[b]))
+            cot_lin = loss_gradient(loss, f_lin[b], y[b])
+            grads_lin = vjp(net, params0, _rows(lin.cache, b), cot_lin)
+            params, state = opt.step(params, grads, state)
+            delta, state_lin = opt.step(delta, grads_lin, state_lin)
+
+
+def _rows(cache: ForwardCache, b: np.ndarray | slice) -> ForwardCache:
+    """The forward cache of the samples `b` (a view of every array for `slice(None)`)."""
+    return ForwardCache(cache.f[b], [a[b] for a in cache.inputs], [s[b] for s in cache.slopes])
 
 
 def _running_max(best: float, value: float) -> float:
