@@ -26,7 +26,9 @@ import numpy as np
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from ntk_sweep.core.datasets import DATASET_OPTIONS, DATASETS
+from ntk_sweep.core.losses import LOSSES
 from ntk_sweep.core.network import ACTIVATIONS, BACKENDS, DTYPES, PARAMETERIZATIONS
+from ntk_sweep.core.optimizers import OPTIMIZERS
 
 # The paper's snapshot steps (MATH.md section 1): always logged when <= train.steps.
 PAPER_SNAPSHOT_STEPS = (2, 20, 100, 500, 1000, 3000)
@@ -63,7 +65,7 @@ class Rule:
 
     def describe(self) -> str:
         if self.kind == "int":
-            return f"an integer >= {int(self.minimum)}"
+            return f"an integer >= {int(self.minimum)}" + (" or null" if self.nullable else "")
         if self.kind == "float":
             op = ">" if self.strict else ">="
             return f"a finite number {op} {self.minimum:g}" + (" or null" if self.nullable else "")
@@ -126,11 +128,13 @@ class ModelConfig:
     # null (default): the plain, uncentred network. alpha=1 is the centred network, not the
     # default (ntk_sweep/core/network.py, docs/metrics.md).
     alpha: float | None = _f(None, "float", minimum=0.0, strict=True, nullable=True)
+    # Network outputs K: a K-class dataset needs K (one-hot targets, docs/metrics.md).
+    outputs: int = _f(1, "int", minimum=1)
 
 
 @dataclass
 class TrainConfig:
-    """Full-batch gradient descent and what is measured along the way."""
+    """The optimiser and loss, and what is measured along the way."""
 
     lr: float = _f("${lr}", "float", minimum=0.0, strict=True)
     steps: int = _f(3000, "int", minimum=1)
@@ -144,6 +148,16 @@ class TrainConfig:
     test_kernel_points: int = _f(64, "int", minimum=1)
     # GD implementation (training.gd_trajectory): auto | numpy | fused (one hidden layer, numba).
     backend: str = _f("auto", "choice", choices=BACKENDS)
+    # Optimiser (ntk_sweep.core.optimizers): gd (full batch, the paper's) | sgd | momentum (heavy
+    # ball) | adam (negative control: no constant-kernel prediction, logged as NaN).
+    optimizer: str = _f("gd", "choice", choices=OPTIMIZERS)
+    # Seeded minibatches of this many samples (sgd: required; momentum, adam: null = all N).
+    batch_size: int | None = _f(None, "int", minimum=1, nullable=True)
+    momentum: float = _f(0.9, "float", minimum=0.0)  # heavy-ball mu in [0, 1) (momentum only)
+    loss: str = _f("mse", "choice", choices=LOSSES)  # mse | xent (cross-entropy, classification)
+    # K > 1 outputs: the full (N K x N K) empirical NTK where it fits this budget, else the
+    # output-averaged (N x N) kernel (docs/metrics.md, "Multi-output").
+    kernel_budget_mb: float = _f(256.0, "float", minimum=0.0, strict=True)
 
 
 @dataclass
@@ -341,6 +355,7 @@ def validate(cfg: DictConfig) -> None:
     if not Rule("int", minimum=0).check(seed):
         raise invalid("dataset.seed", seed, "an integer >= 0")
 
+    _check_optimizer(cfg.train, int(cfg.model.outputs))
     if cfg.train.backend == "fused":
         from ntk_sweep.core.network import fused_available
 
@@ -370,6 +385,43 @@ def validate(cfg: DictConfig) -> None:
                 f"infinite-width NTK is defined only for parameterization "
                 f"{', '.join(ANALYTIC_PARAMETERIZATIONS)} (use train.analytic=auto or false)"
             )
+
+
+def _check_optimizer(train: DictConfig, outputs: int) -> None:
+    """The optimiser's fields together (the batch size against N: `check_with_data`)."""
+    optimizer, batch_size = str(train.optimizer), train.batch_size
+    if not float(train.momentum) < 1:
+        raise invalid("train.momentum", float(train.momentum), "a number in [0, 1)")
+    if optimizer == "gd" and batch_size is not None:
+        raise ConfigError(
+            f"train.batch_size={batch_size} is invalid with train.optimizer=gd (full batch): "
+            "expected null, or use train.optimizer=sgd|momentum|adam"
+        )
+    if optimizer == "sgd" and batch_size is None:
+        raise ConfigError(
+            "train.batch_size=null is invalid with train.optimizer=sgd: expected an integer "
+            ">= 1 (the minibatch size)"
+        )
+    if str(train.backend) == "fused":
+        plain = optimizer == "gd" and str(train.loss) == "mse" and outputs == 1
+        if not plain:
+            raise ConfigError(
+                f"train.backend=fused is invalid with train.optimizer={optimizer}, "
+                f"train.loss={train.loss}, model.outputs={outputs}: the fused step is full-batch "
+                "gd on the mse loss of one output (use train.backend=auto or numpy)"
+            )
+
+
+def check_with_data(cfg: DictConfig, data) -> None:
+    """The fields that depend on the loaded dataset (ConfigError, one line): the batch size
+    against the N training samples."""
+    batch_size = cfg.train.batch_size
+    if batch_size is not None and int(batch_size) > data.n_train:
+        raise invalid(
+            "train.batch_size",
+            batch_size,
+            f"an integer in [1, {data.n_train}] (the dataset's training samples) or null",
+        )
 
 
 def dataset_options(cfg: DictConfig) -> tuple[str, int, dict[str, Any]]:

@@ -41,6 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from ntk_sweep import sweep_ui, tracking
 from ntk_sweep.config import (
     analytic_enabled,
+    check_with_data,
     compute_log_steps,
     figure_set,
     load_data,
@@ -289,6 +290,7 @@ def build_network(cfg: DictConfig, input_dim: int):
         sigma_b=float(m.sigma_b),
         dtype=str(m.dtype),
         alpha=None if m.get("alpha") is None else float(m.alpha),
+        **({"outputs": int(m.outputs)} if int(m.get("outputs", 1)) != 1 else {}),
     )
 
 
@@ -305,6 +307,7 @@ def preflight(cfg: DictConfig, launch_dir: str | None = None):
     cfg = _without_hydra(cfg)
     validate(cfg)
     data = load_data(cfg, base_dir=base)
+    check_with_data(cfg, data)
     net = build_network(cfg, data.input_dim)
     uri = tracking.resolve_tracking_uri(cfg.tracking.uri, base)
     tracking.check_tracking_uri(uri)
@@ -600,6 +603,10 @@ def schedule_of(cfg: DictConfig):
         test_kernel_points=int(cfg.train.test_kernel_points),
         analytic=analytic_enabled(cfg),
         backend=str(cfg.train.backend),
+        optimizer=str(cfg.train.optimizer),
+        loss=str(cfg.train.loss),
+        batch_size=None if cfg.train.batch_size is None else int(cfg.train.batch_size),
+        momentum=float(cfg.train.momentum),
     )
 
 

@@ -578,7 +578,15 @@ def log_text(client, run_id: str, text: str, artifact_file: str) -> None:
 # Fields added after runs were first recorded, with the value that reproduces the earlier
 # behaviour bit for bit: left out of the fingerprint at that value, so a resume still recognises
 # the runs recorded before the field existed.
-HASH_NEUTRAL_DEFAULTS = {("model", "alpha"): None}
+HASH_NEUTRAL_DEFAULTS = {
+    ("model", "alpha"): None,
+    ("model", "outputs"): 1,
+    ("train", "optimizer"): "gd",
+    ("train", "batch_size"): None,
+    ("train", "momentum"): 0.9,
+    ("train", "loss"): "mse",
+    ("train", "kernel_budget_mb"): 256.0,
+}
 
 
 def config_hash(container: Mapping[str, Any]) -> str:

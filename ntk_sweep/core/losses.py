@@ -64,3 +64,17 @@ def loss_gradient(loss: str, f: np.ndarray, y: np.ndarray) -> np.ndarray:
         # d/df log(1 + exp(-y f)) = -y sigmoid(-y f); expit is exact in both tails
         return -y * expit(-y * f) / n
     return (softmax(f, axis=1) - y) / n
+
+
+def constant_loss(loss: str, y: np.ndarray) -> float:
+    """The loss of the best constant predictor of `y` (what a network that learned nothing
+    beyond a constant ends at; `dynamics.lr_phase`): for the MSE half the targets' variance,
+    summed over outputs; for the cross-entropy the entropy of the class frequencies."""
+    y = np.asarray(y, dtype=np.float64)
+    if loss == "mse":
+        return float(np.var(y)) / 2 if y.ndim == 1 else float(np.sum(np.var(y, axis=0))) / 2
+    _check(loss, y, y)
+    p = np.mean(y == 1) if _binary(y) else np.mean(y, axis=0)
+    p = np.array([p, 1 - p]) if np.ndim(p) == 0 else p
+    p = p[p > 0]
+    return float(-np.sum(p * np.log(p)))

@@ -11,8 +11,13 @@ notebook can call `measure` without Hydra or MLflow.
 1. at init: the empirical NTK on the train inputs, on (test, train) and on a test subsample, its
    spectrum and 2N/lambda_max, the infinite-width NTK where asked, and the kernel predictions of
    MATH.md section 4 at every log step plus the kernel machines (eqs. 7-8);
-2. full-batch GD of the network and its linearisation (`training.gd_trajectory`); at each log
-   step, the metrics of docs/metrics.md.
+2. the network and its linearisation trained side by side by the same optimiser on the same
+   batches (`training.train_trajectory`); at each log step, the metrics of docs/metrics.md.
+
+The constant-kernel prediction is MATH.md s.4's closed form for full-batch GD on the MSE and
+the iterated function-space map otherwise (`kernel_dynamics`, exact for the linearised model);
+adam has none (NaN). The kernel machine (eqs. 7-8) is the MSE's t -> infinity limit: NaN for
+the cross-entropy, whose minimiser is at infinity.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import numpy as np
 
 from ntk_sweep.core import dynamics, kernels
 from ntk_sweep.core.datasets import Dataset
+from ntk_sweep.core.kernel_dynamics import has_kernel_form, kernel_trajectory
+from ntk_sweep.core.losses import constant_loss, loss_value
 from ntk_sweep.core.network import (
     MLP,
     Linearization,
@@ -35,7 +42,7 @@ from ntk_sweep.core.network import (
     kink_inputs,
     param_movement,
 )
-from ntk_sweep.core.training import TrainState, gd_trajectory
+from ntk_sweep.core.training import TrainState, train_trajectory
 
 # per-log-step kernel diagnostics (docs/metrics.md)
 DIAGNOSTICS = ("kernel_lambda_max", "kernel_velocity", "kernel_alignment")
@@ -43,8 +50,9 @@ DIAGNOSTICS = ("kernel_lambda_max", "kernel_velocity", "kernel_alignment")
 
 @dataclass(frozen=True)
 class Schedule:
-    """What to train and when to measure: `steps` GD steps at learning rate `lr` (the
-    effective rate is `lr * net.lr_scale`), metrics at `log_steps` (0 = init), and
+    """What to train and when to measure: `steps` steps of `optimizer` on `loss` at learning
+    rate `lr` (the effective rate is `lr * net.lr_scale`; minibatches of `batch_size` drawn from
+    the run's seed, `optimizers.minibatches`), metrics at `log_steps` (0 = init), and
     `progress_steps` yielded without metrics (progress bars, interrupt points)."""
 
     lr: float
@@ -53,7 +61,17 @@ class Schedule:
     progress_steps: tuple[int, ...] = ()
     test_kernel_points: int = 64  # test inputs of the test-input kernel (evenly subsampled)
     analytic: bool = False  # also the infinite-width NTK's predictions (where it is defined)
-    backend: str = "auto"  # gd_trajectory's backend
+    backend: str = "auto"  # train_trajectory's backend
+    optimizer: str = "gd"  # core.optimizers.OPTIMIZERS
+    loss: str = "mse"  # core.losses.LOSSES
+    batch_size: int | None = None  # None: full batch
+    momentum: float = 0.9  # heavy-ball mu (optimizer "momentum")
+
+    @property
+    def closed_form(self) -> bool:
+        """Whether the constant-kernel prediction has MATH.md s.4's closed form (full-batch GD
+        on the MSE); otherwise it is iterated (`kernel_dynamics`), or absent (adam)."""
+        return self.optimizer == "gd" and self.loss == "mse"
 
 
 @dataclass(frozen=True)
@@ -162,10 +180,8 @@ def rms(a: np.ndarray) -> float:
     return float(np.sqrt(np.mean(a * a)))
 
 
-def mse_half(f: np.ndarray, y: np.ndarray) -> float:
-    """The loss 1/(2N) sum (f - y)^2 (MATH.md eq. 2)."""
-    r = np.asarray(f, dtype=np.float64) - y
-    return float(r @ r) / (2 * len(r))
+def _loss(loss: str, f: np.ndarray, y: np.ndarray) -> float:
+    return loss_value(loss, np.asarray(f, dtype=np.float64), y)
 
 
 def test_kernel_index(
@@ -205,6 +221,55 @@ class _Init:
     k_an: np.ndarray | None = None
     f_an: tuple[np.ndarray, np.ndarray] | None = None
     km_an: np.ndarray | None = None
+    loss: str = "mse"
+
+
+def constant_kernel_predictions(
+    k: np.ndarray,
+    k_test_train: np.ndarray,
+    f0: tuple[np.ndarray, np.ndarray],
+    y: np.ndarray,
+    schedule: Schedule,
+    lr_eff: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model trained with the constant kernel `k` at every log step, on train and test
+    inputs (module docstring): closed form, iterated, or NaN where there is no kernel form."""
+    f0_train, f0_test = f0
+    if schedule.closed_form:
+        return dynamics.kernel_predictions(
+            k, k_test_train, f0_train, f0_test, y, lr_eff, schedule.log_steps
+        )
+    n_log = len(schedule.log_steps)
+    if not has_kernel_form(schedule.optimizer):
+        nan = (
+            np.full((n_log, *np.shape(f0_train)), np.nan),
+            np.full((n_log, *np.shape(f0_test)), np.nan),
+        )
+        return nan
+    f_train, f_test = kernel_trajectory(
+        k,
+        k_test_train,
+        f0_train,
+        f0_test,
+        y,
+        lr_eff,
+        schedule.log_steps,
+        optimizer=schedule.optimizer,
+        loss=schedule.loss,
+        batch_size=schedule.batch_size,
+        momentum=schedule.momentum,
+        seed=seed,
+    )
+    assert f_test is not None
+    return f_train, f_test
+
+
+def kernel_machine(k: np.ndarray, k_test_train: np.ndarray, y: np.ndarray, loss: str) -> np.ndarray:
+    """The kernel machine's test predictions (eqs. 7-8); NaN for the cross-entropy."""
+    if loss == "mse":
+        return dynamics.kernel_regression(k, k_test_train, y)
+    return np.full((len(k_test_train), *np.shape(y)[1:]), np.nan)
 
 
 def _initial(net: MLP, data: Dataset, schedule: Schedule, seed: int) -> _Init:
@@ -223,11 +288,9 @@ def _initial(net: MLP, data: Dataset, schedule: Schedule, seed: int) -> _Init:
         f0_train, f0_test = np.zeros_like(f0_train), np.zeros_like(f0_test)
     spec = dynamics.kernel_spectrum(k0)
     lr_max = 2 * n / spec.lambda_max
-    log_steps = schedule.log_steps
-    f_kernel = dynamics.kernel_predictions(
-        k0, k0_test_train, f0_train, f0_test, y, lr_eff, log_steps
-    )
-    km_emp = dynamics.kernel_regression(k0, k0_test_train, y)
+    f0 = (f0_train, f0_test)
+    f_kernel = constant_kernel_predictions(k0, k0_test_train, f0, y, schedule, lr_eff, seed)
+    km_emp = kernel_machine(k0, k0_test_train, y, schedule.loss)
     metrics = {
         "ntk_lambda_max": spec.lambda_max,
         "ntk_lambda_min": spec.lambda_min,
@@ -237,15 +300,15 @@ def _initial(net: MLP, data: Dataset, schedule: Schedule, seed: int) -> _Init:
         "lr_effective": lr_eff,
         "lr_over_lr_max_stable": lr_eff / lr_max,
     }
-    init = _Init(params0, sub, k0, k0_test, spec, f_kernel, km_emp, metrics)
+    init = _Init(params0, sub, k0, k0_test, spec, f_kernel, km_emp, metrics, loss=schedule.loss)
     if schedule.analytic and kernels.has_analytic_ntk(net):
         init.k_an = kernels.analytic_ntk(net, x)
         k_an_test_train = kernels.analytic_ntk(net, x_test, x)
         spec_an = dynamics.kernel_spectrum(init.k_an)
-        init.f_an = dynamics.kernel_predictions(
-            init.k_an, k_an_test_train, f0_train, f0_test, y, lr_eff, log_steps
+        init.f_an = constant_kernel_predictions(
+            init.k_an, k_an_test_train, f0, y, schedule, lr_eff, seed
         )
-        init.km_an = dynamics.kernel_regression(init.k_an, k_an_test_train, y)
+        init.km_an = kernel_machine(init.k_an, k_an_test_train, y, schedule.loss)
         metrics.update(
             ntk_analytic_lambda_max=spec_an.lambda_max,
             ntk_analytic_lambda_min=spec_an.lambda_min,
@@ -267,7 +330,7 @@ def _step_metrics(
 ) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     """The metrics of log step `i` (docs/metrics.md), with the network's and the linearised
     model's test predictions."""
-    y, y_test = data.y_train, data.y_test
+    y, y_test, loss = data.y_train, data.y_test, init.loss
     f_test = lin_test.centre(forward(net, state.params, data.x_test))
     f_lin_test = lin_test.predict(state.delta_lin)
     f_kernel_train, f_kernel_test = init.f_kernel
@@ -276,8 +339,8 @@ def _step_metrics(
     mt: dict[str, float] = {
         "loss": state.loss,
         "loss_lin": state.loss_lin,
-        "loss_kernel": mse_half(f_kernel_train[i], y),
-        "test_loss": mse_half(f_test, y_test) if y_test is not None else math.nan,
+        "loss_kernel": _loss(loss, f_kernel_train[i], y),
+        "test_loss": _loss(loss, f_test, y_test) if y_test is not None else math.nan,
         "kernel_drift": kernels.kernel_drift(k_t, init.k0),
         "kernel_drift_test": kernels.kernel_drift(k_t_test, init.k0_test),
         "kernel_distance": kernels.kernel_distance(k_t, init.k0),
@@ -375,8 +438,20 @@ def measure_steps(
     k_last, k_last_test, step_last = init.k0, init.k0_test, 0
     lam_last = init.spec.lambda_max
     first = last = None
-    trajectory = gd_trajectory(
-        net, init.params0, x, y, schedule.lr, schedule.steps, visit, backend=schedule.backend
+    trajectory = train_trajectory(
+        net,
+        init.params0,
+        x,
+        y,
+        schedule.lr,
+        schedule.steps,
+        visit,
+        optimizer=schedule.optimizer,
+        loss=schedule.loss,
+        batch_size=schedule.batch_size,
+        momentum=schedule.momentum,
+        seed=seed,
+        backend=schedule.backend,
     )
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for state in trajectory:
@@ -417,7 +492,7 @@ def measure_steps(
             seconds = time.perf_counter() - t_log
             yield StepMetrics(state.step, mt, init.metrics if i == 0 else None, seconds=seconds)
     rec.ntk_final, rec.ntk_test_final = k_last, k_last_test
-    loss_constant = float(np.var(y)) / 2
+    loss_constant = constant_loss(schedule.loss, y)
     rec.phase_net, rec.phase_lin = phases(
         first, last, loss_constant, init.spec.lambda_max, lam_last
     )
