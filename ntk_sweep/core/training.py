@@ -23,6 +23,7 @@ from ntk_sweep.core.network import (
     check_positive,
     forward_cache,
     fused_available,
+    half_mean_square,
     sgd_update,
     vjp,
     zeros_like,
@@ -90,10 +91,10 @@ def gd_trajectory(
             cache = forward_cache(net, params, x)
             f = lin.centre(cache.f)
             r = f - y
-            loss = float(r @ r) / (2 * len(r))
+            loss = half_mean_square(r)
             f_lin = lin.predict(delta)
             r_lin = f_lin - y
-            loss_lin = float(r_lin @ r_lin) / (2 * len(r_lin))
+            loss_lin = half_mean_square(r_lin)
         loss_max, loss_lin_max = _running_max(loss_max, loss), _running_max(loss_lin_max, loss_lin)
         diverged = not math.isfinite(loss)
         if step in log or diverged:
@@ -117,6 +118,7 @@ def use_fused(net: MLP, backend: str = "auto") -> bool:
     one hidden layer and numba), never for "numpy"; for "auto" where the network has one hidden
     layer and numba is installed (measured faster at every input size and sample count tried,
     benchmarks/README.md). Deeper networks are bound by matrix products, which BLAS does best.
+    The fused step is written for one output: never for `net.outputs > 1`.
     The choice depends only on the configuration, so a run always takes the same path.
     """
     if backend == "numpy":
@@ -124,10 +126,14 @@ def use_fused(net: MLP, backend: str = "auto") -> bool:
     if backend == "fused":
         if net.depth != 1:
             raise ValueError(f"backend='fused' needs depth=1 (got depth={net.depth}): use numpy")
+        if net.outputs != 1:
+            raise ValueError(
+                f"backend='fused' needs outputs=1 (got outputs={net.outputs}): use numpy"
+            )
         if not fused_available():
             raise ValueError("backend='fused' needs numba, which is not installed")
         return True
-    return net.depth == 1 and fused_available()
+    return net.depth == 1 and net.outputs == 1 and fused_available()
 
 
 FUSED_PARALLEL_WORK = 2**24
