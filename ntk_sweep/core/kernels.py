@@ -450,9 +450,17 @@ def analytic_kernels(
 
 def analytic_ntk(net: MLP, x1: np.ndarray, x2: np.ndarray | None = None) -> np.ndarray:
     """Infinite-width NTK, shape (N1, N2); see `analytic_kernels` (times `alpha^2` for the
-    centred model: its NTK is that of `alpha f_net`)."""
+    centred model: its NTK is that of `alpha f_net`). For K outputs it is the kernel of each
+    output: the full infinite-width kernel is `kron_outputs(analytic_ntk(...), K)`, the output
+    pairs a != b decouple."""
     theta = analytic_kernels(net, x1, x2)[1]
     return theta * float(net.alpha) ** 2 if net.centred else theta
+
+
+def kron_outputs(k: np.ndarray, outputs: int) -> np.ndarray:
+    """`k (x) I_K`, sample-major ((N1 K, N2 K), entry ((i,a),(j,b)) = k_ij delta_ab): a
+    per-output kernel as the full kernel of K outputs (`empirical_ntk`'s order)."""
+    return np.kron(k, np.eye(outputs))
 
 
 def analytic_nngp(net: MLP, x1: np.ndarray, x2: np.ndarray | None = None) -> np.ndarray:
@@ -468,14 +476,16 @@ def relative_difference(k: np.ndarray, k_ref: np.ndarray) -> float:
 
 
 def kernel_drift(k_t: np.ndarray, k_0: np.ndarray) -> float:
-    """Kernel drift `||Theta_t - Theta_0||_F / ||Theta_0||_F` (MATH.md section 5)."""
+    """Kernel drift `||Theta_t - Theta_0||_F / ||Theta_0||_F` (MATH.md section 5). Any kernel
+    shape: the full (N K, N K) or the output-averaged (N, N) one for K outputs."""
     return relative_difference(k_t, k_0)
 
 
 def kernel_distance(k_t: np.ndarray, k_0: np.ndarray) -> float:
     """Kernel distance `1 - <Theta_t, Theta_0>_F / (||Theta_t|| ||Theta_0||)` (MATH.md s. 5).
 
-    Insensitive to a global rescaling of the kernel; 0 for identical kernels.
+    Insensitive to a global rescaling of the kernel; 0 for identical kernels. Any kernel shape
+    (full or output-averaged for K outputs).
     """
     k_t, k_0 = np.asarray(k_t, dtype=np.float64), np.asarray(k_0, dtype=np.float64)
     # 1 - cos = |u - v|^2 / 2 for unit u, v: no cancellation when the kernels are close
@@ -486,11 +496,24 @@ def kernel_distance(k_t: np.ndarray, k_0: np.ndarray) -> float:
 def kernel_target_alignment(k: np.ndarray, y: np.ndarray) -> float:
     """Kernel-target alignment `y^T Theta y / (||Theta||_F ||y||^2)` (Cristianini et al. 2001;
     Baratin et al. 2021 follow it along training): `<Theta, y y^T>_F` over the two Frobenius
-    norms, so in [-1, 1], invariant to rescaling the kernel or the targets; NaN for y = 0."""
+    norms, so in [-1, 1], invariant to rescaling the kernel or the targets; NaN for y = 0.
+
+    (N, K) targets: with the full (N K, N K) kernel, y flattened sample-major; with an (N, N)
+    kernel (e.g. the output-averaged one), the alignment with `Y Y^T`,
+    `tr(Y^T Theta Y) / (||Theta||_F ||Y Y^T||_F)` (the same formula for K = 1)."""
     k = np.asarray(k, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim == 2 and k.shape == (len(y), len(y)) and y.shape[1] > 1:
+        yy = float(np.linalg.norm(y.T @ y))  # ||Y Y^T||_F = ||Y^T Y||_F, a K x K matrix
+        if yy == 0:
+            return float("nan")
+        return float(np.vdot(y, k @ y)) / (float(np.linalg.norm(k)) * yy)
+    y = y.reshape(-1)
     if k.shape != (len(y), len(y)):
-        raise ValueError(f"kernel has shape {k.shape}: expected ({len(y)}, {len(y)}) for y")
+        raise ValueError(
+            f"kernel has shape {k.shape}: expected ({len(y)}, {len(y)}) for y, or "
+            "(N, N) for y of shape (N, K)"
+        )
     yy = float(y @ y)
     if yy == 0:
         return float("nan")
@@ -500,7 +523,7 @@ def kernel_target_alignment(k: np.ndarray, y: np.ndarray) -> float:
 def kernel_velocity(k_t: np.ndarray, k_prev: np.ndarray, k_0: np.ndarray, dt: float) -> float:
     """Kernel velocity (Fort et al. 2020) between two logged kernels:
     `||Theta_t - Theta_prev||_F / ||Theta_0||_F / dt`, the relative kernel change per unit of
-    training time `dt` (> 0) between them; 0 for a constant kernel."""
+    training time `dt` (> 0) between them; 0 for a constant kernel. Any kernel shape."""
     if not dt > 0:
         raise ValueError(f"dt={dt!r} is invalid: expected a number > 0")
     step = np.asarray(k_t, dtype=np.float64) - np.asarray(k_prev, dtype=np.float64)
