@@ -365,6 +365,10 @@ def test_kernel_diagnostics_on_full_and_output_averaged_kernels():
     assert kernel_target_alignment(k0, y) == pytest.approx(
         np.sum(k0 * yy) / (np.linalg.norm(k0) * np.linalg.norm(yy)), rel=1e-12
     )
+    # for Theta = A (x) I_K the full alignment is tr(Y^T A Y) / (sqrt(K) ||A|| ||Y||^2)
+    assert kernel_target_alignment(kron[0], y) == pytest.approx(
+        np.sum(k0 * yy) / (math.sqrt(K) * np.linalg.norm(k0) * np.sum(y * y)), rel=1e-12
+    )
     assert math.isnan(kernel_target_alignment(k0, np.zeros((n, K))))
     with pytest.raises(ValueError, match=r"kernel has shape \(5, 5\): expected \(10, 10\)"):
         kernel_target_alignment(k0, np.ones(10))

@@ -49,7 +49,9 @@ def kernel_spectrum(k: np.ndarray, rcond: float = RCOND) -> Spectrum:
 
 
 def max_stable_lr(k: np.ndarray, n: int | None = None) -> float:
-    """Largest stable learning rate of gradient descent on the MSE loss, `2N / lambda_max`."""
+    """Largest stable learning rate of gradient descent on the MSE loss, `2N / lambda_max`.
+    `n` defaults to the kernel's size; pass the number of samples N for the full (N K, N K)
+    kernel of K outputs."""
     n = k.shape[0] if n is None else n
     return 2 * n / kernel_spectrum(k).lambda_max
 
