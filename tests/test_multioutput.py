@@ -161,6 +161,8 @@ def test_ntk_bytes_and_the_budget_choice():
     for kernel in OUTPUT_KERNELS:
         assert ntk_bytes(4, 3, K, kernel) == empirical_ntk(net, p, x1, x2, outputs=kernel).nbytes
     assert ntk_bytes(4, 3) == 96 and ntk_bytes(4, 3, K, "mean") == 96
+    k = np.random.default_rng(0).standard_normal((4, 3))
+    np.testing.assert_array_equal(kron_outputs(k, K), np.kron(k, np.eye(K)))
     assert output_kernel_within(4, 3, K, budget_bytes=96 * K**2) == "full"
     assert output_kernel_within(4, 3, K, budget_bytes=96 * K**2 - 1) == "mean"
 
@@ -244,8 +246,8 @@ def test_kernel_predictions_for_k_outputs_equal_the_explicit_gd_iteration():
     full, full_test = _spd(rng, n * K), rng.standard_normal((m * K, n * K))
     steps = [0, 1, 2, 17, 200]
     for k, k_test in ((full, full_test), (per, per_test)):
-        k_flat = k if k is full else kron_outputs(k, K)
-        test_flat = k_test if k is full else kron_outputs(k_test, K)
+        k_flat = k if k is full else np.kron(k, np.eye(K))
+        test_flat = k_test if k is full else np.kron(k_test, np.eye(K))
         lr = 0.9 * max_stable_lr(k_flat, n=n)
         f_train, f_test = kernel_predictions(k, k_test, f0, f0_test, y, lr, steps)
         assert f_train.shape == (len(steps), n, K) and f_test.shape == (len(steps), m, K)
@@ -258,7 +260,7 @@ def test_kernel_predictions_for_k_outputs_equal_the_explicit_gd_iteration():
     for mode in MODES:
         per_column = kernel_predictions(per, per_test, f0, f0_test, y, lr, steps, mode)
         kron = kernel_predictions(
-            kron_outputs(per, K), kron_outputs(per_test, K), f0, f0_test, y, lr, steps, mode
+            np.kron(per, np.eye(K)), np.kron(per_test, np.eye(K)), f0, f0_test, y, lr, steps, mode
         )
         for a, b in zip(per_column, kron, strict=True):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
@@ -282,7 +284,7 @@ def test_kernel_regression_for_k_outputs():
     per, per_test = _spd(rng, n), rng.standard_normal((m, n))
     np.testing.assert_allclose(
         kernel_regression(per, per_test, y, ridge=0.1),
-        kernel_regression(kron_outputs(per, K), kron_outputs(per_test, K), y, ridge=0.1),
+        kernel_regression(np.kron(per, np.eye(K)), np.kron(per_test, np.eye(K)), y, ridge=0.1),
         rtol=0,
         atol=1e-12,
     )
@@ -350,7 +352,7 @@ def test_kernel_diagnostics_on_full_and_output_averaged_kernels():
     n = 5
     k0, k_prev, k_t = _spd(rng, n), _spd(rng, n), _spd(rng, n)
     # relative measures do not see `(x) I_K`: it multiplies every inner product by K
-    kron = [kron_outputs(k, K) for k in (k0, k_prev, k_t)]
+    kron = [np.kron(k, np.eye(K)) for k in (k0, k_prev, k_t)]
     assert kernel_drift(kron[2], kron[0]) == pytest.approx(kernel_drift(k_t, k0), rel=1e-12)
     assert kernel_distance(kron[2], kron[0]) == pytest.approx(kernel_distance(k_t, k0), rel=1e-9)
     assert kernel_velocity(*kron[::-1], dt=0.5) == pytest.approx(

@@ -120,11 +120,13 @@ def _gram(g1: np.ndarray, g2: np.ndarray, n1: int, n2: int, k: int, mean: bool) 
 
 
 def _times_inputs(gram: np.ndarray, term: np.ndarray, k: int, mean: bool) -> np.ndarray:
-    """Elementwise `gram * term` with the (N1, N2) input term repeated over output pairs."""
+    """Elementwise `gram * term` with the (N1, N2) input term repeated over output pairs (for
+    K > 1 in place of `gram`, the caller's own array: no second kernel-sized array)."""
     if mean or k == 1:
         return gram * term
     n1, n2 = term.shape
-    return (gram.reshape(n1, k, n2, k) * term[:, None, :, None]).reshape(gram.shape)
+    gram.reshape(n1, k, n2, k)[...] *= term[:, None, :, None]
+    return gram
 
 
 def _last_hidden_layer(net, params, h1, h2, chunk_size, fused, mean):
@@ -229,7 +231,7 @@ def empirical_ntk(
     ntk = c[L] ** 2 * hh_out
     ntk += cb[L] ** 2
     if k_out > 1 and not mean:
-        ntk = np.kron(ntk, np.eye(k_out))  # the readout: delta_ab
+        ntk = kron_outputs(ntk, k_out)  # the readout: delta_ab
     ntk += _times_inputs(gg_last, c[L - 1] ** 2 * (h1 @ h2.T) + cb[L - 1] ** 2, k_out, mean)
     if L > 1:
         back1, back2 = back
@@ -460,7 +462,11 @@ def analytic_ntk(net: MLP, x1: np.ndarray, x2: np.ndarray | None = None) -> np.n
 def kron_outputs(k: np.ndarray, outputs: int) -> np.ndarray:
     """`k (x) I_K`, sample-major ((N1 K, N2 K), entry ((i,a),(j,b)) = k_ij delta_ab): a
     per-output kernel as the full kernel of K outputs (`empirical_ntk`'s order)."""
-    return np.kron(k, np.eye(outputs))
+    out = np.zeros((k.shape[0] * outputs, k.shape[1] * outputs), dtype=k.dtype)
+    blocks = out.reshape(k.shape[0], outputs, k.shape[1], outputs)
+    for a in range(outputs):
+        blocks[:, a, :, a] = k
+    return out
 
 
 def analytic_nngp(net: MLP, x1: np.ndarray, x2: np.ndarray | None = None) -> np.ndarray:
