@@ -30,9 +30,9 @@ Weights are stored as `(fan_in, fan_out)` so a batch `(N, fan_in)` multiplies fr
 
 Outputs: `outputs = K` (default 1) is the output layer's fan_out, `f = z^{L+1}` of shape (N, K),
 every output with the same multipliers (alpha and mean_field scale each output alike). K = 1
-keeps the scalar shape (N,) and today's exact operations (`h @ w[:, 0]`), so its numbers are
-bit-for-bit those of a scalar network. Targets, cotangents and tangents in output space have
-the shape of f; flattened, they are sample-major (`f.reshape(-1)`, index i K + a).
+keeps the scalar shape (N,) and the scalar network's operations (`h @ w[:, 0]`), so its numbers
+are bit for bit those of the scalar-output code. Targets, cotangents and tangents in output
+space have the shape of f; flattened, they are sample-major (`f.reshape(-1)`, index i K + a).
 """
 
 from __future__ import annotations
