@@ -36,12 +36,13 @@ def unflatten(vector, like):
 
 
 def explicit_jacobian(net, params, x):
-    """J (N x P) built row by row from the backward pass with unit cotangents."""
+    """J (N x P, or N K x P sample-major for K outputs) built row by row from the backward pass
+    with unit cotangents."""
     cache = forward_cache(net, params, x)
     rows = []
-    for i in range(len(x)):
-        e = np.zeros(len(x))
-        e[i] = 1.0
+    for index in np.ndindex(cache.f.shape):  # (i,) or (i, a), a fastest
+        e = np.zeros(cache.f.shape)
+        e[index] = 1.0
         rows.append(flatten(vjp(net, params, cache, e)))
     return np.array(rows)
 
@@ -259,6 +260,8 @@ def test_param_movement():
         ({"dtype": "float16"}, "dtype='float16'.*float64, float32"),
         ({"alpha": 0.0}, "alpha=0.0 is invalid: expected a finite number > 0"),
         ({"alpha": -1.0}, "alpha=-1.0"),
+        ({"outputs": 0}, "outputs=0 is invalid: expected an integer >= 1"),
+        ({"outputs": 2.0}, "outputs=2.0 is invalid"),
     ],
 )
 def test_invalid_network_arguments(kwargs, match):

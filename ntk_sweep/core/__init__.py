@@ -3,8 +3,8 @@ the mathematics (../shared/reference/MATH.md). No Hydra, MLflow or matplotlib he
 beyond reading a user's CSV file in `datasets`; the app (`ntk_sweep.config`, `experiment`,
 `tracking`, `callbacks`, `figures`, `aggregate`) sits on top.
 
-- `network`: the MLP, its parameterizations, forward pass, Jacobian-vector products, GD
-  (MATH.md sections 1-2, 4)
+- `network`: the MLP (K >= 1 outputs), its parameterizations, forward pass, Jacobian-vector
+  products, GD (MATH.md sections 1-2, 4)
 - `kernels`: empirical and infinite-width NTK/NNGP, kernel drift and distance, kernel
   diagnostics (sections 2, 3, 5)
 - `dynamics`: the linearised and constant-kernel predictions and learning-rate phases (section 4)

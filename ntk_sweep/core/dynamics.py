@@ -49,7 +49,9 @@ def kernel_spectrum(k: np.ndarray, rcond: float = RCOND) -> Spectrum:
 
 
 def max_stable_lr(k: np.ndarray, n: int | None = None) -> float:
-    """Largest stable learning rate of gradient descent on the MSE loss, `2N / lambda_max`."""
+    """Largest stable learning rate of gradient descent on the MSE loss, `2N / lambda_max`.
+    `n` defaults to the kernel's size; pass the number of samples N for the full (N K, N K)
+    kernel of K outputs."""
     n = k.shape[0] if n is None else n
     return 2 * n / kernel_spectrum(k).lambda_max
 
@@ -76,6 +78,43 @@ def _decay_and_gain(
     return decay, gain
 
 
+def _output_form(k: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """Targets in the form the kernel acts on, the number of samples N and of outputs K.
+
+    One output (y of N values, any shape): y as (N,), as for a scalar network. (N, K) targets,
+    K > 1: flattened sample-major to (N K,) for the full (N K, N K) kernel (`empirical_ntk`'s
+    order), kept (N, K) for an (N, N) kernel, which then acts on every output column alike (the
+    kernel `Theta (x) I_K`).
+    """
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim != 2 or y.shape[1] == 1:
+        return y.reshape(-1), k.shape[0], 1
+    n, n_out = y.shape
+    if k.shape[0] == n * n_out:
+        return y.reshape(-1), n, n_out
+    if k.shape[0] != n:
+        raise ValueError(
+            f"kernel has shape {k.shape}: expected ({n * n_out}, {n * n_out}) or ({n}, {n}) "
+            f"for targets y of shape {y.shape}"
+        )
+    return y, n, n_out
+
+
+def _like(name: str, value: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """`value` (zeros if None) as float64 of `shape`, which it must fill exactly."""
+    if value is None:
+        return np.zeros(shape)
+    value = np.asarray(value, dtype=np.float64)
+    if value.size != math.prod(shape):
+        raise ValueError(f"{name} has {value.size} values: expected {math.prod(shape)} {shape}")
+    return value.reshape(shape)
+
+
+def _per_row(d: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """`diag(d) r` for a vector or a matrix of columns r."""
+    return d * r if r.ndim == 1 else d[:, None] * r
+
+
 def kernel_predictions(
     k_train: np.ndarray,
     k_test_train: np.ndarray | None,
@@ -93,18 +132,21 @@ def kernel_predictions(
     `D_s = (I - lr Theta / N)^s` for gradient descent ("discrete", exact for the linearised
     network) or `exp(-Theta lr s / N)` for gradient flow ("flow", time t = lr * s).
     Returns `(f_train (S, N), f_test (S, M) or None)`. Warns when lr >= 2N / lambda_max.
+
+    K > 1 outputs (y, f0 of shape (N, K)): `k_train` is either the full (N K, N K) kernel with
+    `k_test_train` (M K, N K), sample-major, or an (N, N) kernel with `k_test_train` (M, N)
+    applied to every output column (`Theta (x) I_K`); N is the number of samples either way
+    (the loss is `1/(2N) sum_i ||f_i - y_i||^2`). Returns (S, N, K) and (S, M, K).
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is invalid: allowed values are {', '.join(MODES)}")
     check_positive("lr", lr)
     k = _symmetric(k_train)
-    n = k.shape[0]
-    y = np.asarray(y, dtype=np.float64).reshape(-1)
-    f0_train = np.asarray(f0_train, dtype=np.float64).reshape(-1)
-    if y.shape[0] != n or f0_train.shape[0] != n:
-        raise ValueError(
-            f"y has {y.shape[0]} and f0_train {f0_train.shape[0]} values: expected N={n}"
-        )
+    y, n, n_out = _output_form(k, y)
+    f0_train = np.asarray(f0_train, dtype=np.float64)
+    if y.shape[0] != k.shape[0] or f0_train.size != y.size:
+        raise ValueError(f"y has {y.shape[0]} and f0_train {f0_train.size} values: expected N={n}")
+    f0_train = f0_train.reshape(y.shape)
     steps = np.asarray(steps, dtype=np.int64).reshape(-1)
     if steps.size and steps.min() < 0:
         raise ValueError("steps must be >= 0")
@@ -117,22 +159,25 @@ def kernel_predictions(
             stacklevel=2,
         )
     r0 = v.T @ (f0_train - y)
-    f_train = np.empty((len(steps), n))
+    f_train = np.empty((len(steps), *y.shape))
     f_test = None
     if k_test_train is not None:
         k_test_train = np.asarray(k_test_train, dtype=np.float64)
-        f0_test = np.asarray(f0_test, dtype=np.float64).reshape(-1)
-        if k_test_train.shape != (f0_test.shape[0], n):
+        if k_test_train.ndim != 2 or k_test_train.shape[1] != k.shape[0]:
             raise ValueError(
-                f"k_test_train has shape {k_test_train.shape}: expected ({f0_test.shape[0]}, {n})"
+                f"k_test_train has shape {k_test_train.shape}: expected (M, {k.shape[0]})"
             )
+        f0_test = _like("f0_test", f0_test, (len(k_test_train), *y.shape[1:]))
         kv = k_test_train @ v
-        f_test = np.empty((len(steps), f0_test.shape[0]))
+        f_test = np.empty((len(steps), *f0_test.shape))
     for i, step in enumerate(steps):
         decay, gain = _decay_and_gain(lam, lr, n, int(step), mode)
-        f_train[i] = y + v @ (decay * r0)
+        f_train[i] = y + v @ _per_row(decay, r0)
         if f_test is not None:
-            f_test[i] = f0_test - kv @ (gain * r0)
+            f_test[i] = f0_test - kv @ _per_row(gain, r0)
+    if n_out > 1:
+        f_train = f_train.reshape(len(steps), n, n_out)
+        f_test = None if f_test is None else f_test.reshape(len(steps), -1, n_out)
     return f_train, f_test
 
 
@@ -150,20 +195,22 @@ def kernel_regression(
 
     The inverse is spectral: eigenvalues below `rcond * lambda_max` are dropped (a
     pseudo-inverse, with a warning), and `ridge > 0` adds `ridge * I` before inverting.
+    K > 1 outputs: (N, K) targets with the full or the per-column kernel, as in
+    `kernel_predictions`; returns (M, K).
     """
     if ridge < 0:
         raise ValueError(f"ridge={ridge!r} is invalid: expected a number >= 0")
     k = _symmetric(k_train)
     n = k.shape[0]
-    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    y, _, n_out = _output_form(k, y)
     k_test_train = np.asarray(k_test_train, dtype=np.float64)
     if y.shape[0] != n or k_test_train.ndim != 2 or k_test_train.shape[1] != n:
         raise ValueError(
-            f"shapes do not match: kernel ({n}, {n}), y ({y.shape[0]},), "
+            f"shapes do not match: kernel ({n}, {n}), y {y.shape}, "
             f"k_test_train {k_test_train.shape}: expected (M, {n})"
         )
-    f0_train = np.zeros(n) if f0_train is None else np.asarray(f0_train, float).reshape(-1)
-    f0_test = np.zeros(len(k_test_train)) if f0_test is None else np.asarray(f0_test, float)
+    f0_train = _like("f0_train", f0_train, y.shape)
+    f0_test = _like("f0_test", f0_test, (len(k_test_train), *y.shape[1:]))
     lam, v = np.linalg.eigh(k)
     lam = lam + ridge
     keep = lam > rcond * lam[-1]
@@ -176,7 +223,8 @@ def kernel_regression(
             stacklevel=2,
         )
     inv = np.divide(1.0, lam, out=np.zeros_like(lam), where=keep)
-    return f0_test.reshape(-1) + k_test_train @ (v @ (inv * (v.T @ (y - f0_train))))
+    f = f0_test + k_test_train @ (v @ _per_row(inv, v.T @ (y - f0_train)))
+    return f.reshape(-1, n_out) if n_out > 1 else f
 
 
 PHASES = ("lazy", "catapult", "collapsed", "divergent")

@@ -74,6 +74,112 @@ def _features_fused(net, h, w, j0, k, b, c, scale, buffers):
     return a, g
 
 
+OUTPUT_KERNELS = ("full", "mean")
+"""`empirical_ntk(..., outputs=)` for K > 1 outputs: the full (N1 K, N2 K) kernel, or the (N1, N2)
+output-averaged kernel `(1/K) sum_a Theta[(i,a),(j,a)]` (equal for K = 1)."""
+
+
+def ntk_bytes(n1: int, n2: int, outputs: int = 1, kernel: str = "full") -> int:
+    """Bytes of one float64 empirical NTK between n1 and n2 inputs of a network with `outputs`
+    outputs: `8 n1 n2 K^2` for the full kernel, `8 n1 n2` for the output-averaged one."""
+    _check_choice("kernel", kernel, OUTPUT_KERNELS)
+    k = outputs if kernel == "full" else 1
+    return 8 * n1 * k * n2 * k
+
+
+def output_kernel_within(n1: int, n2: int, outputs: int, budget_bytes: int) -> str:
+    """ "full" where the full (n1 K, n2 K) kernel takes at most `budget_bytes`, else "mean"."""
+    return "full" if ntk_bytes(n1, n2, outputs, "full") <= budget_bytes else "mean"
+
+
+def _choose_fused(backend: str) -> bool:
+    _check_choice("backend", backend, BACKENDS)
+    if backend == "fused" and not fused_available():
+        raise ValueError("backend='fused' needs numba, which is not installed")
+    return backend == "fused" or (backend == "auto" and fused_available())
+
+
+def _by_output(g: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """`G[(i, a), u] = g[i, u] scale[u, a]`, shape (N K, k), sample-major: the gradients of every
+    output f_a with respect to k pre-activations, from phi'(z) `g` (N, k) and df_a/dh (k, K)."""
+    return (g[:, None, :] * scale.T[None]).reshape(-1, g.shape[1])
+
+
+def _times_slopes(back: np.ndarray, slopes: np.ndarray, k: int) -> np.ndarray:
+    """`back * phi'(z)` for back-propagated gradients (N K, n) and slopes (N, n) (rows i K + a)."""
+    if k == 1:
+        return back * slopes
+    return (back.reshape(len(slopes), k, -1) * slopes[:, None, :]).reshape(back.shape)
+
+
+def _gram(g1: np.ndarray, g2: np.ndarray, n1: int, n2: int, k: int, mean: bool) -> np.ndarray:
+    """`G G'^T` over the units, per output pair (N1 K, N2 K), or its output average (N1, N2)."""
+    if not mean:
+        return g1 @ g2.T
+    return (g1.reshape(n1, -1) @ g2.reshape(n2, -1).T) / k
+
+
+def _times_inputs(gram: np.ndarray, term: np.ndarray, k: int, mean: bool) -> np.ndarray:
+    """Elementwise `gram * term` with the (N1, N2) input term repeated over output pairs (for
+    K > 1 in place of `gram`, the caller's own array: no second kernel-sized array)."""
+    if mean or k == 1:
+        return gram * term
+    n1, n2 = term.shape
+    gram.reshape(n1, k, n2, k)[...] *= term[:, None, :, None]
+    return gram
+
+
+def _last_hidden_layer(net, params, h1, h2, chunk_size, fused, mean):
+    """Sums over the last hidden layer's units, in chunks: `hh = h_L h_L'^T`, the gradient Gram
+    `gg` of that layer's pre-activations (per output pair, or its output average when `mean`:
+    the unit's `(1/K) sum_a (df_a/dh_u)^2` in place of the K x K products) and, below it, the
+    gradients back-propagated to its inputs, (N K, n_{L-1}) each (None for depth 1)."""
+    same, k_out, L = h2 is None, net.outputs, net.depth
+    sides = (h1,) if same else (h1, h2)
+    h2 = h1 if same else h2
+    n1, n2, c = len(h1), len(h2), net.multipliers
+    w_last, b_last = params[L - 1]
+    n = w_last.shape[1]
+    df_dh = c[L] * params[L][0]  # (n, K): df_a / dh_u of the last hidden layer
+    scale = df_dh[:, 0] if k_out == 1 else np.ones(n, dtype=net.dtype)
+    rms = np.sqrt(np.mean(df_dh * df_dh, axis=1)) if mean else None  # output-averaged Gram
+    if chunk_size is None:
+        chunk_size = max(256, _CHUNK_BYTES // (8 * max(n1, n2) * k_out))
+    hh, gg = np.zeros((n1, n2)), np.zeros((n1 * k_out, n2 * k_out) if not mean else (n1, n2))
+    back = [np.zeros((len(h) * k_out, h.shape[1]), net.dtype) for h in (h1, h2)] if L > 1 else None
+    if fused:
+        chunk_size = min(chunk_size, n)
+        bufs = [[np.empty(len(h) * chunk_size, dtype=net.dtype) for _ in range(2)] for h in sides]
+    for start in range(0, n, chunk_size):
+        sl = slice(start, start + min(chunk_size, n - start))
+        feats = []
+        for side, h in enumerate(sides):
+            if fused:
+                args = (net, h, w_last, start, sl.stop - start, b_last, c[L - 1], scale)
+                feats.append(_features_fused(*args, bufs[side]))
+            else:
+                feats.append(
+                    _features_numpy(net, h, w_last[:, sl], b_last[sl], c[L - 1], scale[sl])
+                )
+        (a1, g1), (a2, g2) = feats[0], feats[-1]
+        hh += a1 @ a2.T
+        if mean:
+            s1 = g1 * rms[sl]
+            gg += s1 @ (s1 if same else g2 * rms[sl]).T
+        if k_out > 1 and (L > 1 or not mean):
+            g1 = _by_output(g1, df_dh[sl])
+            g2 = g1 if same else _by_output(g2, df_dh[sl])
+        if not mean:
+            gg += g1 @ g2.T
+        if L > 1:
+            back[0] += g1 @ w_last[:, sl].T
+            if not same:
+                back[1] += g2 @ w_last[:, sl].T
+    if back is not None and same:
+        back[1] = back[0]
+    return hh, gg, back
+
+
 def empirical_ntk(
     net: MLP,
     params: Params,
@@ -82,8 +188,9 @@ def empirical_ntk(
     chunk_size: int | None = None,
     *,
     backend: str = "auto",
+    outputs: str = "full",
 ) -> np.ndarray:
-    """Empirical NTK `Theta(x1, x2) = J(x1) J(x2)^T` (paper eq. 6), shape (N1, N2).
+    """Empirical NTK `Theta(x1, x2) = J(x1) J(x2)^T` (paper eq. 6), shape (N1, N2) for one output.
 
     Layer-wise formula of MATH.md section 2:
     `Theta = sum_l (G_l G_l'^T) * (c_l^2 H_{l-1} H_{l-1}'^T + (c^b_l)^2)`, with `H_{l-1}` the
@@ -94,14 +201,21 @@ def empirical_ntk(
     Cost O(N1 N2 * sum of widths) plus the forward and backward passes; for x2 = None the Gram
     matrices are symmetric rank-k updates (`a @ a.T`, BLAS syrk: half the work of a product).
 
+    K = `net.outputs` > 1: `outputs="full"` gives the (N1 K, N2 K) kernel
+    `Theta[(i,a),(j,b)] = <df_a(x_i)/dtheta, df_b(x_j)/dtheta>`, sample-major (row i K + a): the
+    readout layer contributes `delta_ab (c^2 h h'^T + (c^b)^2)`, each hidden layer the Gram of
+    its per-output gradients `G_l[(i,a), u]`, whose cross-output structure comes from the rows
+    of W_out (`df_a/dh_u = c W_out[u, a]`). `outputs="mean"` gives the (N1, N2) average of the
+    K diagonal blocks at about the cost of one output (depth 1) or K (deeper).
+    `ntk_bytes` gives either's size.
+
     `backend`: "numpy" (the reference), "fused" (the last hidden layer's activations and slopes
     in one compiled pass, numba) or "auto" (fused where numba is installed). They agree to
     rounding; the Gram matrices, the bulk of the work, are BLAS products in both.
     """
-    _check_choice("backend", backend, BACKENDS)
-    fused = backend == "fused" or (backend == "auto" and fused_available())
-    if backend == "fused" and not fused_available():
-        raise ValueError("backend='fused' needs numba, which is not installed")
+    fused = _choose_fused(backend)
+    _check_choice("outputs", outputs, OUTPUT_KERNELS)
+    mean, k_out = outputs == "mean" and net.outputs > 1, net.outputs
     x1 = as_inputs(net, x1)
     same = x2 is None
     x2 = x1 if same else as_inputs(net, x2)
@@ -111,56 +225,27 @@ def empirical_ntk(
     ins1, slopes1 = _forward_hidden(net, params, x1)
     ins2, slopes2 = (ins1, slopes1) if same else _forward_hidden(net, params, x2)
     h1, h2 = ins1[-1], ins2[-1]  # inputs of the last hidden layer
-    w_last, b_last = params[L - 1]
-    scale = c[L] * params[L][0][:, 0]  # df/dh of the last hidden layer
-    n = w_last.shape[1]
-    if chunk_size is None:
-        chunk_size = max(256, _CHUNK_BYTES // (8 * max(n1, n2)))
-
-    hh_out = np.zeros((n1, n2))  # sum over units of h_L h_L'^T
-    gg_last = np.zeros((n1, n2))  # sum over units of G_L G_L'^T
-    # back-propagated gradient at the inputs of the last hidden layer, (N, n_{L-1})
-    back1 = np.zeros((n1, h1.shape[1]), dtype=net.dtype) if L > 1 else None
-    back2 = None if (same or L == 1) else np.zeros((n2, h2.shape[1]), dtype=net.dtype)
-    if fused:
-        chunk_size = min(chunk_size, n)
-        bufs1 = [np.empty(n1 * chunk_size, dtype=net.dtype) for _ in range(2)]
-        bufs2 = bufs1 if same else [np.empty(n2 * chunk_size, dtype=net.dtype) for _ in range(2)]
-    for start in range(0, n, chunk_size):
-        k = min(chunk_size, n - start)
-        sl = slice(start, start + k)
-        if fused:
-            a1, g1 = _features_fused(net, h1, w_last, start, k, b_last, c[L - 1], scale, bufs1)
-        else:
-            a1, g1 = _features_numpy(net, h1, w_last[:, sl], b_last[sl], c[L - 1], scale[sl])
-        if same:
-            a2, g2 = a1, g1
-        elif fused:
-            a2, g2 = _features_fused(net, h2, w_last, start, k, b_last, c[L - 1], scale, bufs2)
-        else:
-            a2, g2 = _features_numpy(net, h2, w_last[:, sl], b_last[sl], c[L - 1], scale[sl])
-        hh_out += a1 @ a2.T
-        gg_last += g1 @ g2.T
-        if L > 1:
-            back1 += g1 @ w_last[:, sl].T
-            if back2 is not None:
-                back2 += g2 @ w_last[:, sl].T
-
+    hh_out, gg_last, back = _last_hidden_layer(
+        net, params, h1, None if same else h2, chunk_size, fused, mean
+    )
     ntk = c[L] ** 2 * hh_out
     ntk += cb[L] ** 2
-    ntk += gg_last * (c[L - 1] ** 2 * (h1 @ h2.T) + cb[L - 1] ** 2)
+    if k_out > 1 and not mean:
+        ntk = kron_outputs(ntk, k_out)  # the readout: delta_ab
+    ntk += _times_inputs(gg_last, c[L - 1] ** 2 * (h1 @ h2.T) + cb[L - 1] ** 2, k_out, mean)
     if L > 1:
-        back2 = back1 if back2 is None else back2
+        back1, back2 = back
         # walk down the remaining layers l = L-2 .. 0 (0-based weight-layer index)
         for l in range(L - 2, -1, -1):
-            g1 = back1 * slopes1[l]
+            g1 = _times_slopes(back1, slopes1[l], k_out)
             g1 *= c[l + 1]
             if same:
                 g2 = g1
             else:
-                g2 = back2 * slopes2[l]
+                g2 = _times_slopes(back2, slopes2[l], k_out)
                 g2 *= c[l + 1]
-            ntk += (g1 @ g2.T) * (c[l] ** 2 * (ins1[l] @ ins2[l].T) + cb[l] ** 2)
+            term = c[l] ** 2 * (ins1[l] @ ins2[l].T) + cb[l] ** 2
+            ntk += _times_inputs(_gram(g1, g2, n1, n2, k_out, mean), term, k_out, mean)
             if l > 0:
                 w = params[l][0]
                 back1 = g1 @ w.T
@@ -367,9 +452,21 @@ def analytic_kernels(
 
 def analytic_ntk(net: MLP, x1: np.ndarray, x2: np.ndarray | None = None) -> np.ndarray:
     """Infinite-width NTK, shape (N1, N2); see `analytic_kernels` (times `alpha^2` for the
-    centred model: its NTK is that of `alpha f_net`)."""
+    centred model: its NTK is that of `alpha f_net`). For K outputs it is the kernel of each
+    output: the full infinite-width kernel is `kron_outputs(analytic_ntk(...), K)`, the output
+    pairs a != b decouple."""
     theta = analytic_kernels(net, x1, x2)[1]
     return theta * float(net.alpha) ** 2 if net.centred else theta
+
+
+def kron_outputs(k: np.ndarray, outputs: int) -> np.ndarray:
+    """`k (x) I_K`, sample-major ((N1 K, N2 K), entry ((i,a),(j,b)) = k_ij delta_ab): a
+    per-output kernel as the full kernel of K outputs (`empirical_ntk`'s order)."""
+    out = np.zeros((k.shape[0] * outputs, k.shape[1] * outputs), dtype=k.dtype)
+    blocks = out.reshape(k.shape[0], outputs, k.shape[1], outputs)
+    for a in range(outputs):
+        blocks[:, a, :, a] = k
+    return out
 
 
 def analytic_nngp(net: MLP, x1: np.ndarray, x2: np.ndarray | None = None) -> np.ndarray:
@@ -385,14 +482,16 @@ def relative_difference(k: np.ndarray, k_ref: np.ndarray) -> float:
 
 
 def kernel_drift(k_t: np.ndarray, k_0: np.ndarray) -> float:
-    """Kernel drift `||Theta_t - Theta_0||_F / ||Theta_0||_F` (MATH.md section 5)."""
+    """Kernel drift `||Theta_t - Theta_0||_F / ||Theta_0||_F` (MATH.md section 5). Any kernel
+    shape: the full (N K, N K) or the output-averaged (N, N) one for K outputs."""
     return relative_difference(k_t, k_0)
 
 
 def kernel_distance(k_t: np.ndarray, k_0: np.ndarray) -> float:
     """Kernel distance `1 - <Theta_t, Theta_0>_F / (||Theta_t|| ||Theta_0||)` (MATH.md s. 5).
 
-    Insensitive to a global rescaling of the kernel; 0 for identical kernels.
+    Insensitive to a global rescaling of the kernel; 0 for identical kernels. Any kernel shape
+    (full or output-averaged for K outputs).
     """
     k_t, k_0 = np.asarray(k_t, dtype=np.float64), np.asarray(k_0, dtype=np.float64)
     # 1 - cos = |u - v|^2 / 2 for unit u, v: no cancellation when the kernels are close
@@ -403,11 +502,24 @@ def kernel_distance(k_t: np.ndarray, k_0: np.ndarray) -> float:
 def kernel_target_alignment(k: np.ndarray, y: np.ndarray) -> float:
     """Kernel-target alignment `y^T Theta y / (||Theta||_F ||y||^2)` (Cristianini et al. 2001;
     Baratin et al. 2021 follow it along training): `<Theta, y y^T>_F` over the two Frobenius
-    norms, so in [-1, 1], invariant to rescaling the kernel or the targets; NaN for y = 0."""
+    norms, so in [-1, 1], invariant to rescaling the kernel or the targets; NaN for y = 0.
+
+    (N, K) targets: with the full (N K, N K) kernel, y flattened sample-major; with an (N, N)
+    kernel (e.g. the output-averaged one), the alignment with `Y Y^T`,
+    `tr(Y^T Theta Y) / (||Theta||_F ||Y Y^T||_F)` (the same formula for K = 1)."""
     k = np.asarray(k, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim == 2 and k.shape == (len(y), len(y)) and y.shape[1] > 1:
+        yy = float(np.linalg.norm(y.T @ y))  # ||Y Y^T||_F = ||Y^T Y||_F, a K x K matrix
+        if yy == 0:
+            return float("nan")
+        return float(np.vdot(y, k @ y)) / (float(np.linalg.norm(k)) * yy)
+    y = y.reshape(-1)
     if k.shape != (len(y), len(y)):
-        raise ValueError(f"kernel has shape {k.shape}: expected ({len(y)}, {len(y)}) for y")
+        raise ValueError(
+            f"kernel has shape {k.shape}: expected ({len(y)}, {len(y)}) for y, or "
+            "(N, N) for y of shape (N, K)"
+        )
     yy = float(y @ y)
     if yy == 0:
         return float("nan")
@@ -417,7 +529,7 @@ def kernel_target_alignment(k: np.ndarray, y: np.ndarray) -> float:
 def kernel_velocity(k_t: np.ndarray, k_prev: np.ndarray, k_0: np.ndarray, dt: float) -> float:
     """Kernel velocity (Fort et al. 2020) between two logged kernels:
     `||Theta_t - Theta_prev||_F / ||Theta_0||_F / dt`, the relative kernel change per unit of
-    training time `dt` (> 0) between them; 0 for a constant kernel."""
+    training time `dt` (> 0) between them; 0 for a constant kernel. Any kernel shape."""
     if not dt > 0:
         raise ValueError(f"dt={dt!r} is invalid: expected a number > 0")
     step = np.asarray(k_t, dtype=np.float64) - np.asarray(k_prev, dtype=np.float64)

@@ -1,4 +1,4 @@
-"""Fully connected scalar-output networks, their gradients and their linearisation.
+"""Fully connected networks with K >= 1 outputs, their gradients and their linearisation.
 
 Everything here is pure NumPy: arrays in, arrays out. Notation follows MATH.md section 1:
 `z^1 = c_1 x W^1 + b^1`, `h^l = phi(z^l)`, `z^{l+1} = c_{l+1} h^l W^{l+1} + b^{l+1}`,
@@ -27,6 +27,12 @@ plain, uncentred network; `alpha=1` is the centred network (same kernel and lear
 Biases are the parameters themselves, drawn N(0, sigma_b^2) (MATH.md section 1 convention);
 `z^l = c_l h W^l + c^b_l b^l` with bias multiplier `c^b_l = 1` except as noted for mean_field.
 Weights are stored as `(fan_in, fan_out)` so a batch `(N, fan_in)` multiplies from the left.
+
+Outputs: `outputs = K` (default 1) is the output layer's fan_out, `f = z^{L+1}` of shape (N, K),
+every output with the same multipliers (alpha and mean_field scale each output alike). K = 1
+keeps the scalar shape (N,) and the scalar network's operations (`h @ w[:, 0]`), so its numbers
+are bit for bit those of the scalar-output code. Targets, cotangents and tangents in output
+space have the shape of f; flattened, they are sample-major (`f.reshape(-1)`, index i K + a).
 """
 
 from __future__ import annotations
@@ -74,7 +80,8 @@ def check_positive(name: str, value: float) -> None:
 
 @dataclass(frozen=True)
 class MLP:
-    """A fully connected network with `depth` hidden layers of `width` units and scalar output."""
+    """A fully connected network with `depth` hidden layers of `width` units and `outputs`
+    outputs (f of shape (N,) for one output, (N, outputs) otherwise)."""
 
     input_dim: int
     width: int
@@ -85,6 +92,7 @@ class MLP:
     sigma_b: float = 0.0
     dtype: str = "float64"
     alpha: float | None = None  # lazy-to-rich output scale (module docstring); None: off
+    outputs: int = 1  # K, the output layer's fan_out
 
     def __post_init__(self) -> None:
         _check_int("input_dim", self.input_dim, 1)
@@ -98,6 +106,7 @@ class MLP:
         _check_choice("dtype", self.dtype, DTYPES)
         if self.alpha is not None:
             check_positive("alpha", self.alpha)
+        _check_int("outputs", self.outputs, 1)
 
     @property
     def centred(self) -> bool:
@@ -115,7 +124,7 @@ class MLP:
 
     @property
     def fan_outs(self) -> list[int]:
-        return [self.width] * self.depth + [1]
+        return [self.width] * self.depth + [self.outputs]
 
     @property
     def multipliers(self) -> list[float]:
@@ -159,7 +168,8 @@ def init_params(net: MLP, seed: int) -> Params:
     """Draw the initial parameters from `numpy.random.default_rng(seed)`.
 
     Draws are made in float64 layer by layer (W then b), so the same seed gives bit-identical
-    parameters on every machine and the same underlying normals in every parameterization.
+    parameters on every machine and the same underlying normals in every parameterization (and,
+    for one output, the stream of a scalar network: the output layer's draws come last).
     """
     _check_int("seed", seed, 0)
     rng = np.random.default_rng(seed)
@@ -200,7 +210,7 @@ class ForwardCache:
     """What the backward pass and Jacobian-vector products need from one forward pass.
 
     `inputs[l]` is the (unscaled) input of weight layer l+1, `slopes[l]` is phi'(z) of hidden
-    layer l+1, and `f` the output.
+    layer l+1, and `f` the output, (N,) or (N, K).
     """
 
     f: np.ndarray
@@ -232,14 +242,23 @@ def forward_cache(net: MLP, params: Params, x: np.ndarray) -> ForwardCache:
         slopes.append(phi_prime(net.activation, z))
         h = phi(net.activation, z)
         inputs.append(h)
-    w, b = params[-1]
-    f = c[-1] * (h @ w[:, 0]) + net.bias_multipliers[-1] * b[0]
+    f = _readout(net, params[-1], h)
     return ForwardCache(f=f, inputs=inputs, slopes=slopes)
 
 
+def _readout(net: MLP, layer: tuple[np.ndarray, np.ndarray], h: np.ndarray) -> np.ndarray:
+    """The output layer `f = c h W + c^b b`: (N,) for one output (a matrix-vector product, as
+    for a scalar network), (N, K) otherwise."""
+    w, b = layer
+    c, cb = net.multipliers[-1], net.bias_multipliers[-1]
+    if net.outputs == 1:
+        return c * (h @ w[:, 0]) + cb * b[0]
+    return c * (h @ w) + cb * b
+
+
 def forward(net: MLP, params: Params, x: np.ndarray) -> np.ndarray:
-    """Network output f(x), shape (N,): `forward_cache(...).f` without keeping the layers'
-    inputs and slopes (the same operations in the same order, so the same bits)."""
+    """Network output f(x), shape (N,) or (N, K): `forward_cache(...).f` without keeping the
+    layers' inputs and slopes (the same operations in the same order, so the same bits)."""
     h = as_inputs(net, x)
     c = net.multipliers
     for l, (w, b) in enumerate(params[:-1]):
@@ -247,14 +266,15 @@ def forward(net: MLP, params: Params, x: np.ndarray) -> np.ndarray:
         z *= c[l]
         z += b
         h = phi(net.activation, z)
-    w, b = params[-1]
-    return c[-1] * (h @ w[:, 0]) + net.bias_multipliers[-1] * b[0]
+    return _readout(net, params[-1], h)
 
 
 def vjp(net: MLP, params: Params, cache: ForwardCache, cotangent: np.ndarray) -> Params:
-    """Vector-Jacobian product `J^T g` (hand-written backward pass), as a Params-shaped list."""
+    """Vector-Jacobian product `J^T g` (hand-written backward pass), as a Params-shaped list;
+    `g` has the shape of f ((N,) or (N, K))."""
     c, cb = net.multipliers, net.bias_multipliers
-    delta = np.asarray(cotangent, dtype=net.dtype)[:, None]
+    delta = np.asarray(cotangent, dtype=net.dtype)
+    delta = delta[:, None] if delta.ndim == 1 else delta
     grads: Params = [None] * net.n_layers  # type: ignore[list-item]
     for l in reversed(range(net.n_layers)):
         w, _ = params[l]
@@ -265,7 +285,7 @@ def vjp(net: MLP, params: Params, cache: ForwardCache, cotangent: np.ndarray) ->
 
 
 def jvp(net: MLP, params: Params, cache: ForwardCache, tangent: Params) -> np.ndarray:
-    """Jacobian-vector product `J dtheta` (forward-mode derivative of f), shape (N,)."""
+    """Jacobian-vector product `J dtheta` (forward-mode derivative of f), the shape of f."""
     c, cb = net.multipliers, net.bias_multipliers
     dh = None  # the input does not move
     for l, ((w, _), (dw, db)) in enumerate(zip(params, tangent, strict=True)):
@@ -275,20 +295,35 @@ def jvp(net: MLP, params: Params, cache: ForwardCache, tangent: Params) -> np.nd
         dz = c[l] * dz + cb[l] * db
         if l < net.depth:
             dh = cache.slopes[l] * dz
-    return dz[:, 0]
+    return dz[:, 0] if net.outputs == 1 else dz
 
 
 def _as_targets(net: MLP, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    y = np.asarray(y, dtype=net.dtype).reshape(-1)
-    if y.shape[0] != x.shape[0]:
-        raise ValueError(f"y has {y.shape[0]} values but x has {x.shape[0]} rows: expected equal")
+    """Targets in the shape of f: (N,) for one output (any shape with N values), (N, K)."""
+    if net.outputs == 1:
+        y = np.asarray(y, dtype=net.dtype).reshape(-1)
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"y has {y.shape[0]} values but x has {x.shape[0]} rows: expected equal"
+            )
+        return y
+    y = np.asarray(y, dtype=net.dtype)
+    if y.shape != (x.shape[0], net.outputs):
+        raise ValueError(
+            f"y has shape {y.shape}: expected ({x.shape[0]}, {net.outputs}) "
+            f"(N={x.shape[0]} rows of x, outputs={net.outputs})"
+        )
     return y
 
 
+def half_mean_square(r: np.ndarray) -> float:
+    """`(1/2N) sum_i ||r_i||^2` of residuals r of shape (N,) or (N, K)."""
+    return float(r @ r if r.ndim == 1 else np.vdot(r, r)) / (2 * len(r))
+
+
 def mse_loss(f: np.ndarray, y: np.ndarray) -> float:
-    """`L = (1/2N) sum (f - y)^2` (paper eq. 2)."""
-    r = f - y
-    return float(r @ r) / (2 * len(r))
+    """`L = (1/2N) sum_i ||f(x_i) - y_i||^2` (paper eq. 2; summed over the K outputs)."""
+    return half_mean_square(f - y)
 
 
 def gradient(net: MLP, params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:

@@ -192,6 +192,7 @@ def use_fused(net: MLP, backend: str = "auto") -> bool:
     one hidden layer and numba), never for "numpy"; for "auto" where the network has one hidden
     layer and numba is installed (measured faster at every input size and sample count tried,
     benchmarks/README.md). Deeper networks are bound by matrix products, which BLAS does best.
+    The fused step is written for one output: never for `net.outputs > 1`.
     The choice depends only on the configuration, so a run always takes the same path.
     """
     if backend == "numpy":
@@ -199,10 +200,14 @@ def use_fused(net: MLP, backend: str = "auto") -> bool:
     if backend == "fused":
         if net.depth != 1:
             raise ValueError(f"backend='fused' needs depth=1 (got depth={net.depth}): use numpy")
+        if net.outputs != 1:
+            raise ValueError(
+                f"backend='fused' needs outputs=1 (got outputs={net.outputs}): use numpy"
+            )
         if not fused_available():
             raise ValueError("backend='fused' needs numba, which is not installed")
         return True
-    return net.depth == 1 and fused_available()
+    return net.depth == 1 and net.outputs == 1 and fused_available()
 
 
 FUSED_PARALLEL_WORK = 2**24
