@@ -290,7 +290,7 @@ def build_network(cfg: DictConfig, input_dim: int):
         sigma_b=float(m.sigma_b),
         dtype=str(m.dtype),
         alpha=None if m.get("alpha") is None else float(m.alpha),
-        **({"outputs": int(m.outputs)} if int(m.get("outputs", 1)) != 1 else {}),
+        outputs=int(m.outputs),
     )
 
 
@@ -587,7 +587,17 @@ def _without_hydra(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def schedule_of(cfg: DictConfig):
+def kernel_form(cfg: DictConfig, data) -> str:
+    """K > 1 outputs: "full" where the largest empirical NTK of the run, (test, train) or
+    (train, train), fits `train.kernel_budget_mb`, else "mean" (output-averaged)."""
+    from ntk_sweep.core.kernels import output_kernel_within
+
+    rows = max(data.n_train, data.n_test)
+    budget = int(float(cfg.train.kernel_budget_mb) * 2**20)
+    return output_kernel_within(rows, data.n_train, int(cfg.model.outputs), budget)
+
+
+def schedule_of(cfg: DictConfig, data):
     """The measurement schedule (`core.measure.Schedule`) of a config: train.* and the
     progress ticks the app wants to see between log steps."""
     from ntk_sweep.core.measure import Schedule
@@ -607,21 +617,22 @@ def schedule_of(cfg: DictConfig):
         loss=str(cfg.train.loss),
         batch_size=None if cfg.train.batch_size is None else int(cfg.train.batch_size),
         momentum=float(cfg.train.momentum),
+        kernel_form=kernel_form(cfg, data),
     )
 
 
-def _warn_about_init(init: dict[str, float], n: int, lr: float, lr_scale: float) -> None:
-    """The warnings a run's initial kernel calls for, before any GD step."""
+def _warn_about_init(init: dict[str, float], rows: int, lr: float, lr_scale: float) -> None:
+    """The warnings a run's initial kernel (`rows` x `rows`) calls for, before any GD step."""
     lr_eff, lr_max = init["lr_effective"], init["lr_max_stable"]
     if lr_eff >= lr_max:
         log.warning("%s", _unstable_lr_message(lr, lr_eff, lr_max, lr_scale))
-    if init["ntk_rank"] < n:
+    if init["ntk_rank"] < rows:
         log.warning(
             "the initial NTK is singular (rank %d of %d, condition number %s): kernel "
             "predictions use the spectral limit and the kernel machine a pseudo-inverse "
             "(MATH.md s.3; the paper's sigma_b=0 setting is degenerate)",
             int(init["ntk_rank"]),
-            n,
+            rows,
             init["ntk_condition_number"],
         )
 
@@ -632,7 +643,7 @@ def _measure_and_log(cfg, data, net, run_id: str, metric_log: tracking.MetricLog
     from ntk_sweep.core.measure import measure_steps
     from ntk_sweep.core.training import fused_compile_pending
 
-    schedule = schedule_of(cfg)
+    schedule = schedule_of(cfg, data)
     progress = Progress(
         schedule.steps,
         f"train {run_id[:8]}",
@@ -658,7 +669,8 @@ def _measure_and_log(cfg, data, net, run_id: str, metric_log: tracking.MetricLog
                 progress.restart_rate(event.step)
             progress.update(event.step)
             if event.init is not None:
-                _warn_about_init(event.init, data.n_train, schedule.lr, net.lr_scale)
+                rows = data.n_train * (net.outputs if schedule.kernel_form == "full" else 1)
+                _warn_about_init(event.init, rows, schedule.lr, net.lr_scale)
             if event.metrics:
                 metric_log.log(
                     {**event.init, **event.metrics} if event.init else event.metrics, event.step
@@ -677,7 +689,10 @@ def _train_and_record(
     record = _measure_and_log(cfg, data, net, run_id, metric_log)
     train_time = time.perf_counter() - t0
     phases = {PHASE_NET_TAG: record.phase_net, PHASE_LIN_TAG: record.phase_lin}
-    metric_log.flush(tags={**tracking.heartbeat_tags(), **phases})
+    tags = {**tracking.heartbeat_tags(), **phases}
+    if net.outputs > 1:  # which K-output kernel the kernel metrics use (docs/metrics.md)
+        tags[KERNEL_FORM_TAG] = kernel_form(cfg, data)
+    metric_log.flush(tags=tags)
     last_step = record.final_step
     if record.failure:
         log.error("run %s FAILED: %s", run_id, record.failure)
@@ -731,19 +746,25 @@ def figure_inputs(cfg: DictConfig, data, net, record) -> dict[str, Any]:
     """What `figures.figure_builders` draws: the record, the data and the run's settings."""
     log_steps = [int(s) for s in record.steps]
     snaps = [s for s in cfg.train.snapshot_steps if s <= int(cfg.train.steps)] or log_steps
+
+    def f_of(a: np.ndarray | None) -> np.ndarray | None:
+        """K > 1 outputs: every (input, output) pair is one point of the prediction figures."""
+        return a if a is None or net.outputs == 1 else a.reshape(*a.shape[:-2], -1)
+
     return {
         "x_train": data.x_train,
         "y_train": data.y_train,
         "x_test": data.x_test,
-        "y_test": data.y_test,
+        "y_test": f_of(data.y_test),
+        "outputs": net.outputs,
         "steps": record.steps,
         "snapshot_steps": snaps,
         "fig8_step": nearest_step(log_steps, int(cfg.train.fig8_step)),
-        "f_train": record.f_train,
-        "f_test": record.f_test,
-        "f_lin_test": record.f_lin_test,
-        "f_kernel_test": record.f_kernel_test,
-        "f_analytic_test": record.f_analytic_test,
+        "f_train": f_of(record.f_train),
+        "f_test": f_of(record.f_test),
+        "f_lin_test": f_of(record.f_lin_test),
+        "f_kernel_test": f_of(record.f_kernel_test),
+        "f_analytic_test": f_of(record.f_analytic_test),
         "km_empirical_test": record.km_empirical_test,
         "km_analytic_test": record.km_analytic_test,
         "history": record.history,
@@ -791,6 +812,7 @@ def _record_figures(cfg, data, net, record, client, run_id: str, folder: Path) -
 UNSTABLE_WARNING = r"lr=.* >= 2N/lambda_max=.*: gradient descent diverges"
 PHASE_NET_TAG = tracking.TAG + "phase_net"
 PHASE_LIN_TAG = tracking.TAG + "phase_lin"
+KERNEL_FORM_TAG = tracking.TAG + "kernel_form"
 
 
 def _unstable_lr_message(lr: float, lr_eff: float, lr_max: float, lr_scale: float) -> str:

@@ -1187,7 +1187,7 @@ def expected_figure_names(record: Mapping, which: str = "all") -> list[str]:
         return []
     d = np.asarray(record["x_train"]).reshape(len(record["x_train"]), -1).shape[1]
     names: list[str] = []
-    if d == 1:
+    if d == 1 and int(record.get("outputs", 1)) == 1:  # the paper's f(x) curves: one output
         names += ["fig1_data_init", "fig2_training", "fig3_kernel_machine_empirical"]
         if record.get("km_analytic_test") is not None:
             names.append("fig4_kernel_machine_analytic")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ntk_sweep.core import dynamics, kernels
-from ntk_sweep.core.datasets import Dataset
+from ntk_sweep.core.datasets import Dataset, predicted_labels
 from ntk_sweep.core.kernel_dynamics import has_kernel_form, kernel_trajectory
 from ntk_sweep.core.losses import constant_loss, loss_value
 from ntk_sweep.core.network import (
@@ -46,6 +46,8 @@ from ntk_sweep.core.training import TrainState, train_trajectory
 
 # per-log-step kernel diagnostics (docs/metrics.md)
 DIAGNOSTICS = ("kernel_lambda_max", "kernel_velocity", "kernel_alignment")
+# classification: the fraction of correctly predicted classes (datasets.predicted_labels)
+ACCURACIES = ("train_accuracy", "test_accuracy", "test_accuracy_lin", "test_accuracy_kernel")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,9 @@ class Schedule:
     loss: str = "mse"  # core.losses.LOSSES
     batch_size: int | None = None  # None: full batch
     momentum: float = 0.9  # heavy-ball mu (optimizer "momentum")
+    # K > 1 outputs: the full (N K x N K) empirical NTK or the output-averaged (N x N) one
+    # (`kernels.OUTPUT_KERNELS`; equal for K = 1)
+    kernel_form: str = "full"
 
     @property
     def closed_form(self) -> bool:
@@ -151,8 +156,9 @@ class Record:
         return out
 
 
-def history_names(n_layers: int) -> list[str]:
-    """The per-log-step metrics of a network with `n_layers` weight layers, in logging order."""
+def history_names(n_layers: int, classification: bool = False) -> list[str]:
+    """The per-log-step metrics of a network with `n_layers` weight layers, in logging order;
+    the accuracies for a classification dataset."""
     return [
         "loss",
         "loss_lin",
@@ -171,6 +177,7 @@ def history_names(n_layers: int) -> list[str]:
         "param_movement",
         *[f"param_movement_layer{i + 1}" for i in range(n_layers)],
         *DIAGNOSTICS,
+        *(ACCURACIES if classification else ()),
     ]
 
 
@@ -182,6 +189,24 @@ def rms(a: np.ndarray) -> float:
 
 def _loss(loss: str, f: np.ndarray, y: np.ndarray) -> float:
     return loss_value(loss, np.asarray(f, dtype=np.float64), y)
+
+
+def accuracy(f: np.ndarray, labels: np.ndarray | None) -> float:
+    """The fraction of samples whose predicted class (`datasets.predicted_labels`) is the label;
+    NaN without labels or where an output is not finite."""
+    if labels is None or not np.all(np.isfinite(f)):
+        return math.nan
+    return float(np.mean(predicted_labels(f) == labels))
+
+
+def ntk(
+    net: MLP, params: Params, x1: np.ndarray, schedule: Schedule, x2: np.ndarray | None = None
+) -> np.ndarray:
+    """The empirical NTK the measurement uses: `empirical_ntk` in the schedule's output form
+    (full or output-averaged for K > 1; the plain N x N kernel for K = 1)."""
+    if net.outputs == 1:
+        return kernels.empirical_ntk(net, params, x1, x2)
+    return kernels.empirical_ntk(net, params, x1, x2, outputs=schedule.kernel_form)
 
 
 def test_kernel_index(
@@ -272,6 +297,13 @@ def kernel_machine(k: np.ndarray, k_test_train: np.ndarray, y: np.ndarray, loss:
     return np.full((len(k_test_train), *np.shape(y)[1:]), np.nan)
 
 
+def _like(k_per_output: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """A per-output (N x N) kernel in the form of `k`: `k (x) I_K` for a full K-output kernel."""
+    if k.shape == k_per_output.shape:
+        return k_per_output
+    return kernels.kron_outputs(k_per_output, k.shape[0] // k_per_output.shape[0])
+
+
 def _initial(net: MLP, data: Dataset, schedule: Schedule, seed: int) -> _Init:
     x, y, x_test = data.x_train, data.y_train, data.x_test
     n, lr_eff = len(x), schedule.lr * net.lr_scale
@@ -280,9 +312,9 @@ def _initial(net: MLP, data: Dataset, schedule: Schedule, seed: int) -> _Init:
         len(x_test), schedule.test_kernel_points, kinks if kinks.any() else None
     )
     params0 = init_params(net, seed)
-    k0 = kernels.empirical_ntk(net, params0, x)
-    k0_test = kernels.empirical_ntk(net, params0, x_test[sub])
-    k0_test_train = kernels.empirical_ntk(net, params0, x_test, x)
+    k0 = ntk(net, params0, x, schedule)
+    k0_test = ntk(net, params0, x_test[sub], schedule)
+    k0_test_train = ntk(net, params0, x_test, schedule, x)
     f0_train, f0_test = forward(net, params0, x), forward(net, params0, x_test)
     if net.centred:  # the model alpha (f_net - f_net(theta_0)) starts at 0 (network.py)
         f0_train, f0_test = np.zeros_like(f0_train), np.zeros_like(f0_test)
@@ -313,7 +345,7 @@ def _initial(net: MLP, data: Dataset, schedule: Schedule, seed: int) -> _Init:
             ntk_analytic_lambda_max=spec_an.lambda_max,
             ntk_analytic_lambda_min=spec_an.lambda_min,
             ntk_analytic_condition_number=spec_an.condition_number,
-            ntk_analytic_vs_empirical=kernels.relative_difference(k0, init.k_an),
+            ntk_analytic_vs_empirical=kernels.relative_difference(k0, _like(init.k_an, k0)),
         )
     return init
 
@@ -359,6 +391,13 @@ def _step_metrics(
     }
     for layer, value in enumerate(per_layer):
         mt[f"param_movement_layer{layer + 1}"] = value
+    if data.is_classification:
+        mt.update(
+            train_accuracy=accuracy(state.f_train, data.labels_train),
+            test_accuracy=accuracy(f_test, data.labels_test),
+            test_accuracy_lin=accuracy(f_lin_test, data.labels_test),
+            test_accuracy_kernel=accuracy(f_kernel_test[i], data.labels_test),
+        )
     return mt, f_test, f_lin_test
 
 
@@ -396,16 +435,18 @@ def phases(
 
 
 def _empty_record(net: MLP, data: Dataset, schedule: Schedule, init: _Init) -> Record:
-    n_log, n, m = len(schedule.log_steps), data.n_train, data.n_test
+    n_log, m = len(schedule.log_steps), data.n_test
     return Record(
         steps=np.asarray(schedule.log_steps),
         init=init.metrics,
-        history={k: np.full(n_log, np.nan) for k in history_names(net.n_layers)},
-        f_train=np.full((n_log, n), np.nan),
-        f_lin_train=np.full((n_log, n), np.nan),
+        history={
+            k: np.full(n_log, np.nan) for k in history_names(net.n_layers, data.is_classification)
+        },
+        f_train=np.full((n_log, *data.y_train.shape), np.nan),
+        f_lin_train=np.full((n_log, *data.y_train.shape), np.nan),
         f_kernel_train=init.f_kernel[0],
-        f_test=np.full((n_log, m), np.nan),
-        f_lin_test=np.full((n_log, m), np.nan),
+        f_test=np.full((n_log, m, *data.y_train.shape[1:]), np.nan),
+        f_lin_test=np.full((n_log, m, *data.y_train.shape[1:]), np.nan),
         f_kernel_test=init.f_kernel[1],
         km_empirical_test=init.km_emp,
         ntk_init=init.k0,
@@ -470,11 +511,9 @@ def measure_steps(
                 continue
             t_log, i = time.perf_counter(), index[state.step]
             at_init = state.step == 0
-            k_t = init.k0 if at_init else kernels.empirical_ntk(net, state.params, x)
+            k_t = init.k0 if at_init else ntk(net, state.params, x, schedule)
             k_t_test = (
-                init.k0_test
-                if at_init
-                else kernels.empirical_ntk(net, state.params, data.x_test[init.sub])
+                init.k0_test if at_init else ntk(net, state.params, data.x_test[init.sub], schedule)
             )
             mt, f_test, f_lin_test = _step_metrics(
                 net, data, init, state, i, lin_test, k_t, k_t_test
