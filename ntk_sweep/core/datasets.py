@@ -70,7 +70,7 @@ DATASET_OPTIONS: dict[str, dict[str, Any]] = {
         "standardize": False,
     },
     "openml": {
-        "name": None,
+        "data_name": None,
         "data_id": None,
         "version": "active",
         "data_home": None,
@@ -583,7 +583,7 @@ def _finite_rows(name: str, arr: np.ndarray) -> np.ndarray:
     if bad.any():
         row, col = _first_bad_row(bad)
         raise ValueError(
-            f"{name} has a non-finite value ({flat[row, col]!r}) in row {row} (0-based), "
+            f"{name} has a non-finite value ({float(flat[row, col])!r}) in row {row} (0-based), "
             f"column {col}; {int(bad.sum())} non-finite value(s) in all"
         )
     return arr
@@ -621,7 +621,7 @@ def _targets(name: str, arr: Any, rows: int, x_name: str, task: str) -> np.ndarr
     if fractional.any():
         row = int(np.flatnonzero(fractional)[0])
         raise ValueError(
-            f"{name} holds the non-integer label {values[row]!r} in row {row} (0-based); "
+            f"{name} holds the non-integer label {float(values[row])!r} in row {row} (0-based); "
             f"task=classification needs integer class labels (or set task=regression)"
         )
     return values.astype(np.int64)
@@ -891,24 +891,32 @@ class OpenMLNotCached(ValueError):
     """fetch_openml needed the network while ``download`` is false."""
 
 
-def _openml_id(name: Any, data_id: Any, version: Any) -> tuple[str, dict[str, Any]]:
-    """(option naming the dataset, fetch_openml keyword arguments)."""
-    if (name is None) == (data_id is None):
+class _NetworkRefused(Exception):
+    """Raised by :func:`_offline`'s handler; not a URLError, so sklearn does not retry it."""
+
+
+def _openml_id(data_name: Any, data_id: Any, version: Any) -> tuple[str, dict[str, Any]]:
+    """(option naming the dataset, fetch_openml's keyword arguments naming it)."""
+    if (data_name is None) == (data_id is None):
         raise ValueError(
-            "name: set exactly one of name (e.g. mnist_784) and data_id (e.g. 554) for dataset "
-            f"'openml', got name={name!r}, data_id={data_id!r}"
+            "data_name: set exactly one of data_name (e.g. mnist_784) and data_id (e.g. 554) "
+            f"for dataset 'openml', got data_name={data_name!r}, data_id={data_id!r}"
         )
     if data_id is not None:
         if str(version) != "active":
-            raise ValueError(f"version applies only with name, not with data_id; got {version!r}")
+            raise ValueError(
+                f"version applies only with data_name, not with data_id; got {version!r}"
+            )
         return "data_id", {"data_id": _int_option("data_id", data_id, minimum=1)}
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"name must be an OpenML dataset name such as mnist_784, got {name!r}")
+    if not isinstance(data_name, str) or not data_name.strip():
+        raise ValueError(
+            f"data_name must be an OpenML dataset name such as mnist_784, got {data_name!r}"
+        )
     if str(version) != "active":
         version = _int_option(
             "version", int(version) if str(version).isdigit() else version, minimum=1
         )
-    return "name", {"name": name.strip(), "version": version}
+    return "data_name", {"name": data_name.strip(), "version": version}
 
 
 def _openml_labels(option: str, target: np.ndarray, classes: Any) -> tuple[np.ndarray, Any]:
@@ -937,22 +945,25 @@ def _openml_labels(option: str, target: np.ndarray, classes: Any) -> tuple[np.nd
 @contextmanager
 def _offline() -> Iterator[None]:
     """urllib's global opener refuses every http(s) request inside the block (fetch_openml
-    without ``download``): a cache miss raises :class:`OpenMLNotCached` instead of
-    downloading. The default opener is back afterwards."""
+    without ``download``): a cache miss raises :class:`_NetworkRefused` instead of
+    downloading, and sklearn's retry warnings stay quiet. The default opener is back
+    afterwards."""
     import urllib.request
-    from urllib.error import URLError
+    import warnings
 
     class Refuse(urllib.request.BaseHandler):
         handler_order = 0  # before the real http(s) handlers
 
         def _refuse(self, req: Any) -> None:
-            raise URLError(OpenMLNotCached(req.full_url))
+            raise _NetworkRefused(req.full_url)
 
         http_open = https_open = _refuse
 
     urllib.request.install_opener(urllib.request.build_opener(Refuse))
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Invalid cache, redownloading" on the refusal
+            yield
     finally:
         urllib.request.install_opener(None)  # urlopen builds the default opener again
 
@@ -975,14 +986,14 @@ def fetch_openml_arrays(
             bunch = fetch_openml(**kwargs)
         else:
             with _offline():
-                bunch = fetch_openml(n_retries=0, **kwargs)
-    except URLError as exc:
-        if isinstance(exc.reason, OpenMLNotCached):
-            raise OpenMLNotCached(
-                f"download: {label} is not in the cache {os.path.join(home, 'openml')} and "
-                f"dataset.download=false; set dataset.download=true to fetch it from openml.org "
-                f"(needs network access), or point dataset.data_home at a cache that has it"
-            ) from None
+                bunch = fetch_openml(**kwargs)
+    except _NetworkRefused:
+        raise OpenMLNotCached(
+            f"download: {label} is not in the cache {os.path.join(home, 'openml')} and "
+            f"dataset.download=false; set dataset.download=true to fetch it from openml.org "
+            f"(needs network access), or point dataset.data_home at a cache that has it"
+        ) from None
+    except (URLError, TimeoutError, OSError) as exc:
         raise ValueError(f"download: cannot fetch {label}: {_first_line(exc)}") from None
     data = bunch.data
     if hasattr(data, "toarray"):  # a sparse ARFF
@@ -993,7 +1004,7 @@ def fetch_openml_arrays(
 def _openml(
     seed: int,
     *,
-    name: Any,
+    data_name: Any,
     data_id: Any,
     version: Any,
     data_home: Any,
@@ -1005,11 +1016,11 @@ def _openml(
     standardize: Any,
     loss: str,
 ) -> Dataset:
-    """An OpenML dataset (by ``name`` [+ ``version``] or ``data_id``) from scikit-learn's
+    """An OpenML dataset (by ``data_name`` [+ ``version``] or ``data_id``) from scikit-learn's
     ``fetch_openml`` cache in ``data_home``; downloaded only with ``download=true``. Rows are
     shuffled by ``seed``: the first ``n_test`` are the test set, the next ``n_train`` (default:
     the rest) the training set. Everything after the fetch is :func:`prepare_dataset`."""
-    option, ident = _openml_id(name, data_id, version)
+    option, ident = _openml_id(data_name, data_id, version)
     download = _bool_option("download", download)
     task = _choice_option("task", task, TASKS)
     n_train = _optional_int("n_train", n_train)
