@@ -401,9 +401,18 @@ def load_data(cfg: DictConfig, base_dir: str | None = None):
             options[option] = os.path.join(base_dir, os.path.expanduser(path.strip()))
     loss = cfg.train.get("loss", "mse") if "train" in cfg else "mse"
     try:
-        return load_dataset(name, seed=seed, loss=str(loss), **options)
+        data = load_dataset(name, seed=seed, loss=str(loss), **options)
     except ValueError as exc:
         raise ConfigError(_dataset_message(name, options, exc)) from None
+    outputs = cfg.model.get("outputs", 1) if "model" in cfg else 1
+    if data.n_outputs != outputs:
+        what = f"{data.n_classes} classes" if data.is_classification else "targets"
+        raise ConfigError(
+            f"dataset={name} has {data.n_outputs}-output targets ({what}, y of shape "
+            f"{data.y_train.shape}) but the model has model.outputs={outputs}: multi-output "
+            f"training needs model.outputs={data.n_outputs}"
+        )
+    return data
 
 
 def _dataset_message(name: str, options: dict[str, Any], exc: Exception) -> str:

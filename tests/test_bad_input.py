@@ -57,7 +57,7 @@ ROWS = [
         "dataset",
         "nope (unknown)",
         ("dataset=nope",),
-        "dataset=nope is invalid: expected one of csv, digits, paper_toy, sine, teacher",
+        "dataset=nope is invalid: expected one of csv, digits, digits10, npz, openml, paper_toy, sine, teacher",
     ),
     Row(
         "model.activation",

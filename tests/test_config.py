@@ -138,7 +138,7 @@ BAD = [
     (["model.width=0"], "model.width=0 is invalid: expected an integer >= 1"),
     (["depth=0"], "depth=0 is invalid: expected an integer >= 1"),
     (["width=2.5"], "width=2.5 is invalid: expected an integer"),
-    (["dataset=nope"], "dataset=nope is invalid: expected one of csv, digits, paper_toy"),
+    (["dataset=nope"], "dataset=nope is invalid: expected one of csv, digits, digits10, npz"),
     (["model.activation=sigmoid"], "model.activation=sigmoid is invalid: expected one of relu"),
     (["model.parameterization=muP"], "model.parameterization=muP is invalid: expected one of"),
     (["lr=-1"], "lr=-1 is invalid: expected a finite number > 0"),
