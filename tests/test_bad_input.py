@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -36,6 +37,8 @@ class Row:
 
 
 CSV = ("dataset=csv", "dataset.inputs=[x1,x2]", "dataset.target=y")
+NPZ = ("dataset=npz", "dataset.path=own.npz")
+OPENML = ("dataset=openml", "dataset.data_home=empty_cache")
 ROWS = [
     Row("width", "0", ("width=0",), "width=0 is invalid: expected an integer >= 1", cli=True),
     Row(
@@ -57,7 +60,8 @@ ROWS = [
         "dataset",
         "nope (unknown)",
         ("dataset=nope",),
-        "dataset=nope is invalid: expected one of csv, digits, digits10, npz, openml, paper_toy, sine, teacher",
+        "dataset=nope is invalid: expected one of csv, digits, digits10, npz, openml, paper_toy, "
+        "sine, teacher",
     ),
     Row(
         "model.activation",
@@ -173,6 +177,103 @@ ROWS = [
         "dataset.n_train must be an integer >= 1",
     ),
     Row(
+        "dataset.path",
+        "missing.npz (file missing)",
+        ("dataset=npz", "dataset.path=missing.npz"),
+        "dataset.path: npz file not found: {tmp}/missing.npz",
+    ),
+    Row(
+        "dataset.path",
+        "good.csv (not an .npz archive)",
+        ("dataset=npz", "dataset.path=good.csv"),
+        "dataset.path: cannot read {tmp}/good.csv as an .npz archive (np.savez)",
+    ),
+    Row(
+        "dataset.y",
+        "labels (no such array)",
+        (*NPZ, "dataset.y=labels"),
+        "dataset.y: array 'labels' not found in {tmp}/own.npz; arrays present: 'x', 'y', "
+        "'y_short', 'x_flat', 'x_test3', 'x_nan', 'y_inf', 'y_half'",
+    ),
+    Row(
+        "dataset.x_test",
+        "xt (no such array)",
+        (*NPZ, "dataset.x_test=xt"),
+        "dataset.x_test: array 'xt' not found in {tmp}/own.npz; arrays present: 'x', 'y'",
+    ),
+    Row(
+        "dataset.x",
+        "x_flat (1-D, not (N, d))",
+        (*NPZ, "dataset.x=x_flat"),
+        "dataset.x: array 'x_flat' in {tmp}/own.npz must be a 2-D array (N, d)",
+    ),
+    Row(
+        "dataset.y",
+        "y_short (5 rows for 6 inputs)",
+        (*NPZ, "dataset.y=y_short"),
+        "dataset.y: array 'y_short' in {tmp}/own.npz has 5 rows (shape (5,)) but x: array 'x' "
+        "in {tmp}/own.npz has 6 rows",
+    ),
+    Row(
+        "dataset.x_test",
+        "x_test3 (3 features, x has 2)",
+        (*NPZ, "dataset.x_test=x_test3"),
+        "dataset.x_test: array 'x_test3' in {tmp}/own.npz has 3 features per row but x: array "
+        "'x' in {tmp}/own.npz has 2",
+    ),
+    Row(
+        "dataset.x",
+        "x_nan (a NaN in row 4)",
+        (*NPZ, "dataset.x=x_nan"),
+        "dataset.x: array 'x_nan' in {tmp}/own.npz has a non-finite value (nan) in row 4 "
+        "(0-based), column 1",
+    ),
+    Row(
+        "dataset.y",
+        "y_inf (an inf in row 2)",
+        (*NPZ, "dataset.y=y_inf"),
+        "dataset.y: array 'y_inf' in {tmp}/own.npz has a non-finite value (inf) in row 2",
+    ),
+    Row(
+        "dataset.y",
+        "y_half with task=classification (label 0.5)",
+        (*NPZ, "dataset.y=y_half", "dataset.task=classification"),
+        "dataset.y: array 'y_half' in {tmp}/own.npz holds the non-integer label 0.5 in row 1 "
+        "(0-based); task=classification needs integer class labels",
+    ),
+    Row(
+        "dataset.task",
+        "ranking (unknown)",
+        (*NPZ, "dataset.task=ranking"),
+        "dataset.task must be one of regression, classification, got 'ranking'",
+    ),
+    Row(
+        "dataset.download",
+        "false, dataset not cached",
+        (*OPENML, "dataset.data_name=mnist_784"),
+        "dataset.download: openml dataset 'mnist_784' is not in the cache "
+        "{tmp}/empty_cache/openml and dataset.download=false; set dataset.download=true",
+    ),
+    Row(
+        "dataset.data_name",
+        "neither data_name nor data_id",
+        OPENML,
+        "dataset.data_name: set exactly one of data_name (e.g. mnist_784) and data_id",
+    ),
+    Row(
+        "dataset.classes",
+        "[3,8] with task=regression",
+        (*OPENML, "dataset.data_id=554", "dataset.task=regression", "dataset.classes=[3,8]"),
+        "dataset.classes applies only to task=classification",
+    ),
+    Row(
+        "dataset (outputs)",
+        "digits10 (10 outputs) with a 1-output model",
+        ("dataset=digits10",),
+        "dataset=digits has 10-output targets (10 classes, y of shape (200, 10)) but the model "
+        "has model.outputs=1",
+    ),
+    Row(
         "tracking.uri",
         "foo://bar (malformed)",
         ("tracking.uri=foo://bar",),
@@ -225,7 +326,26 @@ def launch_dir(tmp: Path) -> Path:
     (tmp / "good.csv").write_text("x1,x2,y\n0.1,0.2,1\n0.3,0.4,2\n0.5,0.6,3\n")
     (tmp / "bad.csv").write_text("x1,x2,y\n0.1,0.2,1\n0.3,abc,2\n0.5,0.6,3\n")
     (tmp / "afile").write_text("a file where a folder is needed\n")
+    write_own_npz(tmp / "own.npz")
     return tmp
+
+
+def write_own_npz(path: Path) -> None:
+    """6 rows of 2-D inputs and a target, plus one bad array per npz row of the table."""
+    x = np.arange(12.0).reshape(6, 2) / 10
+    x_nan = x.copy()
+    x_nan[4, 1] = np.nan
+    np.savez(
+        path,
+        x=x,
+        y=np.sin(x[:, 0]),
+        y_short=np.zeros(5),
+        x_flat=np.zeros(6),
+        x_test3=np.zeros((2, 3)),
+        x_nan=x_nan,
+        y_inf=np.array([0.0, 1.0, np.inf, 0.0, 1.0, 0.0]),
+        y_half=np.array([0.0, 0.5, 1.0, 0.0, 1.0, 0.0]),
+    )
 
 
 def _format(text: str, tmp: Path) -> str:
