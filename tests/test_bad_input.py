@@ -426,6 +426,37 @@ def test_bad_value_on_the_command_line_exits_2_before_anything(row, tmp_path):
     assert not (tmp / "run" / "arrays").exists() and not (tmp / "sweep" / "0").exists()
 
 
+@pytest.mark.slow
+def test_npz_run_end_to_end_and_bad_own_data_leaves_the_store_as_it_was(tmp_path):
+    """`python run.py dataset=npz` trains on the file's rows (one output) into a SQLite store;
+    then a missing array and an uncached openml dataset exit 2 with one line each, and
+    reading the store back finds that one run and nothing else."""
+    import mlflow
+
+    tmp = launch_dir(tmp_path)
+    db = f"sqlite:///{tmp / 'store.db'}"
+    good = run_cli(
+        (*NPZ, "width=16", "train.steps=5", "tracking.figures=none", f"tracking.uri={db}"), tmp
+    )
+    assert good.returncode == 0, good.stderr
+    with np.load(tmp / "own.npz") as z, np.load(tmp / "run" / "arrays" / "ntk.npz") as arrays:
+        x, x_train = z["x"], arrays["x_train"]
+        assert x_train.shape == (5, 2) and arrays["x_test"].shape == (1, 2)  # round(0.2 * 6)
+        order = np.random.default_rng(0).permutation(6)  # seed 0: test row first, as csv
+        np.testing.assert_array_equal(x_train, x[order[1:]])
+        np.testing.assert_array_equal(arrays["y_train"], z["y"][order[1:]])
+    for bad in ((*NPZ, "dataset.y=labels"), (*OPENML, "dataset.data_name=mnist_784")):
+        res = run_cli((*bad, f"tracking.uri={db}"), tmp)
+        assert res.returncode == EXIT_CONFIG_ERROR, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert lines == [preflight_error(bad, tmp)], res.stderr
+        assert "ntk-sweep run" not in res.stdout
+    client = mlflow.MlflowClient(db)
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert [(r.info.status, r.data.params["dataset.name"]) for r in runs] == [("FINISHED", "npz")]
+    assert np.isfinite(runs[0].data.metrics["test_loss"])
+
+
 def markdown_table() -> str:
     """The documented table, with the real message of each row."""
     import tempfile
