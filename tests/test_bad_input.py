@@ -186,7 +186,7 @@ ROWS = [
         "dataset.path",
         "good.csv (not an .npz archive)",
         ("dataset=npz", "dataset.path=good.csv"),
-        "dataset.path: cannot read {tmp}/good.csv as an .npz archive (np.savez)",
+        "dataset.path: {tmp}/good.csv is not an .npz archive (np.savez / np.savez_compressed)",
     ),
     Row(
         "dataset.y",

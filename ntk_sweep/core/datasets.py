@@ -798,6 +798,13 @@ def _read_npz(file: str, wanted: dict[str, str]) -> dict[str, np.ndarray]:
     """The arrays ``wanted`` (role -> array name) of an .npz archive, read without pickle."""
     import zipfile
 
+    with open(file, "rb") as handle:
+        magic = handle.read(6)
+    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+        raise ValueError(
+            f"path: {file} is not an .npz archive (np.savez / np.savez_compressed); its first "
+            f"bytes are {magic!r}"
+        )
     try:
         archive = np.load(file, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
