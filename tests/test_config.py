@@ -19,6 +19,7 @@ from ntk_sweep.config import (
     TrackingError,
     analytic_enabled,
     compute_log_steps,
+    dataset_options,
     describe_hydra_error,
     figure_set,
     load_data,
@@ -27,7 +28,7 @@ from ntk_sweep.config import (
     validation_rules,
 )
 from ntk_sweep.core import kernels
-from ntk_sweep.core.datasets import DATASET_OPTIONS, DATASETS
+from ntk_sweep.core.datasets import DATASET_OPTIONS, DATASETS, load_dataset
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -126,6 +127,17 @@ def test_dataset_yaml_defaults_match_the_datasets_module(name):
     data = yaml.safe_load((CONF / "dataset" / f"{name}.yaml").read_text())
     options = {k: v for k, v in data.items() if k not in ("defaults", "name")}
     assert options == DATASET_OPTIONS[name]
+
+
+def test_digits10_is_digits_with_ten_classes(hydra_compose):
+    cfg = hydra_compose("dataset=digits10", "seed=2")
+    validate(cfg)
+    assert OmegaConf.get_type(cfg.dataset) is DATASET_SCHEMAS["digits"]
+    assert cfg.dataset.name == "digits" and cfg.dataset.task == "multiclass"
+    assert hydra_compose("dataset=digits").dataset.task == "parity"  # today's default
+    name, seed, options = dataset_options(cfg)
+    ds = load_dataset(name, seed=seed, **options)
+    assert ds.n_classes == 10 and ds.n_outputs == 10 and seed == 2
 
 
 def test_analytic_activations_match_the_core():

@@ -713,11 +713,12 @@ def prepare_dataset(
     Checks: ``x`` (N, d) (images (N, h, w, ...) are flattened), ``y`` with N rows, ``x_test``
     with d features, ``y_test`` with its rows, every value finite, integer labels for
     ``task="classification"``. Then in this order: rows of the ``classes`` kept (labels
-    re-indexed 0..K-1 by size), the seeded train/test split or subsets (:func:`_split_indices`),
-    :func:`standardize_inputs` if ``standardize``, and the targets: regression ``y`` as given
-    ((N, 1) becomes (N,)), classification ``class_targets(labels, K, loss)``. ``names`` maps
-    "x", "y", "x_test", "y_test" to what errors call them (default: the role), so each error is
-    one line that starts with the option at fault.
+    re-indexed 0..K-1 in increasing order), the seeded train/test split or subsets
+    (:func:`_split_indices`), :func:`standardize_inputs` if ``standardize``, and the targets:
+    regression ``y`` as given ((N, 1) becomes (N,)), classification
+    ``class_targets(labels, K, loss)``. ``names`` maps "x", "y", "x_test", "y_test" to what
+    errors call them (default: the role), so each error is one line that starts with the
+    option at fault.
     """
     names = {role: role for role in ("x", "y", "x_test", "y_test")} | (names or {})
     task = _choice_option("task", task, TASKS)
