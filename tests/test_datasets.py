@@ -491,6 +491,14 @@ def test_prepare_dataset_classification_classes_and_loss():
     assert two.n_train + two.n_test == kept.sum() and two.n_classes == 2
     rows = [int(np.flatnonzero((x == r).all(axis=1))[0]) for r in two.x_train]
     np.testing.assert_array_equal(two.y_train, np.where(labels[rows] == 7, 1.0, -1.0))
+    # a given test set: its rows are filtered by the same classes, labels indexed alike
+    xt, lt = np.arange(8.0).reshape(4, 2), np.array([9, 3, 5, 9])
+    split = prepare_dataset(
+        "own", x, labels, x_test=xt, y_test=lt, task="classification", classes=[3, 9]
+    )
+    assert split.n_test == 3 and split.n_classes == 2
+    np.testing.assert_array_equal(np.sort(split.labels_test), [0, 1, 1])  # 3 -> 0, 9 -> 1
+    np.testing.assert_array_equal(split.y_test, np.where(split.labels_test == 1, 1.0, -1.0))
 
 
 def _bad(pattern, *args, **kwargs):

@@ -555,10 +555,12 @@ def _class_list(value: Any) -> list[int] | None:
 
 
 def _as_int(value: Any) -> int | None:
-    try:
-        return _int_option("classes", value, minimum=-(2**62))
-    except ValueError:
+    """An integer, or an integral float (as a command line may give it), else None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    return int(value) if math.isfinite(value) and float(value).is_integer() else None
 
 
 def _first_bad_row(bad: np.ndarray) -> tuple[int, int]:
