@@ -211,15 +211,15 @@ ROWS = [
         "dataset.y",
         "y_short (5 rows for 6 inputs)",
         (*NPZ, "dataset.y=y_short"),
-        "dataset.y: array 'y_short' in {tmp}/own.npz has 5 rows (shape (5,)) but x: array 'x' "
-        "in {tmp}/own.npz has 6 rows",
+        "dataset.y: array 'y_short' in {tmp}/own.npz has 5 rows (shape (5,)) but array 'x' in "
+        "{tmp}/own.npz has 6 rows",
     ),
     Row(
         "dataset.x_test",
         "x_test3 (3 features, x has 2)",
         (*NPZ, "dataset.x_test=x_test3"),
-        "dataset.x_test: array 'x_test3' in {tmp}/own.npz has 3 features per row but x: array "
-        "'x' in {tmp}/own.npz has 2",
+        "dataset.x_test: array 'x_test3' in {tmp}/own.npz has 3 features per row but array 'x' "
+        "in {tmp}/own.npz has 2",
     ),
     Row(
         "dataset.x",

@@ -563,6 +563,12 @@ def _as_int(value: Any) -> int | None:
     return int(value) if math.isfinite(value) and float(value).is_integer() else None
 
 
+def _ref(name: str) -> str:
+    """What an error message calls an array in mid-sentence: its name without the leading
+    option ("x: array 'a' in f.npz" -> "array 'a' in f.npz")."""
+    return name.split(": ", 1)[-1]
+
+
 def _first_bad_row(bad: np.ndarray) -> tuple[int, int]:
     """(row, column) of the first True in a (N, d) mask."""
     row = int(np.flatnonzero(bad.any(axis=1))[0])
@@ -607,7 +613,7 @@ def _targets(name: str, arr: Any, rows: int, x_name: str, task: str) -> np.ndarr
     arr = _numeric_array(name, arr)
     if arr.ndim == 0 or arr.shape[0] != rows:
         got = "a scalar" if arr.ndim == 0 else f"{arr.shape[0]} rows (shape {arr.shape})"
-        raise ValueError(f"{name} has {got} but {x_name} has {rows} rows")
+        raise ValueError(f"{name} has {got} but {_ref(x_name)} has {rows} rows")
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if task == "classification" and arr.ndim != 1:
@@ -641,7 +647,7 @@ def _encode_classes(
         missing = [c for c in classes if c not in set(present.tolist())]
         if missing:
             raise ValueError(
-                f"classes: label(s) {', '.join(map(str, missing))} not found in {y_name}; "
+                f"classes: label(s) {', '.join(map(str, missing))} not found in {_ref(y_name)}; "
                 f"labels present: {', '.join(map(str, present.tolist()))}"
             )
         kept = sorted(classes)
@@ -678,14 +684,14 @@ def _split_indices(
         n_train = rows - n_test if n_train is None else n_train
         if n_train < 1 or n_train + n_test > rows:
             raise ValueError(
-                f"n_train + n_test must be <= {rows} (the rows of {x_name}) with n_train >= 1, "
-                f"got {n_train} + {n_test} = {n_train + n_test}"
+                f"n_train + n_test must be <= {rows} (the rows of {_ref(x_name)}) with "
+                f"n_train >= 1, got {n_train} + {n_test} = {n_train + n_test}"
             )
         order = rng.permutation(rows)
         return order[n_test : n_test + n_train], order[:n_test]
     for option, value, available in (("n_train", n_train, rows), ("n_test", n_test, test_rows)):
         if value is not None and value > available:
-            what = x_name if option == "n_train" else "the test set"
+            what = _ref(x_name) if option == "n_train" else "the test set"
             raise ValueError(f"{option}={value} is more than the {available} rows of {what}")
     train = rng.permutation(rows)[: rows if n_train is None else n_train]
     test = rng.permutation(test_rows)[: test_rows if n_test is None else n_test]
@@ -770,14 +776,14 @@ def _checked_arrays(
         xs.append(_inputs(names["x_test"], x_test))
         if xs[1].shape[1] != xs[0].shape[1]:
             raise ValueError(
-                f"{names['x_test']} has {xs[1].shape[1]} features per row but {names['x']} has "
-                f"{xs[0].shape[1]}"
+                f"{names['x_test']} has {xs[1].shape[1]} features per row but "
+                f"{_ref(names['x'])} has {xs[0].shape[1]}"
             )
     if y_test is not None:
         ys.append(_targets(names["y_test"], y_test, xs[1].shape[0], names["x_test"], task))
         if task == "regression" and ys[1].shape[1:] != ys[0].shape[1:]:
             raise ValueError(
-                f"{names['y_test']} has shape {ys[1].shape} but {names['y']} has "
+                f"{names['y_test']} has shape {ys[1].shape} but {_ref(names['y'])} has "
                 f"{ys[0].shape}: the number of outputs must match"
             )
     return xs, ys
