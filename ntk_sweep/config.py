@@ -433,23 +433,38 @@ def dataset_options(cfg: DictConfig) -> tuple[str, int, dict[str, Any]]:
     return name, seed, ds
 
 
+# Dataset options that name a file or folder: relative ones are taken from the launch directory.
+PATH_OPTIONS = ("path", "data_home")
+
+
 def load_data(cfg: DictConfig, base_dir: str | None = None):
     """Load the dataset of `cfg`; its option errors become one-line ConfigErrors.
 
-    A relative csv `path` is taken relative to `base_dir` (the launch directory).
+    A relative `path` (csv, npz) or `data_home` (openml) is taken relative to `base_dir` (the
+    launch directory). Classification targets follow the training loss `train.loss` (mse
+    where the config has none; `datasets.class_targets`).
     """
-    import os
-
     from ntk_sweep.core.datasets import load_dataset
 
     name, seed, options = dataset_options(cfg)
-    path = options.get("path")
-    if base_dir and isinstance(path, str) and path.strip():
-        options["path"] = os.path.join(base_dir, os.path.expanduser(path.strip()))
+    for option in PATH_OPTIONS:
+        path = options.get(option)
+        if base_dir and isinstance(path, str) and path.strip():
+            options[option] = os.path.join(base_dir, os.path.expanduser(path.strip()))
+    loss = cfg.train.get("loss", "mse") if "train" in cfg else "mse"
     try:
-        return load_dataset(name, seed=seed, **options)
+        data = load_dataset(name, seed=seed, loss=str(loss), **options)
     except ValueError as exc:
         raise ConfigError(_dataset_message(name, options, exc)) from None
+    outputs = cfg.model.get("outputs", 1) if "model" in cfg else 1
+    if data.n_outputs != outputs:
+        what = f"{data.n_classes} classes" if data.is_classification else "targets"
+        raise ConfigError(
+            f"dataset={name} has {data.n_outputs}-output targets ({what}, y of shape "
+            f"{data.y_train.shape}) but the model has model.outputs={outputs}: multi-output "
+            f"training needs model.outputs={data.n_outputs}"
+        )
+    return data
 
 
 def _dataset_message(name: str, options: dict[str, Any], exc: Exception) -> str:

@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -36,6 +37,8 @@ class Row:
 
 
 CSV = ("dataset=csv", "dataset.inputs=[x1,x2]", "dataset.target=y")
+NPZ = ("dataset=npz", "dataset.path=own.npz")
+OPENML = ("dataset=openml", "dataset.data_home=empty_cache")
 ROWS = [
     Row("width", "0", ("width=0",), "width=0 is invalid: expected an integer >= 1", cli=True),
     Row(
@@ -57,7 +60,8 @@ ROWS = [
         "dataset",
         "nope (unknown)",
         ("dataset=nope",),
-        "dataset=nope is invalid: expected one of csv, digits, paper_toy, sine, teacher",
+        "dataset=nope is invalid: expected one of csv, digits, digits10, npz, openml, paper_toy, "
+        "sine, teacher",
     ),
     Row(
         "model.activation",
@@ -173,6 +177,103 @@ ROWS = [
         "dataset.n_train must be an integer >= 1",
     ),
     Row(
+        "dataset.path",
+        "missing.npz (file missing)",
+        ("dataset=npz", "dataset.path=missing.npz"),
+        "dataset.path: npz file not found: {tmp}/missing.npz",
+    ),
+    Row(
+        "dataset.path",
+        "good.csv (not an .npz archive)",
+        ("dataset=npz", "dataset.path=good.csv"),
+        "dataset.path: {tmp}/good.csv is not an .npz archive (np.savez / np.savez_compressed)",
+    ),
+    Row(
+        "dataset.y",
+        "labels (no such array)",
+        (*NPZ, "dataset.y=labels"),
+        "dataset.y: array 'labels' not found in {tmp}/own.npz; arrays present: 'x', 'y', "
+        "'y_short', 'x_flat', 'x_test3', 'x_nan', 'y_inf', 'y_half'",
+    ),
+    Row(
+        "dataset.x_test",
+        "xt (no such array)",
+        (*NPZ, "dataset.x_test=xt"),
+        "dataset.x_test: array 'xt' not found in {tmp}/own.npz; arrays present: 'x', 'y'",
+    ),
+    Row(
+        "dataset.x",
+        "x_flat (1-D, not (N, d))",
+        (*NPZ, "dataset.x=x_flat"),
+        "dataset.x: array 'x_flat' in {tmp}/own.npz must be a 2-D array (N, d)",
+    ),
+    Row(
+        "dataset.y",
+        "y_short (5 rows for 6 inputs)",
+        (*NPZ, "dataset.y=y_short"),
+        "dataset.y: array 'y_short' in {tmp}/own.npz has 5 rows (shape (5,)) but array 'x' in "
+        "{tmp}/own.npz has 6 rows",
+    ),
+    Row(
+        "dataset.x_test",
+        "x_test3 (3 features, x has 2)",
+        (*NPZ, "dataset.x_test=x_test3"),
+        "dataset.x_test: array 'x_test3' in {tmp}/own.npz has 3 features per row but array 'x' "
+        "in {tmp}/own.npz has 2",
+    ),
+    Row(
+        "dataset.x",
+        "x_nan (a NaN in row 4)",
+        (*NPZ, "dataset.x=x_nan"),
+        "dataset.x: array 'x_nan' in {tmp}/own.npz has a non-finite value (nan) in row 4 "
+        "(0-based), column 1",
+    ),
+    Row(
+        "dataset.y",
+        "y_inf (an inf in row 2)",
+        (*NPZ, "dataset.y=y_inf"),
+        "dataset.y: array 'y_inf' in {tmp}/own.npz has a non-finite value (inf) in row 2",
+    ),
+    Row(
+        "dataset.y",
+        "y_half with task=classification (label 0.5)",
+        (*NPZ, "dataset.y=y_half", "dataset.task=classification"),
+        "dataset.y: array 'y_half' in {tmp}/own.npz holds the non-integer label 0.5 in row 1 "
+        "(0-based); task=classification needs integer class labels",
+    ),
+    Row(
+        "dataset.task",
+        "ranking (unknown)",
+        (*NPZ, "dataset.task=ranking"),
+        "dataset.task must be one of regression, classification, got 'ranking'",
+    ),
+    Row(
+        "dataset.download",
+        "false, dataset not cached",
+        (*OPENML, "dataset.data_name=mnist_784"),
+        "dataset.download: openml dataset 'mnist_784' is not in the cache "
+        "{tmp}/empty_cache/openml and dataset.download=false; set dataset.download=true",
+    ),
+    Row(
+        "dataset.data_name",
+        "neither data_name nor data_id",
+        OPENML,
+        "dataset.data_name: set exactly one of data_name (e.g. mnist_784) and data_id",
+    ),
+    Row(
+        "dataset.classes",
+        "[3,8] with task=regression",
+        (*OPENML, "dataset.data_id=554", "dataset.task=regression", "dataset.classes=[3,8]"),
+        "dataset.classes applies only to task=classification",
+    ),
+    Row(
+        "dataset (outputs)",
+        "digits10 (10 outputs) with a 1-output model",
+        ("dataset=digits10",),
+        "dataset=digits has 10-output targets (10 classes, y of shape (200, 10)) but the model "
+        "has model.outputs=1",
+    ),
+    Row(
         "tracking.uri",
         "foo://bar (malformed)",
         ("tracking.uri=foo://bar",),
@@ -225,7 +326,26 @@ def launch_dir(tmp: Path) -> Path:
     (tmp / "good.csv").write_text("x1,x2,y\n0.1,0.2,1\n0.3,0.4,2\n0.5,0.6,3\n")
     (tmp / "bad.csv").write_text("x1,x2,y\n0.1,0.2,1\n0.3,abc,2\n0.5,0.6,3\n")
     (tmp / "afile").write_text("a file where a folder is needed\n")
+    write_own_npz(tmp / "own.npz")
     return tmp
+
+
+def write_own_npz(path: Path) -> None:
+    """6 rows of 2-D inputs and a target, plus one bad array per npz row of the table."""
+    x = np.arange(12.0).reshape(6, 2) / 10
+    x_nan = x.copy()
+    x_nan[4, 1] = np.nan
+    np.savez(
+        path,
+        x=x,
+        y=np.sin(x[:, 0]),
+        y_short=np.zeros(5),
+        x_flat=np.zeros(6),
+        x_test3=np.zeros((2, 3)),
+        x_nan=x_nan,
+        y_inf=np.array([0.0, 1.0, np.inf, 0.0, 1.0, 0.0]),
+        y_half=np.array([0.0, 0.5, 1.0, 0.0, 1.0, 0.0]),
+    )
 
 
 def _format(text: str, tmp: Path) -> str:
@@ -304,6 +424,38 @@ def test_bad_value_on_the_command_line_exits_2_before_anything(row, tmp_path):
     assert "ntk-sweep run" not in res.stdout  # no training
     assert_nothing_stored(tmp)
     assert not (tmp / "run" / "arrays").exists() and not (tmp / "sweep" / "0").exists()
+
+
+@pytest.mark.slow
+def test_npz_run_end_to_end_and_bad_own_data_leaves_the_store_as_it_was(tmp_path):
+    """`python run.py dataset=npz` trains on the file's rows (one output) into a SQLite store;
+    then a missing array exits 2 with one line, and reading the store back finds that one run
+    and nothing else."""
+    import mlflow
+
+    tmp = launch_dir(tmp_path)
+    db = f"sqlite:///{tmp / 'store.db'}"
+    good = run_cli(
+        (*NPZ, "width=16", "train.steps=5", "tracking.figures=none", f"tracking.uri={db}"), tmp
+    )
+    assert good.returncode == 0, good.stderr
+    with np.load(tmp / "own.npz") as z, np.load(tmp / "run" / "arrays" / "ntk.npz") as arrays:
+        x, x_train = z["x"], arrays["x_train"]
+        assert x_train.shape == (5, 2) and arrays["x_test"].shape == (1, 2)  # round(0.2 * 6)
+        order = np.random.default_rng(0).permutation(6)  # seed 0: test row first, as csv
+        np.testing.assert_array_equal(x_train, x[order[1:]])
+        np.testing.assert_array_equal(arrays["y_train"], z["y"][order[1:]])
+    # (openml's rows go through the same preflight in process: a subprocess importing
+    # scikit-learn's fetch_openml costs ~6 s of CPU)
+    bad = (*NPZ, "dataset.y=labels")
+    res = run_cli((*bad, f"tracking.uri={db}"), tmp)
+    assert res.returncode == EXIT_CONFIG_ERROR, res.stderr
+    assert res.stderr.strip().splitlines() == [preflight_error(bad, tmp)], res.stderr
+    assert "ntk-sweep run" not in res.stdout
+    client = mlflow.MlflowClient(db)
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert [(r.info.status, r.data.params["dataset.name"]) for r in runs] == [("FINISHED", "npz")]
+    assert np.isfinite(runs[0].data.metrics["test_loss"])
 
 
 def markdown_table() -> str:

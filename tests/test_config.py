@@ -19,6 +19,7 @@ from ntk_sweep.config import (
     TrackingError,
     analytic_enabled,
     compute_log_steps,
+    dataset_options,
     describe_hydra_error,
     figure_set,
     load_data,
@@ -27,7 +28,7 @@ from ntk_sweep.config import (
     validation_rules,
 )
 from ntk_sweep.core import kernels
-from ntk_sweep.core.datasets import DATASET_OPTIONS, DATASETS
+from ntk_sweep.core.datasets import DATASET_OPTIONS, DATASETS, load_dataset
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -128,6 +129,17 @@ def test_dataset_yaml_defaults_match_the_datasets_module(name):
     assert options == DATASET_OPTIONS[name]
 
 
+def test_digits10_is_digits_with_ten_classes(hydra_compose):
+    cfg = hydra_compose("dataset=digits10", "seed=2")
+    validate(cfg)
+    assert OmegaConf.get_type(cfg.dataset) is DATASET_SCHEMAS["digits"]
+    assert cfg.dataset.name == "digits" and cfg.dataset.task == "multiclass"
+    assert hydra_compose("dataset=digits").dataset.task == "parity"  # today's default
+    name, seed, options = dataset_options(cfg)
+    ds = load_dataset(name, seed=seed, **options)
+    assert ds.n_classes == 10 and ds.n_outputs == 10 and seed == 2
+
+
 def test_analytic_activations_match_the_core():
     assert set(ANALYTIC_ACTIVATIONS) == set(kernels.ANALYTIC_ACTIVATIONS)
 
@@ -138,7 +150,7 @@ BAD = [
     (["model.width=0"], "model.width=0 is invalid: expected an integer >= 1"),
     (["depth=0"], "depth=0 is invalid: expected an integer >= 1"),
     (["width=2.5"], "width=2.5 is invalid: expected an integer"),
-    (["dataset=nope"], "dataset=nope is invalid: expected one of csv, digits, paper_toy"),
+    (["dataset=nope"], "dataset=nope is invalid: expected one of csv, digits, digits10, npz"),
     (["model.activation=sigmoid"], "model.activation=sigmoid is invalid: expected one of relu"),
     (["model.parameterization=muP"], "model.parameterization=muP is invalid: expected one of"),
     (["lr=-1"], "lr=-1 is invalid: expected a finite number > 0"),

@@ -11,8 +11,16 @@ from ntk_sweep.core.datasets import (
     PAPER_TOY_X,
     PAPER_TOY_Y,
     Dataset,
+    class_targets,
     load_dataset,
+    predicted_labels,
+    prepare_dataset,
+    standardize_inputs,
 )
+
+# openml needs a cached download, which tests never make: its loading is tested through
+# prepare_dataset (the same code after the fetch) and its errors below.
+LOADABLE = [name for name in DATASETS if name != "openml"]
 
 
 def _write_csv(path, text):
@@ -27,13 +35,20 @@ def csv_file(tmp_path):
 
 
 def _options(name, csv_path):
-    return {"path": csv_path, "inputs": ["a", "b"], "target": "label"} if name == "csv" else {}
+    if name == "csv":
+        return {"path": csv_path, "inputs": ["a", "b"], "target": "label"}
+    if name == "npz":
+        path = csv_path.replace(".csv", ".npz")
+        rng = np.random.default_rng(0)
+        np.savez(path, x=rng.normal(size=(10, 2)), y=rng.normal(size=10))
+        return {"path": path}
+    return {}
 
 
 # ----------------------------------------------------------------------- generic contract
 
 
-@pytest.mark.parametrize("name", DATASETS)
+@pytest.mark.parametrize("name", LOADABLE)
 def test_shapes_dtypes_and_determinism(name, csv_file):
     opts = _options(name, csv_file)
     ds = load_dataset(name, seed=1, **opts)
@@ -60,7 +75,7 @@ def test_shapes_dtypes_and_determinism(name, csv_file):
             assert a.tobytes() == b.tobytes()  # bit-identical
 
 
-@pytest.mark.parametrize("name", ["sine", "teacher", "digits", "csv"])
+@pytest.mark.parametrize("name", ["sine", "teacher", "digits", "csv", "npz"])
 def test_different_seeds_differ(name, csv_file):
     opts = _options(name, csv_file)
     a = load_dataset(name, seed=0, **opts)
@@ -251,7 +266,7 @@ def test_integral_floats_are_accepted():
 
 def test_dataset_shape_validation():
     x = np.zeros((3, 2))
-    with pytest.raises(ValueError, match=r"y_train must have shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"y_train must have shape \(3,\) or \(3, K\)"):
         Dataset("t", x, np.zeros(4), x, None)
     with pytest.raises(ValueError, match=r"x_train must be a 2-D array .* got shape \(0, 2\)"):
         Dataset("t", np.zeros((0, 2)), np.zeros(0), x, None)
@@ -259,6 +274,15 @@ def test_dataset_shape_validation():
         Dataset("t", x, np.zeros(3), np.zeros((3, 1)), None)
     with pytest.raises(ValueError, match=r"y_test must be None or have shape \(3,\)"):
         Dataset("t", x, np.zeros(3), x, np.zeros(2))
+    # K outputs: (N, K) targets, the test targets with the same K
+    ds = Dataset("t", x, np.zeros((3, 4)), x, np.ones((3, 4)))
+    assert ds.n_outputs == 4 and not ds.is_classification and ds.labels_train is None
+    with pytest.raises(ValueError, match=r"y_test must be None or have shape \(3, 4\)"):
+        Dataset("t", x, np.zeros((3, 4)), x, np.zeros((3, 2)))
+    with pytest.raises(ValueError, match=r"y_train must have shape \(3,\) or \(3, K\)"):
+        Dataset("t", x, np.zeros((2, 4)), x, None)
+    with pytest.raises(ValueError, match=r"y_train must have shape"):
+        Dataset("t", x, np.zeros((3, 4, 1)), x, None)
 
 
 def test_csv_missing_file(tmp_path):
@@ -314,3 +338,327 @@ def test_csv_too_few_rows_and_test_fraction(tmp_path, csv_file):
     for bad in (0.0, 1.0, -0.5):
         with pytest.raises(ValueError, match=r"test_fraction must be"):
             load_dataset("csv", path=csv_file, inputs=["a"], target="label", test_fraction=bad)
+
+
+# ----------------------------------------------------------------------- class labels
+
+
+@pytest.mark.parametrize("k", [3, 10])
+def test_class_targets_mse_is_the_mean_subtracted_one_hot_of_lee_et_al(k):
+    labels = np.array([0, k - 1, 1, 1, k // 2])
+    got = class_targets(labels, k, "mse")
+    one_hot = np.array([[1.0 if a == c else 0.0 for a in range(k)] for c in labels])
+    np.testing.assert_allclose(got, one_hot - one_hot.mean(axis=1, keepdims=True), atol=1e-15)
+    assert got.shape == (5, k)
+    assert np.all(got[np.arange(5), labels] == 1.0 - 1.0 / k)  # e.g. 0.9 for K = 10
+    assert np.sum(got == -1.0 / k) == 5 * (k - 1)  # e.g. -0.1 elsewhere
+    np.testing.assert_allclose(got.sum(axis=1), 0.0, atol=1e-15)
+
+
+def test_class_targets_xent_is_one_hot_and_binary_is_plus_minus_one():
+    labels = np.array([2, 0, 1, 2])
+    np.testing.assert_array_equal(class_targets(labels, 3, "xent"), np.eye(3)[labels])
+    for loss in ("mse", "xent"):  # K = 2: one output, label 1 -> +1, label 0 -> -1
+        binary = class_targets(np.array([1, 0, 0, 1]), 2, loss)
+        np.testing.assert_array_equal(binary, [1.0, -1.0, -1.0, 1.0])
+        assert binary.shape == (4,) and binary.dtype == np.float64
+
+
+@pytest.mark.parametrize(("k", "loss"), [(2, "mse"), (3, "xent"), (10, "mse"), (10, "xent")])
+def test_predicted_labels_invert_the_target_encoding(k, loss):
+    labels = np.random.default_rng(k).integers(0, k, size=50)
+    np.testing.assert_array_equal(predicted_labels(class_targets(labels, k, loss)), labels)
+
+
+def test_class_targets_errors():
+    with pytest.raises(ValueError, match=r"loss must be one of mse, xent, got 'hinge'"):
+        class_targets(np.array([0, 1]), 2, "hinge")
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\), got 0..3"):
+        class_targets(np.array([0, 3]), 3)
+    with pytest.raises(ValueError, match=r"labels must be a 1-D integer array"):
+        class_targets(np.array([0.0, 1.0]), 2)
+    with pytest.raises(ValueError, match=r"n_classes must be an integer >= 2, got 1"):
+        class_targets(np.array([0, 0]), 1)
+
+
+def test_dataset_label_validation():
+    x = np.zeros((3, 2))
+    labels = np.array([0, 2, 1])
+    ds = Dataset("t", x, class_targets(labels, 3), x, class_targets(labels, 3), labels, labels, 3)
+    assert ds.is_classification and ds.n_outputs == 3 and ds.labels_train.dtype == np.int64
+    with pytest.raises(ValueError, match=r"a 3-class dataset has 3 output\(s\)"):
+        Dataset("t", x, np.zeros(3), x, None, labels, None, 3)
+    with pytest.raises(ValueError, match=r"labels_test must be set when n_classes is set"):
+        Dataset("t", x, class_targets(labels, 3), x, np.zeros((3, 3)), labels, None, 3)
+    with pytest.raises(ValueError, match=r"labels_train must lie in \[0, 3\)"):
+        Dataset("t", x, np.zeros((3, 3)), x, None, np.array([0, 3, 1]), None, 3)
+    with pytest.raises(ValueError, match=r"labels_train must be an integer array of shape"):
+        Dataset("t", x, np.zeros((3, 3)), x, None, np.array([0.0, 1.0, 2.0]), None, 3)
+    with pytest.raises(ValueError, match=r"need n_classes"):
+        Dataset("t", x, np.zeros(3), x, None, labels)
+
+
+def _digits_before_issue_11(seed, n_train, n_test):
+    """The digits dataset as it was built before class labels existed (the reference)."""
+    from sklearn.datasets import load_digits
+
+    images, labels = load_digits(return_X_y=True)
+    targets = np.where(labels % 2 == 0, 1.0, -1.0)
+    order = np.random.default_rng(seed).permutation(images.shape[0])
+    tr, te = order[:n_train], order[n_train : n_train + n_test]
+    mean, std = images[tr].mean(axis=0), images[tr].std(axis=0)
+    scale = np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 0.0)
+    x_tr, x_te = (images[tr] - mean) * scale, (images[te] - mean) * scale
+    factor = np.sqrt(64 / float(np.mean(np.sum(x_tr**2, axis=1))))
+    return x_tr * factor, targets[tr], x_te * factor, targets[te], labels[tr], labels[te]
+
+
+def test_digits_parity_is_bit_identical_and_multiclass_has_the_ten_labels():
+    x_tr, y_tr, x_te, y_te, digit_tr, digit_te = _digits_before_issue_11(4, 150, 60)
+    ds = load_dataset("digits", seed=4, n_train=150, n_test=60)
+    for got, want in ((ds.x_train, x_tr), (ds.y_train, y_tr), (ds.x_test, x_te), (ds.y_test, y_te)):
+        assert got.tobytes() == want.tobytes()
+    assert ds.n_classes == 2 and ds.n_outputs == 1
+    np.testing.assert_array_equal(ds.labels_train, digit_tr % 2 == 0)  # 1 = even = +1
+    multi = load_dataset("digits", seed=4, n_train=150, n_test=60, task="multiclass")
+    assert multi.x_train.tobytes() == x_tr.tobytes()  # same images, same order
+    np.testing.assert_array_equal(multi.labels_train, digit_tr)
+    np.testing.assert_array_equal(multi.labels_test, digit_te)
+    assert multi.n_classes == 10 and multi.y_train.shape == (150, 10)
+    np.testing.assert_array_equal(multi.y_train, class_targets(digit_tr, 10, "mse"))
+    xent = load_dataset("digits", seed=4, n_train=150, n_test=60, task="multiclass", loss="xent")
+    np.testing.assert_array_equal(xent.y_test, np.eye(10)[digit_te])
+    with pytest.raises(ValueError, match=r"task must be one of parity, multiclass, got 'odd'"):
+        load_dataset("digits", task="odd")
+    with pytest.raises(ValueError, match=r"loss must be one of mse, xent"):
+        load_dataset("digits", loss="l1")
+
+
+# ----------------------------------------------------------------------- prepare_dataset
+
+
+def test_prepare_dataset_split_matches_the_csv_rule_and_subsets():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(20, 3)), rng.normal(size=20)
+    ds = prepare_dataset("own", x, y, seed=5)
+    order = np.random.default_rng(5).permutation(20)  # test rows first, as csv
+    np.testing.assert_array_equal(ds.x_test, x[order[:4]])
+    np.testing.assert_array_equal(ds.x_train, x[order[4:]])
+    np.testing.assert_array_equal(ds.y_train, y[order[4:]])
+    sub = prepare_dataset("own", x, y, seed=5, n_train=6, n_test=3)
+    np.testing.assert_array_equal(sub.x_test, x[order[:3]])
+    np.testing.assert_array_equal(sub.x_train, x[order[3:9]])
+    # a given test set: seeded subsets of each; n_train does not move the test subset
+    xt, yt = rng.normal(size=(7, 3)), rng.normal(size=(7,))
+    a = prepare_dataset("own", x, y, x_test=xt, y_test=yt, seed=2, n_train=5, n_test=4)
+    b = prepare_dataset("own", x, y, x_test=xt, y_test=yt, seed=2, n_train=9, n_test=4)
+    assert a.n_train == 5 and b.n_train == 9 and a.n_test == 4
+    np.testing.assert_array_equal(a.x_test, b.x_test)
+    rows = [int(np.flatnonzero((xt == r).all(axis=1))[0]) for r in a.x_test]
+    np.testing.assert_array_equal(a.y_test, yt[rows])  # rows stay paired
+    full = prepare_dataset("own", x, y, x_test=xt, y_test=yt, seed=2)
+    assert full.n_train == 20 and full.n_test == 7
+
+
+def test_prepare_dataset_shapes_standardisation_and_outputs():
+    rng = np.random.default_rng(2)
+    images = rng.uniform(0, 255, size=(12, 4, 3))  # (N, h, w) images are flattened
+    ds = prepare_dataset("own", images, rng.normal(size=(12, 1)), seed=0, standardize=True)
+    assert ds.input_dim == 12 and ds.y_train.shape == (ds.n_train,)  # (N, 1) -> (N,)
+    raw = prepare_dataset("own", images, rng.normal(size=12), seed=0)
+    want_train, want_test = standardize_inputs(raw.x_train, raw.x_test)
+    np.testing.assert_array_equal(ds.x_train, want_train)
+    np.testing.assert_array_equal(ds.x_test, want_test)
+    np.testing.assert_allclose(ds.x_train.mean(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(np.mean(np.sum(ds.x_train**2, axis=1)), 12.0, rtol=1e-12)
+    multi = prepare_dataset("own", images, rng.normal(size=(12, 3)), seed=0)
+    assert multi.n_outputs == 3 and multi.y_test.shape == (multi.n_test, 3)
+
+
+def test_prepare_dataset_classification_classes_and_loss():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 2))
+    labels = rng.integers(0, 5, size=40) * 2 + 1  # 1, 3, 5, 7, 9
+    ds = prepare_dataset("own", x, labels, seed=0, task="classification")
+    assert ds.n_classes == 5 and ds.y_train.shape == (ds.n_train, 5)
+    rows = [int(np.flatnonzero((x == r).all(axis=1))[0]) for r in ds.x_train]
+    np.testing.assert_array_equal(ds.labels_train, (labels[rows] - 1) // 2)  # k-th smallest
+    np.testing.assert_array_equal(ds.y_train, class_targets(ds.labels_train, 5, "mse"))
+    two = prepare_dataset(
+        "own", x, labels.astype(float), seed=0, task="classification", classes=[7, 3], loss="xent"
+    )
+    kept = np.isin(labels, [3, 7])
+    assert two.n_train + two.n_test == kept.sum() and two.n_classes == 2
+    rows = [int(np.flatnonzero((x == r).all(axis=1))[0]) for r in two.x_train]
+    np.testing.assert_array_equal(two.y_train, np.where(labels[rows] == 7, 1.0, -1.0))
+    # a given test set: its rows are filtered by the same classes, labels indexed alike
+    xt, lt = np.arange(8.0).reshape(4, 2), np.array([9, 3, 5, 9])
+    split = prepare_dataset(
+        "own", x, labels, x_test=xt, y_test=lt, task="classification", classes=[3, 9]
+    )
+    assert split.n_test == 3 and split.n_classes == 2
+    np.testing.assert_array_equal(np.sort(split.labels_test), [0, 1, 1])  # 3 -> 0, 9 -> 1
+    np.testing.assert_array_equal(split.y_test, np.where(split.labels_test == 1, 1.0, -1.0))
+
+
+def _bad(pattern, *args, **kwargs):
+    with pytest.raises(ValueError, match=pattern) as info:
+        prepare_dataset("own", *args, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_prepare_dataset_errors_name_the_array_and_row():
+    x, y = np.ones((5, 2)), np.arange(5.0)
+    nan_x = x.copy()
+    nan_x[3, 1] = np.nan
+    _bad(r"^x has a non-finite value \(nan\) in row 3 \(0-based\), column 1", nan_x, y)
+    _bad(r"^y has a non-finite value \(inf\) in row 0", x, np.r_[np.inf, y[1:]])
+    _bad(r"^x must be a 2-D array \(N, d\) .* got shape \(5,\)", y, y)
+    _bad(r"^y has 4 rows \(shape \(4,\)\) but x has 5 rows", x, y[:4])
+    _bad(r"^x_test has 3 features per row but x has 2", x, y, x_test=np.ones((2, 3)))
+    _bad(r"^y_test has 1 rows .* but x_test has 2", x, y, x_test=x[:2], y_test=y[:1])
+    _bad(r"^y_test is given without x_test", x, y, y_test=y)
+    _bad(r"^y_test has shape \(2, 2\) but y has \(5,\)", x, y, x_test=x[:2], y_test=x[:2])
+    _bad(r"^y has dtype <U1; expected real numbers", x, np.array(list("abcde")))
+    _bad(
+        r"^y holds the non-integer label 0.5 in row 1", x, [0, 0.5, 1, 1, 0], task="classification"
+    )
+    _bad(r"^y holds 1 class\(es\) \(2\); .* needs at least 2", x, [2] * 5, task="classification")
+    _bad(
+        r"^classes: label\(s\) 4 not found in y; labels present: 0, 1",
+        x,
+        [0, 1, 0, 1, 1],
+        task="classification",
+        classes=[1, 4],
+    )
+    _bad(r"^classes applies only to task=classification", x, y, classes=[1])
+    _bad(
+        r"^classes must be null .* got 'a'", x, [0, 1, 0, 1, 1], task="classification", classes="a"
+    )
+    _bad(r"^n_train \+ n_test must be <= 5 .* got 4 \+ 2 = 6", x, y, n_train=4, n_test=2)
+    _bad(r"^n_test=3 is more than the 2 rows of the test set", x, y, x_test=x[:2], n_test=3)
+    _bad(r"^task must be one of regression, classification", x, y, task="ranking")
+    _bad(r"^standardize must be true or false", x, y, standardize="yes")
+
+
+# ----------------------------------------------------------------------- npz
+
+
+def test_npz_round_trip_with_named_test_arrays(tmp_path):
+    rng = np.random.default_rng(4)
+    arrays = {
+        "xtr": rng.normal(size=(9, 3)),
+        "ytr": rng.normal(size=9),
+        "xte": rng.normal(size=(4, 3)),
+        "yte": rng.normal(size=4),
+    }
+    path = tmp_path / "mine.npz"
+    np.savez(path, **arrays)
+    ds = load_dataset("npz", seed=1, path=str(path), x="xtr", y="ytr", x_test="xte", y_test="yte")
+    assert ds.name == "npz" and (ds.n_train, ds.n_test, ds.input_dim) == (9, 4, 3)
+    got = np.c_[ds.x_train, ds.y_train]
+    want = np.c_[arrays["xtr"], arrays["ytr"]]
+    assert np.array_equal(got[np.lexsort(got.T)], want[np.lexsort(want.T)])  # bit-exact rows
+    np.savez(path, x=rng.normal(size=(30, 2)), y=rng.integers(0, 4, size=30))
+    cls = load_dataset("npz", path=str(path), task="classification", n_train=10, loss="xent")
+    assert cls.n_classes == 4 and cls.y_train.shape == (10, 4) and cls.n_test == 6
+    np.testing.assert_array_equal(cls.y_train, np.eye(4)[cls.labels_train])
+
+
+def test_npz_file_errors(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.ones((4, 2)), y=np.ones(4), obj=np.array([{}, {}], dtype=object))
+    missing = tmp_path / "nope.npz"
+    with pytest.raises(ValueError, match=r"^path: npz file not found: .*nope\.npz$"):
+        load_dataset("npz", path=str(missing))
+    with pytest.raises(ValueError, match=r"^path must be set for dataset 'npz'"):
+        load_dataset("npz")
+    with pytest.raises(
+        ValueError,
+        match=r"^y: array 'labels' not found in .*d\.npz; arrays present: 'x', 'y', 'obj'",
+    ):
+        load_dataset("npz", path=str(path), y="labels")
+    with pytest.raises(ValueError, match=r"^x_test: array 'xt' not found"):
+        load_dataset("npz", path=str(path), x_test="xt")
+    with pytest.raises(ValueError, match=r"^y: array 'obj' .* cannot be read without pickle"):
+        load_dataset("npz", path=str(path), y="obj")
+    text = tmp_path / "text.npz"
+    text.write_text("x,y\n1,2\n")
+    with pytest.raises(
+        ValueError,
+        match=r"^path: .*text\.npz is not an \.npz archive .* first bytes are b'x,y\\n1,'",
+    ):
+        load_dataset("npz", path=str(text))
+    np.save(tmp_path / "one.npy", np.ones(3))
+    with pytest.raises(ValueError, match=r"^path: .*one\.npy is a \.npy file holding one array"):
+        load_dataset("npz", path=str(tmp_path / "one.npy"))
+    with pytest.raises(ValueError, match=r"^x must be the name of an array"):
+        load_dataset("npz", path=str(path), x="")
+    with pytest.raises(ValueError, match=r"^x: array 'y' in .*d\.npz must be a 2-D array"):
+        load_dataset("npz", path=str(path), x="y")
+
+
+# ----------------------------------------------------------------------- openml
+
+
+def test_openml_not_cached_without_download_is_one_line_naming_the_field(tmp_path):
+    import urllib.error
+    import urllib.request
+
+    home = tmp_path / "sklearn_cache"
+    for ident in ({"data_name": "mnist_784"}, {"data_id": 554}):
+        with pytest.raises(ValueError) as info:
+            load_dataset("openml", data_home=str(home), **ident)
+        msg = str(info.value)
+        assert msg.startswith("download: openml dataset ") and "\n" not in msg, msg
+        assert f"is not in the cache {home / 'openml'}" in msg
+        assert "set dataset.download=true" in msg
+    # the refusing opener is gone afterwards: a request reaches the socket (nothing listens
+    # on port 9, so the connection is refused) instead of the offline handler
+    with pytest.raises(urllib.error.URLError) as refused:
+        urllib.request.urlopen("http://127.0.0.1:9/", timeout=5)
+    assert isinstance(refused.value.reason, ConnectionRefusedError), refused.value
+
+
+@pytest.mark.parametrize(
+    ("options", "pattern"),
+    [
+        ({}, r"^data_name: set exactly one of data_name .* and data_id"),
+        ({"data_name": "a", "data_id": 1}, r"^data_name: set exactly one of"),
+        ({"data_id": 0}, r"^data_id must be an integer >= 1, got 0"),
+        ({"data_id": 5, "version": 2}, r"^version applies only with data_name"),
+        ({"data_name": "mnist_784", "version": "x"}, r"^version must be an integer >= 1"),
+        ({"data_name": ""}, r"^data_name must be an OpenML dataset name"),
+        ({"data_name": "a", "download": "yes"}, r"^download must be true or false"),
+        ({"data_name": "a", "task": "ranking"}, r"^task must be one of regression"),
+        ({"data_name": "a", "n_test": 0}, r"^n_test must be an integer >= 1"),
+        ({"data_name": "a", "n_train": -2}, r"^n_train must be an integer >= 1"),
+        ({"data_name": "a", "classes": [1], "task": "regression"}, r"^classes applies only"),
+        ({"data_name": "a", "classes": 3}, r"^classes must be null .* or a list of labels"),
+        ({"data_name": "a", "data_home": ""}, r"^data_home must be a folder"),
+    ],
+)
+def test_openml_option_errors_before_any_fetch(options, pattern, tmp_path):
+    options = {"data_home": str(tmp_path / "cache"), **options}
+    with pytest.raises(ValueError, match=pattern):
+        load_dataset("openml", **options)
+    assert not (tmp_path / "cache").exists()  # nothing fetched, no cache folder made
+
+
+def test_openml_class_names_become_integer_labels():
+    from ntk_sweep.core.datasets import _openml_labels
+
+    labels, classes = _openml_labels(
+        "data_name", np.array(["3", "8", "3", "1"], dtype=object), [8, 3]
+    )
+    np.testing.assert_array_equal(labels, [3, 8, 3, 1])  # names that spell integers
+    assert classes == [8, 3]
+    names = np.array(["setosa", "virginica", "setosa", "versicolor"], dtype=object)
+    labels, classes = _openml_labels("data_name", names, ["virginica", "setosa"])
+    np.testing.assert_array_equal(labels, [0, 2, 0, 1])  # index in sorted order
+    assert classes == [2, 0]
+    with pytest.raises(ValueError, match=r"^classes: 'rose' not among the classes"):
+        _openml_labels("data_name", names, ["rose"])
+    x = np.arange(8.0).reshape(4, 2)
+    ds = prepare_dataset("openml", x, labels, task="classification", classes=classes, n_test=1)
+    assert ds.n_classes == 2 and ds.n_train + ds.n_test == 3  # versicolor dropped
