@@ -862,6 +862,15 @@ def _g(value: Any, fmt: str = ".3g") -> str:
     return format(float(value), fmt)
 
 
+def _optimizer_text(train: DictConfig) -> str:
+    """`GD`, `SGD (batch 32)`, `momentum 0.9 (batch 32)`, `Adam` ... and a non-MSE loss."""
+    name = {"gd": "GD", "sgd": "SGD", "momentum": f"momentum {float(train.momentum):g}"}
+    text = name.get(str(train.optimizer), "Adam")
+    if train.get("batch_size") is not None:
+        text += f" (batch {int(train.batch_size)})"
+    return text if str(train.loss) == "mse" else f"{text} {train.loss}"
+
+
 def format_summary(cfg: DictConfig, data, net, s: dict[str, Any]) -> str:
     """The one-screen end-of-run summary."""
     mt = s["metrics"]
@@ -873,10 +882,11 @@ def format_summary(cfg: DictConfig, data, net, s: dict[str, Any]) -> str:
         f"=== ntk-sweep run {s['status']}: {s['run_name'] or '(no overrides)'} ===",
         f"model     {net.activation} MLP, {net.parameterization} parameterization, depth "
         f"{net.depth}, width {net.width}, sigma_w {net.sigma_w:g}, sigma_b {net.sigma_b:g} "
-        f"({net.dtype})",
+        f"({net.dtype})" + (f", {net.outputs} outputs" if net.outputs > 1 else ""),
         f"data      {data.name}: {data.n_train} train / {data.n_test} test points, "
         f"d={data.input_dim}",
-        f"training  {s['final_step']}/{cfg.train.steps} GD steps, lr {float(cfg.train.lr):g} "
+        f"training  {s['final_step']}/{cfg.train.steps} {_optimizer_text(cfg.train)} steps, lr "
+        f"{float(cfg.train.lr):g} "
         f"(effective {g('lr_effective')}; 2N/lambda_max {g('lr_max_stable')}), "
         f"{s['train_time_s']:.1f}s",
         f"phase     network {s['phase_net'] or '-'}, linearised {s['phase_lin'] or '-'} "
@@ -898,6 +908,12 @@ def format_summary(cfg: DictConfig, data, net, s: dict[str, Any]) -> str:
             f"{g('analytic_pred_error_test')} test",
             f"params    moved {g('param_movement')} of their initial norm",
         ]
+        if "test_accuracy" in mt:
+            lines.append(
+                f"accuracy  test: network {g('test_accuracy')} | linearised "
+                f"{g('test_accuracy_lin')} | kernel {g('test_accuracy_kernel')}; train "
+                f"{g('train_accuracy')}"
+            )
     lines += [
         f"outputs   {s['output_dir']}",
         f"tracking  {s['tracking_uri']} (experiment id {s['experiment_id']}, run {s['run_id']})",

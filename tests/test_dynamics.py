@@ -227,3 +227,17 @@ def test_lr_phases_of_a_narrow_relu_network_straddling_2n_over_lambda_max(backen
         if ratio == 1.4:
             assert last.loss_max > 5 * first.loss and lam < 0.7 * lam0
     assert phases == [("lazy", "lazy"), ("catapult", "divergent"), ("divergent", "divergent")]
+
+
+def test_top_eigenvalue_by_lanczos_matches_the_full_spectrum_of_a_k_output_ntk():
+    from ntk_sweep.core.dynamics import kernel_spectrum, top_eigenvalue
+    from ntk_sweep.core.kernels import empirical_ntk
+    from ntk_sweep.core.network import MLP, init_params
+
+    x = np.random.default_rng(1).standard_normal((40, 4))
+    net = MLP(input_dim=4, width=64, depth=2, outputs=5, sigma_b=0.5)
+    k = empirical_ntk(net, init_params(net, 3), x)
+    assert k.shape == (200, 200)
+    full = kernel_spectrum(k).lambda_max
+    assert abs(top_eigenvalue(k) - full) <= 1e-12 * full
+    assert top_eigenvalue(k) == top_eigenvalue(k.copy())  # a fixed start vector: deterministic

@@ -34,9 +34,11 @@ from typing import Any
 
 import numpy as np
 
+from ntk_sweep.core.losses import LOSSES
+
 DATASETS = ("paper_toy", "sine", "teacher", "digits", "csv", "npz", "openml")
 # Losses whose target encoding class_targets knows (the same names as core.losses.LOSSES).
-TARGET_LOSSES = ("mse", "xent")
+TARGET_LOSSES = LOSSES
 TASKS = ("regression", "classification")
 DIGITS_TASKS = ("parity", "multiclass")
 CLASSES_NEED_CLASSIFICATION = (

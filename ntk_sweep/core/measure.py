@@ -402,13 +402,20 @@ def _step_metrics(
 
 
 def kernel_diagnostics(
-    k_t: np.ndarray, k_prev: np.ndarray, k0: np.ndarray, y: np.ndarray, dt: float
+    k_t: np.ndarray,
+    k_prev: np.ndarray,
+    k0: np.ndarray,
+    y: np.ndarray,
+    dt: float,
+    lanczos: bool = False,
 ) -> dict[str, float]:
     """Per-log-step kernel diagnostics (docs/metrics.md): lambda_max of Theta_t, its velocity
     since the previous log step (`dt` = lr x steps between them; undefined at step 0, NaN) and
-    the kernel-target alignment."""
+    the kernel-target alignment. `lanczos`: lambda_max by `dynamics.top_eigenvalue` (K-output
+    kernels) instead of the full spectrum."""
+    top = dynamics.top_eigenvalue(k_t) if lanczos else dynamics.kernel_spectrum(k_t).lambda_max
     return {
-        "kernel_lambda_max": dynamics.kernel_spectrum(k_t).lambda_max,
+        "kernel_lambda_max": top,
         "kernel_velocity": kernels.kernel_velocity(k_t, k_prev, k0, dt) if dt > 0 else math.nan,
         "kernel_alignment": kernels.kernel_target_alignment(k_t, y),
     }
@@ -519,7 +526,7 @@ def measure_steps(
                 net, data, init, state, i, lin_test, k_t, k_t_test
             )
             dt = schedule.lr * (state.step - step_last)
-            mt.update(kernel_diagnostics(k_t, k_last, init.k0, y, dt))
+            mt.update(kernel_diagnostics(k_t, k_last, init.k0, y, dt, net.outputs > 1))
             if at_init:  # the same kernel: the same number as ntk_lambda_max
                 mt["kernel_lambda_max"] = init.spec.lambda_max
             for k, v in mt.items():
