@@ -413,8 +413,14 @@ def _check_optimizer(train: DictConfig, outputs: int) -> None:
 
 
 def check_with_data(cfg: DictConfig, data) -> None:
-    """The fields that depend on the loaded dataset (ConfigError, one line): the batch size
-    against the N training samples."""
+    """The fields that depend on the loaded dataset (ConfigError, one line): the loss against
+    the task, the batch size against the N training samples."""
+    if str(cfg.train.loss) == "xent" and not data.is_classification:
+        raise ConfigError(
+            f"train.loss=xent is invalid with dataset={data.name}: the cross-entropy needs class "
+            "labels (a classification dataset: digits, digits10, or npz/openml with "
+            "task=classification); use train.loss=mse"
+        )
     batch_size = cfg.train.batch_size
     if batch_size is not None and int(batch_size) > data.n_train:
         raise invalid(

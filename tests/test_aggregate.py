@@ -676,24 +676,28 @@ def test_asymptotic_fit_local_slopes_and_window_note():
 
 
 @pytest.mark.parametrize(
-    ("metric", "activation", "parameterization", "expected"),
+    ("metric", "activation", "parameterization", "expected", "optimizer"),
     [
-        ("kernel_drift", "relu", "ntk", -0.5),
-        ("kernel_drift_test", "erf", "ntk", -1.0),
-        ("kernel_drift", "tanh", None, -1.0),
-        ("kernel_distance", "relu", "ntk", -1.0),
-        ("kernel_distance", "linear", "ntk", -2.0),
-        ("lin_error_test", "erf", "ntk", -1.0),
-        ("param_movement", "erf", "ntk", -0.5),
-        ("param_movement_layer1", "relu", "ntk", -0.5),
-        ("kernel_drift", "relu", "mean_field", 0.0),
-        ("kernel_drift", "relu", "standard", math.nan),
-        ("loss", "relu", "ntk", math.nan),
-        ("kernel_drift", "mystery", "ntk", math.nan),
+        ("kernel_drift", "relu", "ntk", -0.5, None),
+        ("kernel_drift_test", "erf", "ntk", -1.0, None),
+        ("kernel_drift", "tanh", None, -1.0, None),
+        ("kernel_distance", "relu", "ntk", -1.0, None),
+        ("kernel_distance", "linear", "ntk", -2.0, None),
+        ("lin_error_test", "erf", "ntk", -1.0, None),
+        ("param_movement", "erf", "ntk", -0.5, None),
+        ("param_movement_layer1", "relu", "ntk", -0.5, None),
+        ("kernel_drift", "relu", "mean_field", 0.0, None),
+        ("kernel_drift", "relu", "standard", math.nan, None),
+        ("loss", "relu", "ntk", math.nan, None),
+        ("kernel_drift", "mystery", "ntk", math.nan, None),
+        ("kernel_drift", "relu", "ntk", -0.5, "momentum"),
+        ("lin_error_test", "erf", "ntk", -1.0, "sgd"),
+        ("kernel_drift", "relu", "ntk", math.nan, "adam"),
+        ("param_movement", "erf", "ntk", math.nan, "adam"),
     ],
 )
-def test_expected_rate_per_setting(metric, activation, parameterization, expected):
-    slope, source = expected_rate(metric, activation, parameterization)
+def test_expected_rate_per_setting(metric, activation, parameterization, expected, optimizer):
+    slope, source = expected_rate(metric, activation, parameterization, optimizer)
     if math.isnan(expected):
         assert math.isnan(slope) and source.startswith("no expected rate")
     else:

@@ -318,20 +318,43 @@ def test_flatten_and_hash(hydra_compose):
     )
 
 
-def test_hash_of_a_default_config_is_unchanged_by_the_alpha_field(hydra_compose):
-    """`model.alpha` (null: the plain network, as before the field existed) leaves the
-    fingerprint as it was, so a resume recognises runs recorded before it; any value counts."""
+# fields added after runs were recorded, at the values that reproduce the earlier runs
+ADDED_FIELDS = {
+    "model": {"alpha": None, "outputs": 1},
+    "train": {
+        "optimizer": "gd",
+        "batch_size": None,
+        "momentum": 0.9,
+        "loss": "mse",
+        "kernel_budget_mb": 256.0,
+    },
+}
+
+
+def test_hash_of_a_default_config_is_unchanged_by_the_fields_added_later(hydra_compose):
+    """`model.alpha` (null: the plain network), `model.outputs` (1) and the optimiser fields
+    (full-batch gd on the mse) at their defaults, as before the fields existed, leave the
+    fingerprint as it was, so a resume recognises runs recorded before them; any other value
+    counts."""
     import hashlib
     import json
 
     container = OmegaConf.to_container(hydra_compose("width=10"), resolve=True)
-    assert container["model"]["alpha"] is None
     before = {k: v for k, v in container.items() if k not in tracking.NOT_HASHED}
-    before["model"] = {k: v for k, v in before["model"].items() if k != "alpha"}
+    for group, fields in ADDED_FIELDS.items():
+        for key, value in fields.items():
+            assert container[group][key] == value, (group, key)
+        before[group] = {k: v for k, v in before[group].items() if k not in fields}
     text = json.dumps(before, sort_keys=True, separators=(",", ":"), default=str)
     assert tracking.config_hash(container) == hashlib.sha256(text.encode()).hexdigest()
-    for alpha in ("1", "0.1"):
-        scaled = hydra_compose("width=10", f"model.alpha={alpha}")
-        assert tracking.config_hash(OmegaConf.to_container(scaled, resolve=True)) != (
+    changed = [f"model.alpha={a}" for a in ("1", "0.1")] + [
+        "train.optimizer=momentum",
+        "train.momentum=0.5",
+        "train.loss=xent",
+        "train.kernel_budget_mb=1",
+    ]
+    for override in changed:
+        other = hydra_compose("width=10", override)
+        assert tracking.config_hash(OmegaConf.to_container(other, resolve=True)) != (
             tracking.config_hash(container)
-        )
+        ), override

@@ -17,6 +17,7 @@ def expected_rate(
     metric: str,
     activation: str | None = None,
     parameterization: str | None = None,
+    optimizer: str | None = None,
 ) -> tuple[float, str]:
     """The width exponent theory expects for ``metric`` (docs/expected_rates.md, MATH.md s.6).
 
@@ -26,9 +27,13 @@ def expected_rate(
     Yau 2019); kernel distance is quadratic in the drift (1 - cos of a small perturbation), so
     twice that exponent; parameter movement and the init fluctuation Theta_0 - Theta_inf
     (analytic_pred_error) n^-1/2 (Jacot et al. 2018; Lee et al. 2019). mean_field: O(1), 0
-    (Mei et al. 2018; Chizat & Bach 2019).
+    (Mei et al. 2018; Chizat & Bach 2019). The rates hold for every optimiser linear in the
+    gradient (gd, sgd, momentum: the same lazy-training argument); adam, the negative control,
+    has none (its per-parameter normalisation is not a function of the NTK; core.optimizers).
     """
     m = str(metric)
+    if optimizer == "adam":
+        return math.nan, "no expected rate under adam (negative control: no kernel form)"
     if parameterization == "mean_field":
         return 0.0, "O(1) in mean_field (Mei et al. 2018)"
     if parameterization not in (None, "ntk"):

@@ -207,7 +207,10 @@ def fit_power_laws(
             row["group"] = _label(others, values)
             row.update(_fit_one(sub, wkey, m, level, min_widths))
             expected, source = expected_rate(
-                m, _setting(sub, "activation"), _setting(sub, "parameterization")
+                m,
+                _setting(sub, "activation"),
+                _setting(sub, "parameterization"),
+                _setting(sub, "optimizer", "train"),
             )
             row["expected_slope"], row["expected_source"] = expected, source
             row["comparison"] = compare_with_expected(
@@ -217,9 +220,9 @@ def fit_power_laws(
     return pd.DataFrame(rows, columns=columns)
 
 
-def _setting(sub: pd.DataFrame, name: str) -> str | None:
-    """The group's one value of ``model.<name>`` (or ``<name>``), None if absent or mixed."""
-    for col in (f"model.{name}", name):
+def _setting(sub: pd.DataFrame, name: str, section: str = "model") -> str | None:
+    """The group's one value of ``<section>.<name>`` (or ``<name>``), None if absent or mixed."""
+    for col in (f"{section}.{name}", name):
         if col in sub.columns:
             vals = sub[col].dropna().astype(str).unique()
             return str(vals[0]) if len(vals) == 1 else None
