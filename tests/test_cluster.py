@@ -9,6 +9,7 @@ requeued task sees), tests needing a real SLURM or PostgreSQL skip with the reas
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -390,11 +391,6 @@ def test_a_requeued_task_takes_its_run_over_and_finishes_it(tmp_path, empty_db):
     assert new.data.tags[tracking.CONFIG_HASH_TAG] == chash
 
 
-@pytest.mark.skipif(shutil.which("sbatch") is None, reason="needs a real SLURM (sbatch absent)")
-def test_real_slurm_preemption_is_requeued_and_finishes():  # pragma: no cover - no SLURM here
-    pytest.skip("a real-SLURM preemption test needs a cluster queue; run by hand (README)")
-
-
 # --------------------------------------------------------------------------- stop signals
 
 
@@ -501,6 +497,228 @@ def test_time_limit_marks_the_run_killed_and_returns(tmp_path, db_uri):
 def db_uri(tmp_path, empty_db) -> str:  # noqa: F811
     shutil.copy(empty_db, tmp_path / "mlflow.db")
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+# --------------------------------------------------------------------------- real SLURM
+# A real SLURM (`.ci/slurm_single_node.sh` starts a one-node cluster as root; .ci/run does), a
+# sweep through Hydra's submitit launcher, and the cluster's own signals, requeues and cancels.
+# Where that cluster has no accounting database `sacct` fails: submitit then sees a task end
+# only by its result file, so a cancelled task's launcher waits (the cancel test stops it).
+
+# long enough (seconds of GD) that a signal sent at the first logged step finds it training
+SLURM_JOB = (
+    "width=8",
+    "train.steps=20000",
+    "train.n_log_points=3",
+    "train.backend=numpy",
+    "tracking.figures=false",
+    "tracking.progress=false",
+    "tracking.metrics_every_s=0",
+)
+
+
+@functools.cache
+def _no_real_slurm() -> str:
+    """Why the real-SLURM tests cannot run here ('' if they can)."""
+    if shutil.which("sbatch") is None:
+        return (
+            "needs a real SLURM (sbatch absent; as root, .ci/slurm_single_node.sh --install "
+            "sets up a one-node cluster)"
+        )
+    try:
+        nodes = subprocess.run(
+            ["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True, timeout=30
+        )
+    except subprocess.TimeoutExpired:
+        return "needs a real SLURM: sinfo did not answer within 30 s (slurmctld down?)"
+    if not any(s.startswith(("idle", "mix", "alloc")) for s in nodes.stdout.split()):
+        got = " ".join((nodes.stdout + nodes.stderr).split())
+        return f"needs a real SLURM with a node up (sinfo: {got or 'no nodes'})"
+    return ""
+
+
+@pytest.fixture
+def slurm_sweep(tmp_path, db_uri):
+    """Start `python run.py -m hydra/launcher=slurm ...` on the real SLURM (1 CPU, 1 GB per
+    task) into an SQLite store; the launcher is killed afterwards and its array cancelled."""
+    if _no_real_slurm():
+        pytest.skip(_no_real_slurm())
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs .[launchers]")
+    started: list[subprocess.Popen] = []
+
+    def launch(*overrides: str) -> subprocess.Popen:
+        log = (tmp_path / "launcher.log").open("w")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(RUN_PY),
+                "-m",
+                "hydra/launcher=slurm",
+                "hydra.launcher.cpus_per_task=1",
+                "hydra.launcher.mem_gb=1",
+                *SLURM_JOB,
+                f"tracking.uri={db_uri}",
+                f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                *overrides,
+            ],
+            cwd=tmp_path,
+            env=env_without("MLFLOW_TRACKING_URI"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        proc.log = tmp_path / "launcher.log"  # type: ignore[attr-defined]
+        started.append(proc)
+        return proc
+
+    yield launch
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    for job in {
+        r.data.tags.get(tracking.SLURM_JOB_TAG, "_").split("_")[0] for r in runs_of(db_uri)
+    }:
+        if job:
+            subprocess.run(["scancel", job], capture_output=True, timeout=30)
+
+
+def _job_runs(uri: str) -> list:
+    return [r for r in runs_of(uri) if r.data.tags.get("ntk_sweep.role") == "job"]
+
+
+def _wait_until(what: str, condition, launcher: subprocess.Popen, timeout: float = 240):
+    """Poll `condition()` until it is truthy and return it; fail naming `what` if the launcher
+    ended first or it takes over `timeout` seconds (a stuck cluster, not a slow one)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = condition()
+        if got:
+            return got
+        if launcher.poll() is not None:
+            pytest.fail(
+                f"the launcher ended (exit {launcher.returncode}) before {what}:\n"
+                + launcher.log.read_text()[-3000:]
+            )
+        time.sleep(0.2)
+    pytest.fail(f"no {what} within {timeout:g} s:\n" + launcher.log.read_text()[-3000:])
+
+
+def _training(uri: str, n: int):
+    """The n RUNNING job runs by SLURM task, once each has logged a step; else None."""
+    client = mlflow.MlflowClient(uri)
+    running = {
+        r.data.tags[tracking.SLURM_JOB_TAG]: r
+        for r in _job_runs(uri)
+        if r.info.status == "RUNNING" and tracking.SLURM_JOB_TAG in r.data.tags
+    }
+    if len(running) < n or not all(
+        client.get_metric_history(r.info.run_id, "loss") for r in running.values()
+    ):
+        return None
+    return running
+
+
+def _ended(launcher: subprocess.Popen, timeout: float = 240) -> tuple[int, str]:
+    try:
+        rc = launcher.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the launcher did not end:\n" + launcher.log.read_text()[-3000:])
+    return rc, launcher.log.read_text()
+
+
+def _by_task(uri: str) -> dict[str, list]:
+    """Job runs per SLURM task, oldest attempt first."""
+    tasks: dict[str, list] = {}
+    for r in sorted(_job_runs(uri), key=lambda r: int(r.data.tags[tracking.SLURM_RESTART_TAG])):
+        tasks.setdefault(r.data.tags[tracking.SLURM_JOB_TAG], []).append(r)
+    return tasks
+
+
+@pytest.mark.slow
+def test_real_slurm_preempted_and_killed_tasks_are_requeued_and_finish(slurm_sweep, db_uri):
+    """A 2-task array on a real SLURM: task 0 is preempted (`scancel --signal=USR2`: submitit
+    checkpoints, `scontrol requeue`s and exits), task 1's process is SIGKILLed (a dead node: its
+    run stays RUNNING) and the task requeued by hand. Both requeued tasks (SLURM_RESTART_COUNT
+    1) run their config to the end: the earlier attempts KILLED with what they logged kept,
+    one FINISHED run per config, none left RUNNING, the launcher ends cleanly."""
+    launcher = slurm_sweep("seed=0,1")
+    running = _wait_until("2 tasks training", lambda: _training(db_uri, 2), launcher)
+    preempted, killed = sorted(running)
+    subprocess.run(["scancel", "--signal=USR2", preempted], check=True, timeout=30)
+    os.kill(int(running[killed].data.tags[tracking.TAG + "pid"]), signal.SIGKILL)
+    _wait_until(  # the batch step may still be ending: requeue once SLURM accepts it
+        f"a requeue of {killed}",
+        lambda: (
+            subprocess.run(["scontrol", "requeue", killed], capture_output=True).returncode == 0
+        ),
+        launcher,
+    )
+    rc, out = _ended(launcher)
+    assert rc == 0, out[-3000:]
+    assert "Traceback" not in out
+    assert "2/2 finished, 0 failed, 0 killed" in out
+    tasks = _by_task(db_uri)
+    assert sorted(tasks) == [preempted, killed]
+    client = mlflow.MlflowClient(db_uri)
+    for task, (first, again) in tasks.items():
+        assert (first.info.status, again.info.status) == ("KILLED", "FINISHED"), task
+        assert again.data.tags[tracking.SLURM_RESTART_TAG] == "1"
+        assert (
+            again.data.tags[tracking.CONFIG_HASH_TAG] == first.data.tags[tracking.CONFIG_HASH_TAG]
+        )
+        assert client.get_metric_history(first.info.run_id, "loss")  # nothing logged is lost
+    assert tasks[preempted][0].data.tags[tracking.FAILURE_TAG].startswith("killed by")
+    assert tasks[killed][0].data.tags[tracking.FAILURE_TAG] == tracking.TAKEOVER_REASON
+
+
+@pytest.mark.slow
+def test_real_slurm_time_limit_marks_the_run_killed_and_the_sweep_ends_cleanly(slurm_sweep, db_uri):
+    """The time-limit signal on a real SLURM (USR2 within a 1-minute limit, which submitit
+    counts as timed out) with no requeue left (`max_num_timeout=0`): the run is KILLED (not
+    FAILED), the job returns, the launcher exits 0 without a traceback."""
+    launcher = slurm_sweep(
+        "hydra.launcher.timeout_min=1",
+        "hydra.launcher.signal_delay_s=5",  # SLURM's own USR2 near the limit: after the test
+        "hydra.launcher.max_num_timeout=0",
+    )
+    (task,) = _wait_until("the task training", lambda: _training(db_uri, 1), launcher)
+    subprocess.run(["scancel", "--signal=USR2", task], check=True, timeout=30)
+    rc, out = _ended(launcher)
+    assert rc == 0, out[-3000:]
+    assert "Traceback" not in out
+    assert "0/1 finished, 0 failed, 1 killed" in out
+    (run,) = _job_runs(db_uri)
+    assert run.info.status == "KILLED"
+    assert run.data.tags[tracking.FAILURE_TAG].startswith("killed by time limit (Job not requeued")
+
+
+@pytest.mark.slow
+def test_real_slurm_cancelling_the_array_kills_every_run_and_sigterm_the_parent(
+    slurm_sweep, db_uri
+):
+    """`scancel <array job>` while both tasks train: SLURM's SIGTERM marks each run KILLED with
+    what it logged kept; SIGTERM of the launcher (still waiting for results that will not come)
+    marks the sweep's parent KILLED. Nothing is left RUNNING."""
+    launcher = slurm_sweep("seed=0,1")
+    running = _wait_until("2 tasks training", lambda: _training(db_uri, 2), launcher)
+    (array,) = {task.split("_")[0] for task in running}
+    subprocess.run(["scancel", array], check=True, timeout=30)
+    _wait_until(
+        "both runs KILLED",
+        lambda: [r.info.status for r in _job_runs(db_uri)] == ["KILLED", "KILLED"],
+        launcher,
+    )
+    if launcher.poll() is None:  # no accounting (sacct): the launcher cannot see them end
+        launcher.send_signal(signal.SIGTERM)
+    rc, out = _ended(launcher, timeout=120)
+    assert rc != 0
+    client = mlflow.MlflowClient(db_uri)
+    for run in _job_runs(db_uri):
+        assert run.data.tags[tracking.FAILURE_TAG] == "killed by SIGTERM"
+        assert client.get_metric_history(run.info.run_id, "loss")
+    (parent,) = [r for r in runs_of(db_uri) if r.data.tags.get("ntk_sweep.role") != "job"]
+    assert parent.info.status == "KILLED"
 
 
 # --------------------------------------------------------------------------- PostgreSQL
