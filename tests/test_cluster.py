@@ -826,3 +826,90 @@ def test_sweep_straight_into_postgresql_with_a_password_never_logged(tmp_path, p
     assert job.data.params["tracking.uri"] == postgres.replace(SECRET, "***")
     for run in runs:
         assert not [t for t in everything_logged(client, run) if SECRET in t]
+
+
+@pytest.fixture
+def mlflow_server(postgres, tmp_path):
+    """`mlflow server` on that PostgreSQL, serving artifacts from tmp_path/served, on a free
+    loopback port (1 worker); yields its http:// URI, and stops its process group after."""
+    import urllib.request
+
+    port, served = _free_port(), tmp_path / "served"
+    log = tmp_path / "mlflow-server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "mlflow", "server"),
+                *("--backend-store-uri", postgres, "--artifacts-destination", str(served)),
+                *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
+            ],
+            env=env_without("MLFLOW_TRACKING_URI"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its workers in one process group, stopped together
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("mlflow server did not start:\n" + log.read_text()[-3000:])
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(30)
+
+
+@pytest.mark.slow
+def test_sweep_through_an_mlflow_server_on_postgresql(tmp_path, mlflow_server):
+    """The README's server recipe: `mlflow server --backend-store-uri postgresql+psycopg://...`
+    and a 2-job sweep with tracking.uri=http://...: read back from the server, every run is
+    FINISHED under its parent, and each job's logged loss history is the loss
+    (1/2N) sum (f - y)^2 (MATH.md s.1) of the outputs in its served arrays/ntk.npz artifact."""
+    import numpy as np
+    import yaml
+
+    res = cli(
+        "-m",
+        *TINY,
+        "seed=0,1",
+        "tracking.figures=false",
+        f"tracking.uri={mlflow_server}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "2/2 finished, 0 failed, 0 killed" in res.stdout + res.stderr
+    client = mlflow.MlflowClient(mlflow_server)
+    runs = runs_of(mlflow_server)
+    (parent,) = [r for r in runs if r.data.tags.get("ntk_sweep.role") != "job"]
+    jobs = [r for r in runs if r.data.tags.get("ntk_sweep.role") == "job"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert sorted(r.data.params["seed"] for r in jobs) == ["0", "1"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parent.info.run_id}
+    for job in jobs:
+        assert job.info.artifact_uri.startswith("mlflow-artifacts:")  # served, not a local path
+        (dst := tmp_path / f"read-{job.info.run_id}").mkdir()
+        folder = Path(client.download_artifacts(job.info.run_id, "", dst_path=str(dst)))
+        config = yaml.safe_load((folder / "config" / "config.yaml").read_text())
+        assert str(config["seed"]) == job.data.params["seed"]
+        arrays = np.load(folder / "arrays" / "ntk.npz")
+        f, y = arrays["f_train"], arrays["y_train"]
+        expected = 0.5 * np.mean((f - y.reshape(f.shape[1:])) ** 2, axis=tuple(range(1, f.ndim)))
+        history = sorted(
+            (m.step, m.value) for m in client.get_metric_history(job.info.run_id, "loss")
+        )
+        assert [s for s, _ in history] == arrays["steps"].tolist()
+        np.testing.assert_allclose([v for _, v in history], expected, rtol=1e-12, atol=0)
+    assert list((tmp_path / "served").rglob("ntk.npz"))  # stored by the server
