@@ -508,7 +508,7 @@ def db_uri(tmp_path, empty_db) -> str:  # noqa: F811
 # long enough (seconds of GD) that a signal sent at the first logged step finds it training
 SLURM_JOB = (
     "width=8",
-    "train.steps=20000",
+    "train.steps=10000",
     "train.n_log_points=3",
     "train.backend=numpy",
     "tracking.figures=false",
@@ -605,19 +605,18 @@ def _wait_until(what: str, condition, launcher: subprocess.Popen, ends: bool = F
     pytest.fail(f"no {what} within 240 s:\n" + launcher.log.read_text()[-3000:])
 
 
-def _training(uri: str, n: int):
-    """The n RUNNING job runs by SLURM task, once each has logged a step; else None."""
+def _training(uri: str, n: int, besides: str = ""):
+    """The RUNNING job runs by SLURM task (but task `besides`) that have logged a step, if
+    there are at least n; else None."""
     client = mlflow.MlflowClient(uri)
     running = {
         r.data.tags[tracking.SLURM_JOB_TAG]: r
         for r in _job_runs(uri)
-        if r.info.status == "RUNNING" and tracking.SLURM_JOB_TAG in r.data.tags
+        if r.info.status == "RUNNING"
+        and r.data.tags.get(tracking.SLURM_JOB_TAG, besides) != besides
+        and client.get_metric_history(r.info.run_id, "loss")
     }
-    if len(running) < n or not all(
-        client.get_metric_history(r.info.run_id, "loss") for r in running.values()
-    ):
-        return None
-    return running
+    return running if len(running) >= n else None
 
 
 def _ended(launcher: subprocess.Popen, timeout: float = 240) -> tuple[int, str]:
@@ -644,9 +643,13 @@ def test_real_slurm_preempted_and_killed_tasks_are_requeued_and_finish(slurm_swe
     1) run their config to the end: the earlier attempts KILLED with what they logged kept,
     one FINISHED run per config, none left RUNNING, the launcher ends cleanly."""
     launcher = slurm_sweep("seed=0,1")
-    running = _wait_until("2 tasks training", lambda: _training(db_uri, 2), launcher)
-    preempted, killed = sorted(running)
+    # each task as soon as it trains: one may start seconds after the other
+    preempted = min(_wait_until("a task training", lambda: _training(db_uri, 1), launcher))
     subprocess.run(["scancel", "--signal=USR2", preempted], check=True, timeout=30)
+    running = _wait_until(
+        "another task training", lambda: _training(db_uri, 1, preempted), launcher
+    )
+    (killed,) = running
     os.kill(int(running[killed].data.tags[tracking.TAG + "pid"]), signal.SIGKILL)
     _wait_until(  # the batch step may still be ending: requeue once SLURM accepts it
         f"a requeue of {killed}",
@@ -660,7 +663,7 @@ def test_real_slurm_preempted_and_killed_tasks_are_requeued_and_finish(slurm_swe
     assert "Traceback" not in out
     assert "2/2 finished, 0 failed, 0 killed" in out
     tasks = _by_task(db_uri)
-    assert sorted(tasks) == [preempted, killed]
+    assert sorted(tasks) == sorted([preempted, killed])
     client = mlflow.MlflowClient(db_uri)
     for task, (first, again) in tasks.items():
         assert (first.info.status, again.info.status) == ("KILLED", "FINISHED"), task
@@ -749,10 +752,11 @@ def _as_server_user() -> list[str]:
     return ["runuser", "-u", "postgres", "--"]
 
 
-@pytest.fixture
-def postgres():
+@pytest.fixture(scope="module")
+def postgres_server():
     """A throwaway PostgreSQL server (initdb + pg_ctl) on a free loopback port, user `mlflow`
-    with a password, database `mlflow`; stopped and removed afterwards."""
+    with a password, shared by this module's tests; stopped and removed afterwards. Yields
+    its port."""
     pytest.importorskip("psycopg", reason="needs the postgres extra: pip install -e '.[postgres]'")
     bindir = _pg_bin()
     if bindir is None:
@@ -785,21 +789,28 @@ def postgres():
     pg_ctl = [*prefix, str(bindir / "pg_ctl"), "-D", str(data)]
     subprocess.run([*pg_ctl, "-o", opts, "-l", str(home / "pg.log"), "-w", "start"], **run)
     try:
-        import psycopg
-
-        with psycopg.connect(
-            host="127.0.0.1",
-            port=port,
-            user="mlflow",
-            password=SECRET,
-            dbname="postgres",
-            autocommit=True,
-        ) as conn:
-            conn.execute("CREATE DATABASE mlflow")
-        yield f"postgresql+psycopg://mlflow:{SECRET}@127.0.0.1:{port}/mlflow"
+        yield port
     finally:
         subprocess.run([*pg_ctl, "-m", "fast", "stop"], capture_output=True, timeout=120)
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres(postgres_server, request) -> str:
+    """A new, empty database on the shared server, named after the test; its URI."""
+    import psycopg
+
+    name = "db_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:40].lower()
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=postgres_server,
+        user="mlflow",
+        password=SECRET,
+        dbname="postgres",
+        autocommit=True,
+    ) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"postgresql+psycopg://mlflow:{SECRET}@127.0.0.1:{postgres_server}/{name}"
 
 
 @pytest.mark.slow
