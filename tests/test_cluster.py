@@ -505,10 +505,8 @@ def db_uri(tmp_path, empty_db) -> str:  # noqa: F811
 # Where that cluster has no accounting database `sacct` fails: submitit then sees a task end
 # only by its result file, so a cancelled task's launcher waits (the cancel test stops it).
 
-# long enough (seconds of GD) that a signal sent at the first logged step finds it training
 SLURM_JOB = (
     "width=8",
-    "train.steps=10000",
     "train.n_log_points=3",
     "train.backend=numpy",
     "tracking.figures=false",
@@ -546,7 +544,9 @@ def slurm_sweep(tmp_path, db_uri):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs .[launchers]")
     started: list[subprocess.Popen] = []
 
-    def launch(*overrides: str) -> subprocess.Popen:
+    def launch(*overrides: str, steps: int = 10**9) -> subprocess.Popen:
+        """`steps`: for a run that must finish, a few seconds of GD, so that a signal sent at
+        its first logged step still finds it training; else (the default) endless."""
         log = (tmp_path / "launcher.log").open("w")
         proc = subprocess.Popen(
             [
@@ -557,6 +557,7 @@ def slurm_sweep(tmp_path, db_uri):
                 "hydra.launcher.cpus_per_task=1",
                 "hydra.launcher.mem_gb=1",
                 *SLURM_JOB,
+                f"train.steps={steps}",
                 f"tracking.uri={db_uri}",
                 f"hydra.sweep.dir={tmp_path / 'sweep'}",
                 *overrides,
@@ -642,7 +643,7 @@ def test_real_slurm_preempted_and_killed_tasks_are_requeued_and_finish(slurm_swe
     run stays RUNNING) and the task requeued by hand. Both requeued tasks (SLURM_RESTART_COUNT
     1) run their config to the end: the earlier attempts KILLED with what they logged kept,
     one FINISHED run per config, none left RUNNING, the launcher ends cleanly."""
-    launcher = slurm_sweep("seed=0,1")
+    launcher = slurm_sweep("seed=0,1", steps=10000)
     # each task as soon as it trains: one may start seconds after the other
     preempted = min(_wait_until("a task training", lambda: _training(db_uri, 1), launcher))
     subprocess.run(["scancel", "--signal=USR2", preempted], check=True, timeout=30)
