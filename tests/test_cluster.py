@@ -535,12 +535,13 @@ def _no_real_slurm() -> str:
     return ""
 
 
+needs_real_slurm = pytest.mark.skipif(bool(_no_real_slurm()), reason=_no_real_slurm())
+
+
 @pytest.fixture
 def slurm_sweep(tmp_path, db_uri):
     """Start `python run.py -m hydra/launcher=slurm ...` on the real SLURM (1 CPU, 1 GB per
     task) into an SQLite store; the launcher is killed afterwards and its array cancelled."""
-    if _no_real_slurm():
-        pytest.skip(_no_real_slurm())
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs .[launchers]")
     started: list[subprocess.Popen] = []
 
@@ -637,6 +638,7 @@ def _by_task(uri: str) -> dict[str, list]:
 
 
 @pytest.mark.slow
+@needs_real_slurm
 def test_real_slurm_preempted_and_killed_tasks_are_requeued_and_finish(slurm_sweep, db_uri):
     """A 2-task array on a real SLURM: task 0 is preempted (`scancel --signal=USR2`: submitit
     checkpoints, `scontrol requeue`s and exits), task 1's process is SIGKILLed (a dead node: its
@@ -680,6 +682,7 @@ def test_real_slurm_preempted_and_killed_tasks_are_requeued_and_finish(slurm_swe
 
 
 @pytest.mark.slow
+@needs_real_slurm
 def test_real_slurm_time_limit_marks_the_run_killed_and_the_sweep_ends_cleanly(slurm_sweep, db_uri):
     """The time-limit signal on a real SLURM (USR2 in a job with a 10-minute limit: submitit
     counts it as timed out once the job ran min(0.8 limit, limit - 10 min), here at once) with
@@ -698,6 +701,7 @@ def test_real_slurm_time_limit_marks_the_run_killed_and_the_sweep_ends_cleanly(s
 
 
 @pytest.mark.slow
+@needs_real_slurm
 def test_real_slurm_cancelling_the_array_kills_every_run_and_sigterm_kills_the_parent(
     slurm_sweep, db_uri
 ):
