@@ -1,10 +1,14 @@
 """Real clusters (issue 14): secrets never logged, simultaneous starts on a fresh store, unique
 sweep folders, a requeued SLURM task taking over its own run, stop signals during the marking,
-a fast message for an unreachable database, and a sweep straight into a real PostgreSQL.
+a fast message for an unreachable database, a sweep straight into a real PostgreSQL and one
+through `mlflow server` on it, and sweeps on a real SLURM (preemption, a killed and requeued
+task, the time limit, cancelling the array).
 
 Real stores (SQLite in tmp_path, a PostgreSQL server started from the machine's binaries),
-real `python run.py` subprocesses; SLURM is simulated by its environment variables only (what a
-requeued task sees), tests needing a real SLURM or PostgreSQL skip with the reason.
+real `python run.py` subprocesses; a real SLURM where `sbatch` and an idle node exist
+(`.ci/slurm_single_node.sh` starts a one-node one), else SLURM is simulated by its environment
+variables (what a requeued task sees); tests needing a real SLURM or PostgreSQL skip with the
+reason.
 """
 
 from __future__ import annotations
