@@ -160,10 +160,22 @@ def sweep_presets(jobs: Sequence[Sequence[str]] | None, default: str) -> str:
 
 
 def _child_statuses(client, parent_id: str, resumed: Iterable[str]) -> list[str]:
+    """One status per job: a SLURM task requeued (preempted, timed out) counts once, by its
+    last attempt; the attempts it replaced (KILLED) are not jobs of their own."""
     experiment_id = client.get_run(parent_id).info.experiment_id
     children = f"tags.`{tracking.PARENT_TAG}` = '{parent_id}'"
     runs = tracking.search_all_runs(client, experiment_id, children)
-    statuses = [r.info.status for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "job"]
+    last: dict[tuple[str, str], Any] = {}
+    for r in runs:
+        tags = r.data.tags
+        if tags.get(tracking.ROLE_TAG) != "job":
+            continue
+        task = tags.get(tracking.SLURM_JOB_TAG, "")
+        key = (task, tags.get(tracking.CONFIG_HASH_TAG, "")) if task else ("", r.info.run_id)
+        attempt = int(tags.get(tracking.SLURM_RESTART_TAG, "0") or 0)
+        if key not in last or attempt > last[key][0]:
+            last[key] = (attempt, r.info.status)
+    statuses = [status for _, status in last.values()]
     return statuses + [client.get_run(run_id).info.status for run_id in resumed]
 
 

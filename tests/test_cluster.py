@@ -1,14 +1,19 @@
 """Real clusters (issue 14): secrets never logged, simultaneous starts on a fresh store, unique
 sweep folders, a requeued SLURM task taking over its own run, stop signals during the marking,
-a fast message for an unreachable database, and a sweep straight into a real PostgreSQL.
+a fast message for an unreachable database, a sweep straight into a real PostgreSQL and one
+through `mlflow server` on it, and sweeps on a real SLURM (preemption, a killed and requeued
+task, the time limit, cancelling the array).
 
 Real stores (SQLite in tmp_path, a PostgreSQL server started from the machine's binaries),
-real `python run.py` subprocesses; SLURM is simulated by its environment variables only (what a
-requeued task sees), tests needing a real SLURM or PostgreSQL skip with the reason.
+real `python run.py` subprocesses; a real SLURM where `sbatch` and an idle node exist
+(`.ci/slurm_single_node.sh` starts a one-node one), else SLURM is simulated by its environment
+variables (what a requeued task sees); tests needing a real SLURM or PostgreSQL skip with the
+reason.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -390,11 +395,6 @@ def test_a_requeued_task_takes_its_run_over_and_finishes_it(tmp_path, empty_db):
     assert new.data.tags[tracking.CONFIG_HASH_TAG] == chash
 
 
-@pytest.mark.skipif(shutil.which("sbatch") is None, reason="needs a real SLURM (sbatch absent)")
-def test_real_slurm_preemption_is_requeued_and_finishes():  # pragma: no cover - no SLURM here
-    pytest.skip("a real-SLURM preemption test needs a cluster queue; run by hand (README)")
-
-
 # --------------------------------------------------------------------------- stop signals
 
 
@@ -503,6 +503,237 @@ def db_uri(tmp_path, empty_db) -> str:  # noqa: F811
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
+# --------------------------------------------------------------------------- real SLURM
+# A real SLURM (`.ci/slurm_single_node.sh` starts a one-node cluster as root; .ci/run does), a
+# sweep through Hydra's submitit launcher, and the cluster's own signals, requeues and cancels.
+# Where that cluster has no accounting database `sacct` fails: submitit then sees a task end
+# only by its result file, so a cancelled task's launcher waits (the cancel test stops it).
+
+SLURM_JOB = (
+    "width=8",
+    "train.n_log_points=3",
+    "train.backend=numpy",
+    "tracking.figures=false",
+    "tracking.progress=false",
+    "tracking.metrics_every_s=0",
+)
+
+
+@functools.cache
+def _no_real_slurm() -> str:
+    """Why the real-SLURM tests cannot run here ('' if they can)."""
+    if shutil.which("sbatch") is None:
+        return (
+            "needs a real SLURM (sbatch absent; as root, .ci/slurm_single_node.sh --install "
+            "sets up a one-node cluster)"
+        )
+    try:
+        nodes = subprocess.run(
+            ["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True, timeout=30
+        )
+    except subprocess.TimeoutExpired:
+        return "needs a real SLURM: sinfo did not answer within 30 s (slurmctld down?)"
+    if not any(s.startswith(("idle", "mix", "alloc")) for s in nodes.stdout.split()):
+        got = " ".join((nodes.stdout + nodes.stderr).split())
+        return f"needs a real SLURM with a node up (sinfo: {got or 'no nodes'})"
+    return ""
+
+
+needs_real_slurm = pytest.mark.skipif(bool(_no_real_slurm()), reason=_no_real_slurm())
+
+
+@pytest.fixture
+def slurm_sweep(tmp_path, db_uri):
+    """Start `python run.py -m hydra/launcher=slurm ...` on the real SLURM (1 CPU, 1 GB per
+    task) into an SQLite store; the launcher is killed afterwards and its array cancelled."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs .[launchers]")
+    started: list[subprocess.Popen] = []
+
+    def launch(*overrides: str, steps: int = 10**9) -> subprocess.Popen:
+        """`steps`: for a run that must finish, a few seconds of GD, so that a signal sent at
+        its first logged step still finds it training; else (the default) endless."""
+        log = (tmp_path / "launcher.log").open("w")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(RUN_PY),
+                "-m",
+                "hydra/launcher=slurm",
+                "hydra.launcher.cpus_per_task=1",
+                "hydra.launcher.mem_gb=1",
+                *SLURM_JOB,
+                f"train.steps={steps}",
+                f"tracking.uri={db_uri}",
+                f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                *overrides,
+            ],
+            cwd=tmp_path,
+            env=env_without("MLFLOW_TRACKING_URI"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        proc.log = tmp_path / "launcher.log"  # type: ignore[attr-defined]
+        started.append(proc)
+        return proc
+
+    yield launch
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    for job in {
+        r.data.tags.get(tracking.SLURM_JOB_TAG, "_").split("_")[0] for r in runs_of(db_uri)
+    }:
+        if job:
+            subprocess.run(["scancel", job], capture_output=True, timeout=30)
+
+
+def _job_runs(uri: str) -> list:
+    return [r for r in runs_of(uri) if r.data.tags.get("ntk_sweep.role") == "job"]
+
+
+def _wait_until(what: str, condition, launcher: subprocess.Popen, ends: bool = False):
+    """Poll `condition()` until it is truthy and return it; fail naming `what` if the launcher
+    ended first (unless it may: `ends`) or it takes over 4 minutes (a stuck cluster, not a
+    slow one)."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        got = condition()
+        if got:
+            return got
+        if not ends and launcher.poll() is not None:
+            pytest.fail(
+                f"the launcher ended (exit {launcher.returncode}) before {what}:\n"
+                + launcher.log.read_text()[-3000:]
+            )
+        time.sleep(0.2)
+    pytest.fail(f"no {what} within 240 s:\n" + launcher.log.read_text()[-3000:])
+
+
+def _training(uri: str, n: int, besides: str = ""):
+    """The RUNNING job runs by SLURM task (but task `besides`) that have logged a step, if
+    there are at least n; else None."""
+    client = mlflow.MlflowClient(uri)
+    running = {
+        r.data.tags[tracking.SLURM_JOB_TAG]: r
+        for r in _job_runs(uri)
+        if r.info.status == "RUNNING"
+        and r.data.tags.get(tracking.SLURM_JOB_TAG, besides) != besides
+        and client.get_metric_history(r.info.run_id, "loss")
+    }
+    return running if len(running) >= n else None
+
+
+def _ended(launcher: subprocess.Popen, timeout: float = 240) -> tuple[int, str]:
+    try:
+        rc = launcher.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the launcher did not end:\n" + launcher.log.read_text()[-3000:])
+    return rc, launcher.log.read_text()
+
+
+def _by_task(uri: str) -> dict[str, list]:
+    """Job runs per SLURM task, oldest attempt first."""
+    tasks: dict[str, list] = {}
+    for r in sorted(_job_runs(uri), key=lambda r: int(r.data.tags[tracking.SLURM_RESTART_TAG])):
+        tasks.setdefault(r.data.tags[tracking.SLURM_JOB_TAG], []).append(r)
+    return tasks
+
+
+@pytest.mark.slow
+@needs_real_slurm
+def test_real_slurm_preempted_and_killed_tasks_are_requeued_and_finish(slurm_sweep, db_uri):
+    """A 2-task array on a real SLURM: task 0 is preempted (`scancel --signal=USR2`: submitit
+    checkpoints, `scontrol requeue`s and exits), task 1's process is SIGKILLed (a dead node: its
+    run stays RUNNING) and the task requeued by hand. Both requeued tasks (SLURM_RESTART_COUNT
+    1) run their config to the end: the earlier attempts KILLED with what they logged kept,
+    one FINISHED run per config, none left RUNNING, the launcher ends cleanly."""
+    launcher = slurm_sweep("seed=0,1", steps=10000)
+    # each task as soon as it trains: one may start seconds after the other
+    preempted = min(_wait_until("a task training", lambda: _training(db_uri, 1), launcher))
+    subprocess.run(["scancel", "--signal=USR2", preempted], check=True, timeout=30)
+    running = _wait_until(
+        "another task training", lambda: _training(db_uri, 1, preempted), launcher
+    )
+    (killed,) = running
+    os.kill(int(running[killed].data.tags[tracking.TAG + "pid"]), signal.SIGKILL)
+    _wait_until(  # the batch step may still be ending: requeue once SLURM accepts it
+        f"a requeue of {killed}",
+        lambda: (
+            subprocess.run(["scontrol", "requeue", killed], capture_output=True).returncode == 0
+        ),
+        launcher,
+    )
+    rc, out = _ended(launcher)
+    assert rc == 0, out[-3000:]
+    assert "Traceback" not in out
+    assert "2/2 finished, 0 failed, 0 killed" in out
+    tasks = _by_task(db_uri)
+    assert sorted(tasks) == sorted([preempted, killed])
+    client = mlflow.MlflowClient(db_uri)
+    for task, (first, again) in tasks.items():
+        assert (first.info.status, again.info.status) == ("KILLED", "FINISHED"), task
+        assert again.data.tags[tracking.SLURM_RESTART_TAG] == "1"
+        assert (
+            again.data.tags[tracking.CONFIG_HASH_TAG] == first.data.tags[tracking.CONFIG_HASH_TAG]
+        )
+        assert client.get_metric_history(first.info.run_id, "loss")  # nothing logged is lost
+    assert tasks[preempted][0].data.tags[tracking.FAILURE_TAG].startswith("killed by")
+    assert tasks[killed][0].data.tags[tracking.FAILURE_TAG] == tracking.TAKEOVER_REASON
+    (parent,) = [r for r in runs_of(db_uri) if r.data.tags.get("ntk_sweep.role") != "job"]
+    assert parent.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+@needs_real_slurm
+def test_real_slurm_time_limit_marks_the_run_killed_and_the_sweep_ends_cleanly(slurm_sweep, db_uri):
+    """The time-limit signal on a real SLURM (USR2 in a job with a 10-minute limit: submitit
+    counts it as timed out once the job ran min(0.8 limit, limit - 10 min), here at once) with
+    no requeue left (`max_num_timeout=0`): the run is KILLED (not FAILED), the job returns, the
+    launcher exits 0 without a traceback."""
+    launcher = slurm_sweep("hydra.launcher.timeout_min=10", "hydra.launcher.max_num_timeout=0")
+    (task,) = _wait_until("the task training", lambda: _training(db_uri, 1), launcher)
+    subprocess.run(["scancel", "--signal=USR2", task], check=True, timeout=30)
+    rc, out = _ended(launcher)
+    assert rc == 0, out[-3000:]
+    assert "Traceback" not in out
+    assert "0/1 finished, 0 failed, 1 killed" in out
+    (run,) = _job_runs(db_uri)
+    assert run.info.status == "KILLED"
+    assert run.data.tags[tracking.FAILURE_TAG].startswith("killed by time limit (Job not requeued")
+
+
+@pytest.mark.slow
+@needs_real_slurm
+def test_real_slurm_cancelling_the_array_kills_every_run_and_sigterm_kills_the_parent(
+    slurm_sweep, db_uri
+):
+    """`scancel <array job>` while both tasks train: SLURM's SIGTERM marks each run KILLED with
+    what it logged kept; SIGTERM of the launcher (still waiting for results that will not come)
+    marks the sweep's parent KILLED. Nothing is left RUNNING."""
+    launcher = slurm_sweep("seed=0,1")
+    running = _wait_until("2 tasks training", lambda: _training(db_uri, 2), launcher)
+    (array,) = {task.split("_")[0] for task in running}
+    subprocess.run(["scancel", array], check=True, timeout=30)
+    _wait_until(
+        "both runs KILLED",
+        lambda: [r.info.status for r in _job_runs(db_uri)] == ["KILLED", "KILLED"],
+        launcher,
+        ends=True,  # with accounting (sacct) it stops at the first cancelled task
+    )
+    if launcher.poll() is None:  # no accounting: the launcher cannot see the tasks end
+        launcher.send_signal(signal.SIGTERM)
+    rc, out = _ended(launcher, timeout=120)
+    assert rc != 0
+    client = mlflow.MlflowClient(db_uri)
+    for run in _job_runs(db_uri):
+        assert run.data.tags[tracking.FAILURE_TAG] == "killed by SIGTERM"
+        assert client.get_metric_history(run.info.run_id, "loss")
+    (parent,) = [r for r in runs_of(db_uri) if r.data.tags.get("ntk_sweep.role") != "job"]
+    assert parent.info.status == "KILLED"
+
+
 # --------------------------------------------------------------------------- PostgreSQL
 
 
@@ -530,10 +761,11 @@ def _as_server_user() -> list[str]:
     return ["runuser", "-u", "postgres", "--"]
 
 
-@pytest.fixture
-def postgres():
+@pytest.fixture(scope="module")
+def postgres_server():
     """A throwaway PostgreSQL server (initdb + pg_ctl) on a free loopback port, user `mlflow`
-    with a password, database `mlflow`; stopped and removed afterwards."""
+    with a password, shared by this module's tests; stopped and removed afterwards. Yields
+    its port."""
     pytest.importorskip("psycopg", reason="needs the postgres extra: pip install -e '.[postgres]'")
     bindir = _pg_bin()
     if bindir is None:
@@ -566,21 +798,28 @@ def postgres():
     pg_ctl = [*prefix, str(bindir / "pg_ctl"), "-D", str(data)]
     subprocess.run([*pg_ctl, "-o", opts, "-l", str(home / "pg.log"), "-w", "start"], **run)
     try:
-        import psycopg
-
-        with psycopg.connect(
-            host="127.0.0.1",
-            port=port,
-            user="mlflow",
-            password=SECRET,
-            dbname="postgres",
-            autocommit=True,
-        ) as conn:
-            conn.execute("CREATE DATABASE mlflow")
-        yield f"postgresql+psycopg://mlflow:{SECRET}@127.0.0.1:{port}/mlflow"
+        yield port
     finally:
         subprocess.run([*pg_ctl, "-m", "fast", "stop"], capture_output=True, timeout=120)
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres(postgres_server, request) -> str:
+    """A new, empty database on the shared server, named after the test; its URI."""
+    import psycopg
+
+    name = "db_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:40].lower()
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=postgres_server,
+        user="mlflow",
+        password=SECRET,
+        dbname="postgres",
+        autocommit=True,
+    ) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"postgresql+psycopg://mlflow:{SECRET}@127.0.0.1:{postgres_server}/{name}"
 
 
 @pytest.mark.slow
@@ -608,3 +847,90 @@ def test_sweep_straight_into_postgresql_with_a_password_never_logged(tmp_path, p
     assert job.data.params["tracking.uri"] == postgres.replace(SECRET, "***")
     for run in runs:
         assert not [t for t in everything_logged(client, run) if SECRET in t]
+
+
+@pytest.fixture
+def mlflow_server(postgres, tmp_path):
+    """`mlflow server` on that PostgreSQL, serving artifacts from tmp_path/served, on a free
+    loopback port (1 worker); yields its http:// URI, and stops its process group after."""
+    import urllib.request
+
+    port, served = _free_port(), tmp_path / "served"
+    log = tmp_path / "mlflow-server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "mlflow", "server"),
+                *("--backend-store-uri", postgres, "--artifacts-destination", str(served)),
+                *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
+            ],
+            env=env_without("MLFLOW_TRACKING_URI"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its workers in one process group, stopped together
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("mlflow server did not start:\n" + log.read_text()[-3000:])
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(30)
+
+
+@pytest.mark.slow
+def test_sweep_through_an_mlflow_server_on_postgresql(tmp_path, mlflow_server):
+    """The README's server recipe: `mlflow server --backend-store-uri postgresql+psycopg://...`
+    and a 2-job sweep with tracking.uri=http://...: read back from the server, every run is
+    FINISHED under its parent, and each job's logged loss history is the loss
+    (1/2N) sum (f - y)^2 (MATH.md s.1) of the outputs in its served arrays/ntk.npz artifact."""
+    import numpy as np
+    import yaml
+
+    res = cli(
+        "-m",
+        *TINY,
+        "seed=0,1",
+        "tracking.figures=false",
+        f"tracking.uri={mlflow_server}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "2/2 finished, 0 failed, 0 killed" in res.stdout + res.stderr
+    client = mlflow.MlflowClient(mlflow_server)
+    runs = runs_of(mlflow_server)
+    (parent,) = [r for r in runs if r.data.tags.get("ntk_sweep.role") != "job"]
+    jobs = [r for r in runs if r.data.tags.get("ntk_sweep.role") == "job"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert sorted(r.data.params["seed"] for r in jobs) == ["0", "1"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parent.info.run_id}
+    for job in jobs:
+        assert job.info.artifact_uri.startswith("mlflow-artifacts:")  # served, not a local path
+        (dst := tmp_path / f"read-{job.info.run_id}").mkdir()
+        folder = Path(client.download_artifacts(job.info.run_id, "", dst_path=str(dst)))
+        config = yaml.safe_load((folder / "config" / "config.yaml").read_text())
+        assert str(config["seed"]) == job.data.params["seed"]
+        arrays = np.load(folder / "arrays" / "ntk.npz")
+        f, y = arrays["f_train"], arrays["y_train"]
+        expected = 0.5 * np.mean((f - y.reshape(f.shape[1:])) ** 2, axis=tuple(range(1, f.ndim)))
+        history = sorted(
+            (m.step, m.value) for m in client.get_metric_history(job.info.run_id, "loss")
+        )
+        assert [s for s, _ in history] == arrays["steps"].tolist()
+        np.testing.assert_allclose([v for _, v in history], expected, rtol=1e-12, atol=0)
+    assert list((tmp_path / "served").rglob("ntk.npz"))  # stored by the server

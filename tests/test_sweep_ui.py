@@ -81,7 +81,7 @@ def test_job_names_follow_the_parent_tags_and_presets():
 def test_sweep_end_line_counts_the_children_and_reused_runs(tmp_path, db):  # noqa: F811
     client, exp = tracking.open_store(db, "ntk-sweep")
     parent = tracking.create_run(
-        client, exp, "sweep 2026-12-03 09:12:01", {tracking.TAG + "n_jobs": "5"}
+        client, exp, "sweep 2026-12-03 09:12:01", {tracking.TAG + "n_jobs": "6"}
     )
     job = {tracking.ROLE_TAG: "job"}
     for status in ("FINISHED", "FAILED", "KILLED", "FINISHED"):
@@ -89,9 +89,15 @@ def test_sweep_end_line_counts_the_children_and_reused_runs(tmp_path, db):  # no
     earlier = tracking.create_run(client, exp, "earlier", job)  # a run a resume reused
     tracking.end_run(client, earlier, "FINISHED")
     tracking.set_tag(client, parent, tracking.RESUMED_RUN_TAG + "4", earlier)
+    # a requeued SLURM task: its first attempt (KILLED) is replaced by the second, one job
+    for restart, status in (("0", "KILLED"), ("1", "FINISHED")):
+        task = {tracking.SLURM_JOB_TAG: "7_0", tracking.SLURM_RESTART_TAG: restart}
+        task[tracking.CONFIG_HASH_TAG] = "h0"
+        run = tracking.create_run(client, exp, "c", {**job, **task}, parent)
+        tracking.end_run(client, run, status)
     line = sweep_ui.sweep_end_line(client, parent, db, str(tmp_path))
     assert line == (
-        "sweep 2026-12-03 09:12:01: 3/5 finished (1 reused from earlier runs), 1 failed, "
+        "sweep 2026-12-03 09:12:01: 4/6 finished (1 reused from earlier runs), 1 failed, "
         f"1 killed; aggregate: ntk-aggregate --sweep {parent}"
     )
     # launched elsewhere, the aggregate command names the store
