@@ -1,0 +1,112 @@
+"""Issue 11 through the app: one-output runs log what they logged before multi-output, the
+optimisers and the cross-entropy existed (bit for bit); a 10-class run with momentum on
+minibatches and the cross-entropy records predictions that match its trained linearised model;
+adam and the output-averaged kernel are recorded as documented (real Hydra compose, real SQLite
+MLflow store)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from ntk_sweep.core.datasets import load_dataset, predicted_labels
+from ntk_sweep.experiment import run_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+# Metric histories logged by commit 3460839 (before issue 11) for three one-output configs:
+# the fused and the NumPy GD paths, a classification dataset and the centred model.
+GOLDEN = Path(__file__).parent / "data" / "k1_metrics_before_issue11.json"
+QUIET = ["tracking.figures=none", "tracking.progress=false"]
+
+
+def _run(tmp_path: Path, *overrides: str, name: str = "run") -> tuple[dict, mlflow.MlflowClient]:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[*overrides, *QUIET, f"tracking.uri={uri}"])
+    return run_experiment(cfg, output_dir=tmp_path / name), mlflow.MlflowClient(uri)
+
+
+def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+@pytest.mark.parametrize("case", sorted(json.loads(GOLDEN.read_text())))
+def test_one_output_runs_log_exactly_what_they_logged_before_issue_11(tmp_path, case):
+    golden = json.loads(GOLDEN.read_text())[case]
+    summary, client = _run(tmp_path, *golden["overrides"])
+    assert summary["status"] == "FINISHED"
+    logged = client.get_run(summary["run_id"]).data.metrics
+    for key, history in golden["metrics"].items():
+        got = _history(client, summary["run_id"], key)
+        want = [(s, v) for s, v in history]
+        same = len(got) == len(want) and all(
+            gs == ws and (gv == wv or (math.isnan(gv) and math.isnan(wv)))
+            for (gs, gv), (ws, wv) in zip(got, want, strict=True)
+        )
+        assert same, key
+    new = set(logged) - set(golden["metrics"]) - {k for k in logged if k.endswith("_time_s")}
+    # the digits (even/odd) dataset is a classification dataset now: accuracies are added
+    assert new <= {"train_accuracy", "test_accuracy", "test_accuracy_lin", "test_accuracy_kernel"}
+
+
+TEN_CLASS = [
+    "dataset=digits10",
+    "dataset.n_train=40",
+    "dataset.n_test=30",
+    "model.outputs=10",
+    "width=64",
+    "train.steps=30",
+    "train.n_log_points=6",
+    "train.snapshot_steps=[]",
+]
+
+
+def test_ten_class_xent_momentum_minibatch_run_matches_its_linearised_model(tmp_path):
+    overrides = [
+        *TEN_CLASS,
+        "train.loss=xent",
+        "train.optimizer=momentum",
+        "train.batch_size=16",
+        "lr=0.5",
+    ]
+    summary, client = _run(tmp_path, *overrides)
+    assert summary["status"] == "FINISHED", summary["failure_reason"]
+    run = client.get_run(summary["run_id"])
+    assert run.data.tags["ntk_sweep.kernel_form"] == "full"
+    with np.load(tmp_path / "run" / "arrays" / "ntk.npz") as z:
+        arrays = dict(z)
+    assert arrays["ntk_init"].shape == (400, 400)  # N K x N K
+    assert arrays["f_lin_train"].shape == arrays["f_kernel_train"].shape == (6, 40, 10)
+    # the iterated constant-kernel map is the linearised model's training, at every log step
+    for split in ("train", "test"):
+        gap = np.max(np.abs(arrays[f"f_kernel_{split}"] - arrays[f"f_lin_{split}"]))
+        assert gap < 1e-6, split
+    assert np.all(np.isnan(arrays["km_empirical_test"]))  # no kernel machine for xent
+    # test accuracy as logged equals the one recomputed from the recorded outputs and labels
+    data = load_dataset("digits", seed=0, task="multiclass", n_train=40, n_test=30, loss="xent")
+    accuracy = np.mean(predicted_labels(arrays["f_test"][-1]) == data.labels_test)
+    assert run.data.metrics["test_accuracy"] == pytest.approx(accuracy, abs=1e-15)
+    assert run.data.metrics["train_accuracy"] > 0.5  # it learned
+
+
+def test_adam_and_the_output_averaged_kernel_are_recorded_as_documented(tmp_path):
+    overrides = [*TEN_CLASS, "train.optimizer=adam", "lr=0.001", "train.kernel_budget_mb=0.5"]
+    summary, client = _run(tmp_path, *overrides)
+    assert summary["status"] == "FINISHED", summary["failure_reason"]
+    run = client.get_run(summary["run_id"])
+    assert run.data.tags["ntk_sweep.kernel_form"] == "mean"  # 400 x 400 floats > 0.5 MB
+    with np.load(tmp_path / "run" / "arrays" / "ntk.npz") as z:
+        assert z["ntk_init"].shape == (40, 40)
+        assert np.all(np.isnan(z["f_kernel_test"]))  # adam: no constant-kernel prediction
+        assert np.all(np.isfinite(z["f_lin_test"]))  # the linearised model is still trained
+    # NaN metrics are not sent (tracking.MetricLog): adam's run has no kernel-prediction metrics
+    assert "kernel_pred_error_test" not in run.data.metrics
+    assert "test_accuracy_kernel" not in run.data.metrics
+    assert math.isfinite(run.data.metrics["lin_error_test"])
+    assert len(_history(client, summary["run_id"], "lin_error_test")) == 6
