@@ -22,14 +22,16 @@ ROOT = Path(__file__).resolve().parents[1]
 # Metric histories logged by commit 3460839 (before issue 11) for three one-output configs:
 # the fused and the NumPy GD paths, a classification dataset and the centred model.
 GOLDEN = Path(__file__).parent / "data" / "k1_metrics_before_issue11.json"
-QUIET = ["tracking.figures=none", "tracking.progress=false"]
 
 
-def _run(tmp_path: Path, *overrides: str, name: str = "run") -> tuple[dict, mlflow.MlflowClient]:
+def _run(
+    tmp_path: Path, *overrides: str, figures: str = "none"
+) -> tuple[dict, mlflow.MlflowClient]:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    quiet = [f"tracking.figures={figures}", "tracking.progress=false", f"tracking.uri={uri}"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[*overrides, *QUIET, f"tracking.uri={uri}"])
-    return run_experiment(cfg, output_dir=tmp_path / name), mlflow.MlflowClient(uri)
+        cfg = compose("config", overrides=[*overrides, *quiet])
+    return run_experiment(cfg, output_dir=tmp_path / "run"), mlflow.MlflowClient(uri)
 
 
 def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -75,10 +77,22 @@ def test_ten_class_xent_momentum_minibatch_run_matches_its_linearised_model(tmp_
         "train.batch_size=16",
         "lr=0.5",
     ]
-    summary, client = _run(tmp_path, *overrides)
+    summary, client = _run(tmp_path, *overrides, figures="all")
     assert summary["status"] == "FINISHED", summary["failure_reason"]
     run = client.get_run(summary["run_id"])
     assert run.data.tags["ntk_sweep.kernel_form"] == "full"
+    assert "ntk_sweep.figures_failed" not in run.data.tags
+    # d = 64, 10 outputs: the figures of the run's history and kernels, and every (input,
+    # output) pair against its target; valid PNGs read back from the store
+    names = sorted(a.path for a in client.list_artifacts(summary["run_id"], "figures"))
+    expected = ["drift", "linearization_error", "losses", "ntk_heatmaps", "ntk_spectrum"]
+    assert names == sorted(f"figures/{n}.png" for n in [*expected, "pred_vs_target"])
+    local = mlflow.artifacts.download_artifacts(
+        run_id=summary["run_id"], artifact_path="figures", tracking_uri=client.tracking_uri
+    )
+    for name in names:
+        png = Path(local, Path(name).name).read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000, name
     with np.load(tmp_path / "run" / "arrays" / "ntk.npz") as z:
         arrays = dict(z)
     assert arrays["ntk_init"].shape == (400, 400)  # N K x N K
