@@ -35,8 +35,9 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's code for Ctrl-C
 # Python's cyclic garbage collector, for this process only (benchmarks/README.md, section 4):
 # the start-up of a run (Hydra, MLflow with SQLAlchemy and its migrations, Matplotlib, numba)
 # creates some 500 000 long-lived objects, and the default thresholds (700, 10, 10) traverse
-# them in ~1 100 young and 8 full collections, 1.7-1.9 s of CPU for the mission sweep; with a
-# young generation of 10 000 objects, 0.6 s and no full collection. Cycles are still collected.
+# them in ~1 100 young and 8 full collections, 1.7-1.9 s of CPU for the mission's three jobs
+# (300 steps, no figures); with a young generation of 10 000 objects, 0.6 s and no full
+# collection. Cycles are still collected.
 GC_THRESHOLDS = (10_000, 10, 10)
 
 
@@ -65,8 +66,9 @@ def cli() -> None:
     """Run `main`, turning configuration errors into one stderr line and exit code 2."""
     gc.set_threshold(*GC_THRESHOLDS)
     # At exit, after the exit handlers registered later (the sweep callback's, MLflow's): the
-    # interpreter's final collections would traverse every object left (0.5-1.5 s) to free
-    # memory that the process is about to return anyway.
+    # interpreter's final collections would traverse every object left (0.5 s after a bare
+    # `import mlflow`, 2-4 s after the mission sweep on a loaded machine) to free memory that
+    # the process is about to return anyway.
     atexit.register(gc.freeze)
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
