@@ -706,6 +706,27 @@ def test_real_slurm_time_limit_marks_the_run_killed_and_the_sweep_ends_cleanly(s
 
 @pytest.mark.slow
 @needs_real_slurm
+def test_real_slurm_timed_out_task_with_a_requeue_left_finishes_on_requeue(slurm_sweep, db_uri):
+    """The time-limit signal with a requeue left (`max_num_timeout=1`): submitit requeues the
+    timed-out task, whose next attempt (SLURM_RESTART_COUNT 1) takes the config over and
+    finishes it; the first attempt is KILLED with what it logged kept."""
+    launcher = slurm_sweep(
+        "hydra.launcher.timeout_min=10", "hydra.launcher.max_num_timeout=1", steps=10000
+    )
+    (task,) = _wait_until("the task training", lambda: _training(db_uri, 1), launcher)
+    subprocess.run(["scancel", "--signal=USR2", task], check=True, timeout=30)
+    rc, out = _ended(launcher)
+    assert rc == 0, out[-3000:]
+    assert "Traceback" not in out
+    assert "1/1 finished, 0 failed, 0 killed" in out
+    (first, again) = _by_task(db_uri)[task]
+    assert (first.info.status, again.info.status) == ("KILLED", "FINISHED")
+    assert again.data.tags[tracking.SLURM_RESTART_TAG] == "1"
+    assert mlflow.MlflowClient(db_uri).get_metric_history(first.info.run_id, "loss")
+
+
+@pytest.mark.slow
+@needs_real_slurm
 def test_real_slurm_cancelling_the_array_kills_every_run_and_sigterm_kills_the_parent(
     slurm_sweep, db_uri
 ):

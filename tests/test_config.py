@@ -57,6 +57,7 @@ def error_line(hydra_compose, *overrides: str) -> str:
 
 def test_presets_are_the_documented_ones():
     assert PRESETS == [
+        "digits_width_sweep",
         "lazy_rich_alpha",
         "lazy_vs_rich",
         "lr_sweep",
@@ -71,7 +72,8 @@ def test_presets_are_the_documented_ones():
 def test_every_preset_composes_and_validates(hydra_compose, preset):
     cfg = hydra_compose(f"experiment={preset}", hydra=True)
     validate(cfg)
-    assert cfg.dataset.name == ("sine" if preset == "showcase" else "paper_toy")
+    dataset = {"showcase": "sine", "digits_width_sweep": "digits"}.get(preset, "paper_toy")
+    assert cfg.dataset.name == dataset
     assert cfg.model.width == cfg.width and cfg.train.lr == cfg.lr
     params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
     if preset in ("width_sweep", "lazy_vs_rich", "lr_sweep", "lazy_rich_alpha", "showcase"):
