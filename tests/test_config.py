@@ -173,7 +173,7 @@ BAD = [
     (["model.foo=1"], "model.foo: no such config field"),
     (
         ["experiment=nope"],
-        "experiment=nope is invalid: expected one of lazy_rich_alpha, lazy_vs_rich",
+        "experiment=nope is invalid: expected one of digits_width_sweep, lazy_rich_alpha, lazy_vs_rich",
     ),
     (["dataset.name=sine"], "dataset.name=sine does not match the selected dataset paper_toy"),
     (["dataset.n_test=0"], "dataset.n_test must be an integer >= 1"),
