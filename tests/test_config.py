@@ -76,7 +76,8 @@ def test_every_preset_composes_and_validates(hydra_compose, preset):
     assert cfg.dataset.name == dataset
     assert cfg.model.width == cfg.width and cfg.train.lr == cfg.lr
     params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
-    if preset in ("width_sweep", "lazy_vs_rich", "lr_sweep", "lazy_rich_alpha", "showcase"):
+    sweeping = ("width_sweep", "lazy_vs_rich", "lr_sweep", "lazy_rich_alpha", "showcase")
+    if preset in (*sweeping, "digits_width_sweep"):
         assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
         assert params, preset
     else:
@@ -173,7 +174,8 @@ BAD = [
     (["model.foo=1"], "model.foo: no such config field"),
     (
         ["experiment=nope"],
-        "experiment=nope is invalid: expected one of digits_width_sweep, lazy_rich_alpha, lazy_vs_rich",
+        "experiment=nope is invalid: expected one of digits_width_sweep, lazy_rich_alpha, "
+        "lazy_vs_rich",
     ),
     (["dataset.name=sine"], "dataset.name=sine does not match the selected dataset paper_toy"),
     (["dataset.n_test=0"], "dataset.n_test must be an integer >= 1"),
