@@ -22,7 +22,7 @@ NumPy training of the same networks measured in the same run (issue 12, item 4).
      tables of a fresh database, the experiment);
    - numba: compiling the fused kernels or loading them from numba's disk cache (numba's
      `numba:compiler_lock` events; "of which compiling": its `numba:compile` events);
-   - training: `training.gd_trajectory` (network + linearised model, every step);
+   - training: `training.train_trajectory` (network + linearised model, every step);
    - kernels: `kernels.*`, `dynamics.*` (NTKs at init and at log steps, spectra, predictions);
    - network evaluation: `network.forward`, `forward_cache`, `param_movement`,
      `Linearization.predict` (test-input predictions at log steps);
@@ -368,9 +368,11 @@ def timed_run(overrides: list[str], sweep_dir: str) -> None:
     numba_compile = [0.0]
     _install_import_timer(ledger, numba_compile)
     from ntk_sweep import experiment, tracking
-    from ntk_sweep.core import dynamics, kernels, network, training
+    from ntk_sweep.core import dynamics, kernel_dynamics, kernels, measure, network, training
 
-    _wrap_functions(ledger, training, "training", ["gd_trajectory"])
+    assert measure  # loaded now, so that its `from ... import` names get wrapped below
+    _wrap_functions(ledger, training, "training", ["gd_trajectory", "train_trajectory"])
+    _wrap_functions(ledger, kernel_dynamics, "kernels")
     _wrap_functions(
         ledger, network, "network evaluation", ["forward", "param_movement", "forward_cache"]
     )
