@@ -2,7 +2,7 @@
 
 Builds the record of `python run.py experiment=paper` (paper_toy: N = 4 points, 200-point test
 grid; one hidden ReLU layer of width 10 000, NTK parameterization, lr 0.1, 3000 steps, the app's
-log steps) from the library functions, then times
+log steps) as the app does (`core.measure.measure`, `experiment.figure_inputs`), then times
 
 - training: `ntk_sweep.core.training.gd_trajectory` over the 3000 steps (network + linearised model,
   the app's default backend), best of 3; and, once, the same training with the measurements
@@ -28,102 +28,31 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from _common import apply_threads, header, parser
+from _common import ROOT, apply_threads, header, parser
 
-from ntk_sweep.config import compute_log_steps, nearest_step
-from ntk_sweep.core import dynamics, kernels
+from ntk_sweep.config import compute_log_steps
 from ntk_sweep.core.datasets import load_dataset
-from ntk_sweep.core.network import MLP, Linearization, forward, init_params, param_movement
+from ntk_sweep.core.network import MLP, init_params
 from ntk_sweep.core.training import gd_trajectory
 
 WIDTH, STEPS, LR = 10_000, 3000, 0.1
 SNAPSHOTS = [2, 20, 100, 500, 1000, 3000]
 
 
-def _rms(a: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(a))))
-
-
 def paper_record() -> tuple[dict, float]:
-    """The figures record of the paper run and the (single) training time that produced it."""
-    data = load_dataset("paper_toy", n_test=200)
-    net = MLP(input_dim=1, width=WIDTH, depth=1, activation="relu", parameterization="ntk")
-    x, y, x_test = data.x_train, data.y_train, data.x_test
-    log_steps = compute_log_steps(STEPS, 20, SNAPSHOTS)
-    params0 = init_params(net, 0)
-    k0 = kernels.empirical_ntk(net, params0, x)
-    k0_tt = kernels.empirical_ntk(net, params0, x_test, x)
-    f0, f0_test = forward(net, params0, x), forward(net, params0, x_test)
-    fk_train, fk_test = dynamics.kernel_predictions(k0, k0_tt, f0, f0_test, y, LR, log_steps)
-    k_an, k_an_tt = kernels.analytic_ntk(net, x), kernels.analytic_ntk(net, x_test, x)
-    fa_train, fa_test = dynamics.kernel_predictions(k_an, k_an_tt, f0, f0_test, y, LR, log_steps)
-    lin_test = Linearization(net, params0, x_test)
-    x_sub = x_test[:: max(1, len(x_test) // 64)]  # the app's test-kernel subset
-    k0_sub = kernels.empirical_ntk(net, params0, x_sub)
-    names = ["loss", "loss_lin", "loss_kernel", "test_loss", "kernel_drift", "kernel_distance"]
-    names += ["kernel_drift_test", "kernel_distance_test"]
-    names += ["lin_error_train", "lin_error_test", "kernel_pred_error_train"]
-    names += ["kernel_pred_error_test", "analytic_pred_error_test", "param_movement"]
-    history = {k: np.full(len(log_steps), np.nan) for k in names}
-    f_test = np.full((len(log_steps), len(x_test)), np.nan)
-    f_lin = np.full_like(f_test, np.nan)
-    f_train = np.full((len(log_steps), len(x)), np.nan)
-    k_last = k0
+    """The figures record of the paper run, made as the app makes it (`core.measure.measure`,
+    then `experiment.figure_inputs`), and the time of that measurement."""
+    from hydra import compose, initialize_config_dir
+
+    from ntk_sweep.core.measure import measure
+    from ntk_sweep.experiment import figure_inputs, preflight, schedule_of
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=paper", f"width={WIDTH}", f"lr={LR}"])
+    data, net, _ = preflight(cfg)
     t0 = time.perf_counter()
-    for i, st in enumerate(gd_trajectory(net, params0, x, y, LR, STEPS, log_steps)):
-        ft, fl = forward(net, st.params, x_test), lin_test.predict(st.delta_lin)
-        k_last = kernels.empirical_ntk(net, st.params, x)
-        f_test[i], f_lin[i], f_train[i] = ft, fl, st.f_train
-        h = history
-        h["loss"][i], h["loss_lin"][i] = st.loss, st.loss_lin
-        h["loss_kernel"][i] = 0.5 * np.mean((fk_train[i] - y) ** 2)
-        h["kernel_drift"][i] = kernels.kernel_drift(k_last, k0)
-        h["kernel_distance"][i] = kernels.kernel_distance(k_last, k0)
-        k_sub = kernels.empirical_ntk(net, st.params, x_sub)
-        h["kernel_drift_test"][i] = kernels.kernel_drift(k_sub, k0_sub)
-        h["kernel_distance_test"][i] = kernels.kernel_distance(k_sub, k0_sub)
-        h["param_movement"][i] = param_movement(st.params, params0)[0]
-        h["lin_error_train"][i] = _rms(st.f_train - st.f_lin_train)
-        h["lin_error_test"][i] = _rms(ft - fl)
-        h["kernel_pred_error_train"][i] = _rms(st.f_train - fk_train[i])
-        h["kernel_pred_error_test"][i] = _rms(ft - fk_test[i])
-        h["analytic_pred_error_test"][i] = _rms(ft - fa_test[i])
-    train_time = time.perf_counter() - t0
-    record = {
-        "x_train": x,
-        "y_train": y,
-        "x_test": x_test,
-        "y_test": None,
-        "steps": np.asarray(log_steps),
-        "snapshot_steps": SNAPSHOTS,
-        "fig8_step": nearest_step(log_steps, 500),
-        "f_train": f_train,
-        "f_test": f_test,
-        "f_lin_test": f_lin,
-        "f_kernel_test": fk_test,
-        "f_analytic_test": fa_test,
-        "km_empirical_test": dynamics.kernel_regression(k0, k0_tt, y),
-        "km_analytic_test": dynamics.kernel_regression(k_an, k_an_tt, y),
-        "history": history,
-        "ntk_init": k0,
-        "ntk_final": k_last,
-        "ntk_analytic": k_an,
-        "lr": LR,
-        "lr_effective": LR,
-        "n_train": len(x),
-        "meta": dict(
-            width=WIDTH,
-            depth=1,
-            lr=LR,
-            seed=0,
-            activation="relu",
-            parameterization="ntk",
-            dataset="paper_toy",
-            sigma_b=0.0,
-        ),
-    }
-    return record, train_time
+    record = measure(net, data, schedule_of(cfg, data), int(cfg.seed))
+    return figure_inputs(cfg, data, net, record), time.perf_counter() - t0
 
 
 def train_only() -> float:

@@ -691,7 +691,7 @@ def _train_and_record(
     phases = {PHASE_NET_TAG: record.phase_net, PHASE_LIN_TAG: record.phase_lin}
     tags = {**tracking.heartbeat_tags(), **phases}
     if net.outputs > 1:  # which K-output kernel the kernel metrics use (docs/metrics.md)
-        tags[KERNEL_FORM_TAG] = kernel_form(cfg, data)
+        tags[KERNEL_FORM_TAG] = record.kernel_form
     metric_log.flush(tags=tags)
     last_step = record.final_step
     if record.failure:

@@ -123,6 +123,7 @@ class Record:
     failure: str = ""  # why training stopped early ("" if it did not)
     phase_net: str = ""  # dynamics.lr_phase of the network
     phase_lin: str = ""  # ... and of its linearisation
+    kernel_form: str = "full"  # K > 1: the full or the output-averaged kernel (Schedule)
 
     def arrays(self, data: Dataset) -> dict[str, np.ndarray]:
         """The run's arrays (arrays/ntk.npz; names in docs/metrics.md)."""
@@ -267,11 +268,9 @@ def constant_kernel_predictions(
         )
     n_log = len(schedule.log_steps)
     if not has_kernel_form(schedule.optimizer):
-        nan = (
-            np.full((n_log, *np.shape(f0_train)), np.nan),
-            np.full((n_log, *np.shape(f0_test)), np.nan),
+        return np.full((n_log, *np.shape(f0_train)), np.nan), np.full(
+            (n_log, *np.shape(f0_test)), np.nan
         )
-        return nan
     f_train, f_test = kernel_trajectory(
         k,
         k_test_train,
@@ -468,6 +467,7 @@ def _empty_record(net: MLP, data: Dataset, schedule: Schedule, init: _Init) -> R
         f_analytic_train=None if init.f_an is None else init.f_an[0],
         f_analytic_test=None if init.f_an is None else init.f_an[1],
         km_analytic_test=init.km_an,
+        kernel_form=schedule.kernel_form,
     )
 
 
