@@ -37,7 +37,16 @@ NumPy training of the same networks measured in the same run (issue 12, item 4).
 `--cold-numba` adds one run of the command with an empty numba cache (`NUMBA_CACHE_DIR` in a
 fresh folder): the first run after a fresh checkout, which compiles the fused kernels.
 
-Usage: python benchmarks/bench_end_to_end.py [--repeat 2] [--cold-numba]
+`--floor` adds, interleaved with the same baseline, what the command cannot go below:
+- the command without figures (`tracking.figures=none`), fresh store;
+- the command without figures into an existing store (its tables created by the run before,
+  `force=true` so that no job is skipped);
+- the stack's start-up alone: one interpreter that imports what every tracked run needs
+  (NumPy, Hydra, the app's config schemas, MLflow and its SQLAlchemy store) and composes each
+  job's config twice, as Hydra's basic sweeper (`validate_batch_is_legal`) and its launcher
+  do; no validation, store, training, kernels, logging or figures.
+
+Usage: python benchmarks/bench_end_to_end.py [--repeat 2] [--cold-numba] [--floor]
            [--overrides width=100,1000,10000 train.backend=numpy]
 """
 
@@ -78,20 +87,25 @@ RUN_PY = ROOT / "run.py"
 # --------------------------------------------------------------------------- the baseline
 
 
+def job_overrides(overrides: list[str]) -> list[list[str]]:
+    """The overrides of every job of the sweep `overrides` (Hydra's basic sweeper)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [list(job) for job in BasicSweeper.split_arguments(parsed, None)[0]]
+
+
 def composed_jobs(overrides: list[str]):
     """(network, dataset, cfg) of every job of the sweep `overrides` (Hydra's basic sweeper)."""
     from hydra import compose, initialize_config_dir
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from ntk_sweep.config import load_data
     from ntk_sweep.experiment import build_network
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    jobs = BasicSweeper.split_arguments(parsed, None)[0]
     out = []
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        for job in jobs:
+        for job in job_overrides(overrides):
             cfg = compose("config", overrides=list(job))
             data = load_data(cfg, base_dir=str(ROOT))
             out.append((build_network(cfg, data.input_dim), data, cfg))
@@ -200,8 +214,9 @@ def _child_cpu() -> float:
 
 
 def run_command(overrides: list[str], workdir: Path, env: dict | None = None) -> Timing:
-    """`python run.py -m <overrides>` launched in `workdir` (a fresh store): wall and CPU."""
-    workdir.mkdir(parents=True)
+    """`python run.py -m <overrides>` launched in `workdir` (a fresh store unless `workdir`
+    exists and holds one): wall and CPU."""
+    workdir.mkdir(parents=True, exist_ok=True)
     t0, c0 = time.perf_counter(), _child_cpu()
     subprocess.run(
         [sys.executable, str(RUN_PY), "-m", *overrides, f"hydra.sweep.dir={workdir}/s"],
@@ -211,6 +226,58 @@ def run_command(overrides: list[str], workdir: Path, env: dict | None = None) ->
         env=env,
     )
     return Timing(time.perf_counter() - t0, _child_cpu() - c0)
+
+
+# The least a tracked Hydra sweep of these jobs costs before its first training step: the
+# imports every run needs and the two compositions Hydra makes of each job (its basic
+# sweeper's `validate_batch_is_legal`, then its launcher).
+STACK_START_UP = """
+import json, sys
+import numpy, hydra, mlflow, mlflow.store.tracking.sqlalchemy_store
+from hydra import compose, initialize_config_dir
+import ntk_sweep.config  # the config schemas the app registers
+with initialize_config_dir(sys.argv[1], version_base="1.3"):
+    for job in json.loads(sys.argv[2]):
+        for _ in range(2):
+            compose("config", overrides=job)
+"""
+
+
+def stack_start_up(jobs: list[list[str]]) -> Timing:
+    """Wall and CPU of `STACK_START_UP` in its own interpreter, for the jobs' overrides."""
+    t0, c0 = time.perf_counter(), _child_cpu()
+    subprocess.run(
+        [sys.executable, "-c", STACK_START_UP, str(ROOT / "conf"), json.dumps(jobs)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    return Timing(time.perf_counter() - t0, _child_cpu() - c0)
+
+
+def floor(overrides: list[str], tmp: Path, repeat: int) -> tuple[dict[str, Timing], Timing]:
+    """Best of `repeat` of each floor measurement (module docstring), interleaved with the
+    baseline; returns them and the best baseline of these rounds."""
+    jobs = composed_jobs(overrides)
+    no_figures = [*overrides, "tracking.figures=none"]
+    names = ("no figures, fresh store", "no figures, existing store", "the stack's start-up")
+    found: dict[str, list[Timing]] = {name: [] for name in names}
+    base = []
+    for i in range(repeat):
+        base.append(baseline(jobs, linearised=True)[0])
+        workdir = tmp / f"floor{i}"
+        found[names[0]].append(run_command(no_figures, workdir))
+        found[names[1]].append(run_command([*no_figures, "force=true"], workdir))
+        found[names[2]].append(stack_start_up(job_overrides(overrides)))
+    best = {name: min(t, key=lambda t: t.wall) for name, t in found.items()}
+    return best, min(base, key=lambda t: t.wall)
+
+
+def print_floor(best: dict[str, Timing], base: Timing, command: Timing) -> None:
+    print(f"   floor (best of each, baseline of these rounds {base.wall:.3f} s):")
+    print(f"   {'':34s} {'wall s':>7s} {'CPU s':>6s} {'/ baseline':>10s}")
+    for name, t in {"the command (above)": command, **best}.items():
+        print(f"   {name:34s} {t.wall:7.2f} {t.cpu:6.2f} {t.wall / base.wall:10.2f}")
 
 
 # --------------------------------------------------------------------------- the instrumented run
@@ -433,6 +500,7 @@ def main() -> None:
     p.add_argument("--overrides", nargs="+", default=["width=100,1000,10000"])
     p.add_argument("--repeat", type=int, default=2, help="runs of the command and of the baseline")
     p.add_argument("--cold-numba", action="store_true", help="also a run with an empty numba cache")
+    p.add_argument("--floor", action="store_true", help="also what the command cannot go below")
     p.add_argument("--timed-run", metavar="SWEEP_DIR", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.timed_run:
@@ -452,6 +520,7 @@ def main() -> None:
             env = {**os.environ, "NUMBA_CACHE_DIR": str(Path(tmp) / "numba-cache")}
             cold = run_command(args.overrides, Path(tmp) / "cold", env)
         timed, ledger = instrumented(args.overrides, Path(tmp) / "timed")
+        floors = floor(args.overrides, Path(tmp), args.repeat) if args.floor else None
     mismatch = check_baseline(jobs, losses)
     best, t_base, t_net = (min(t, key=lambda t: t.wall) for t in (runs, base, base_net))
     cpu_base = min(t.cpu for t in base)
@@ -492,6 +561,8 @@ def main() -> None:
     print(
         f"   (numba: {ledger['numba compiling']:.2f} s of it compiling, the rest loading its cache)"
     )
+    if floors is not None:
+        print_floor(*floors, best)
 
 
 if __name__ == "__main__":

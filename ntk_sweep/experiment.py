@@ -50,7 +50,6 @@ from ntk_sweep.config import (
 )
 
 # matplotlib is imported once per process, with the app, not inside the first run's figure time
-from ntk_sweep.figures import figure_builders, save_png
 
 log = logging.getLogger(__name__)
 
@@ -831,6 +830,9 @@ def _save_figures(
     """Render the figures of set `which` (`tracking.figures`: paper, all) to `folder`, one at
     a time; returns (saved names, failed names). A figure that cannot be drawn (e.g. values
     near the float range) is skipped with a logged error."""
+    # Matplotlib (~0.5 s to import) only for the runs that draw: tracking.figures=none never
+    from ntk_sweep.figures import figure_builders, save_png
+
     folder.mkdir(parents=True, exist_ok=True)
     saved, failed = [], []
     with _log_warnings():

@@ -86,3 +86,38 @@ def test_importing_core_loads_no_framework():
         cwd=CORE.parents[1],
     )
     assert out.stdout.strip() == "[]"
+
+
+# A whole run of the app in one interpreter (config, data, measurement, figures' and tracking's
+# modules imported), then whether scipy.special was loaded: the MSE runs of relu networks
+# never need it (~0.3 s of a run's start-up, benchmarks/README.md section 4), erf ones do.
+_RUN_AND_LIST = """
+import sys
+from hydra import compose, initialize_config_dir
+import ntk_sweep.callbacks, ntk_sweep.experiment, ntk_sweep.figures, ntk_sweep.tracking
+from ntk_sweep.core.measure import measure
+from ntk_sweep.experiment import preflight, schedule_of
+with initialize_config_dir(sys.argv[1], version_base="1.3"):
+    cfg = compose("config", overrides=sys.argv[2:])
+data, net, _ = preflight(cfg, sys.argv[1])
+record = measure(net, data, schedule_of(cfg, data), int(cfg.seed))
+assert not record.failure and record.final_step == int(cfg.train.steps)
+print("scipy.special" in sys.modules)
+"""
+
+
+def _loads_scipy_special(*overrides: str) -> bool:
+    conf = CORE.parents[1] / "conf"
+    out = subprocess.run(
+        [sys.executable, "-c", _RUN_AND_LIST, str(conf), "train.steps=20", "width=32", *overrides],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=CORE.parents[1],
+    )
+    return {"True": True, "False": False}[out.stdout.strip().splitlines()[-1]]
+
+
+def test_scipy_special_is_loaded_only_by_the_runs_that_use_it():
+    assert not _loads_scipy_special("model.activation=relu")
+    assert _loads_scipy_special("model.activation=erf")
