@@ -255,20 +255,20 @@ def stack_start_up(jobs: list[list[str]]) -> Timing:
     return Timing(time.perf_counter() - t0, _child_cpu() - c0)
 
 
-def floor(overrides: list[str], tmp: Path, repeat: int) -> tuple[dict[str, Timing], Timing]:
-    """Best of `repeat` of each floor measurement (module docstring), interleaved with the
-    baseline; returns them and the best baseline of these rounds."""
-    jobs = composed_jobs(overrides)
+def floor(overrides: list[str], jobs, tmp: Path, repeat: int) -> tuple[dict[str, Timing], Timing]:
+    """Best of `repeat` of each floor measurement (module docstring) of the sweep `overrides`
+    (its `composed_jobs`), interleaved with the baseline; returns them and the best baseline of
+    these rounds."""
     no_figures = [*overrides, "tracking.figures=none"]
     names = ("no figures, fresh store", "no figures, existing store", "the stack's start-up")
     found: dict[str, list[Timing]] = {name: [] for name in names}
-    base = []
+    base, each_job = [], job_overrides(overrides)
     for i in range(repeat):
         base.append(baseline(jobs, linearised=True)[0])
         workdir = tmp / f"floor{i}"
         found[names[0]].append(run_command(no_figures, workdir))
         found[names[1]].append(run_command([*no_figures, "force=true"], workdir))
-        found[names[2]].append(stack_start_up(job_overrides(overrides)))
+        found[names[2]].append(stack_start_up(each_job))
     best = {name: min(t, key=lambda t: t.wall) for name, t in found.items()}
     return best, min(base, key=lambda t: t.wall)
 
@@ -520,7 +520,7 @@ def main() -> None:
             env = {**os.environ, "NUMBA_CACHE_DIR": str(Path(tmp) / "numba-cache")}
             cold = run_command(args.overrides, Path(tmp) / "cold", env)
         timed, ledger = instrumented(args.overrides, Path(tmp) / "timed")
-        floors = floor(args.overrides, Path(tmp), args.repeat) if args.floor else None
+        floors = floor(args.overrides, jobs, Path(tmp), args.repeat) if args.floor else None
     mismatch = check_baseline(jobs, losses)
     best, t_base, t_net = (min(t, key=lambda t: t.wall) for t in (runs, base, base_net))
     cpu_base = min(t.cpu for t in base)
