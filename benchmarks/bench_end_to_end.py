@@ -403,26 +403,20 @@ def _install_import_timer(ledger: Ledger, numba_compile: list[float]) -> None:
             listening[0] = True
             listen_to_numba()
 
-    def timed_import(*args, **kwargs):
-        pushed = ledger.enter("imports", interrupts=True)
-        try:
-            return plain_import(*args, **kwargs)
-        finally:
-            if pushed:
-                ledger.leave()
-                after_import()
+    def charged_to_imports(importer):
+        def timed(*args, **kwargs):
+            pushed = ledger.enter("imports", interrupts=True)
+            try:
+                return importer(*args, **kwargs)
+            finally:
+                if pushed:
+                    ledger.leave()
+                    after_import()
 
-    def timed_import_module(*args, **kwargs):
-        pushed = ledger.enter("imports", interrupts=True)
-        try:
-            return import_module(*args, **kwargs)
-        finally:
-            if pushed:
-                ledger.leave()
-                after_import()
+        return timed
 
-    builtins.__import__ = timed_import
-    importlib.import_module = timed_import_module
+    builtins.__import__ = charged_to_imports(plain_import)
+    importlib.import_module = charged_to_imports(import_module)
 
 
 def timed_run(overrides: list[str], sweep_dir: str) -> None:

@@ -33,11 +33,15 @@ from ntk_sweep.core.network import (
     gradient,
     init_params,
     jvp,
-    mse_loss,
     param_movement,
 )
 from ntk_sweep.core.training import gd_trajectory, use_fused
-from tests.test_network import explicit_jacobian, flatten, unflatten
+from tests.test_network import (
+    explicit_jacobian,
+    finite_difference_gradient,
+    flatten,
+    unflatten,
+)
 
 K = 3
 BACKENDS = ["numpy"] + (["fused"] if fused_available() else [])
@@ -78,14 +82,7 @@ def test_gradient_jvp_and_linearisation_against_finite_differences_and_jacobian(
     loss, grads = gradient(net, params, x, y)
     f = forward(net, params, x)
     assert loss == pytest.approx(np.sum((f - y) ** 2) / 10, rel=1e-14)
-    theta, h = flatten(params), 1e-6
-    fd = np.empty_like(theta)
-    for p in range(theta.size):
-        tp, tm = theta.copy(), theta.copy()
-        tp[p] += h
-        tm[p] -= h
-        lp = mse_loss(forward(net, unflatten(tp, params), x), y)
-        fd[p] = (lp - mse_loss(forward(net, unflatten(tm, params), x), y)) / (2 * h)
+    theta, fd = flatten(params), finite_difference_gradient(net, params, x, y)
     assert np.linalg.norm(fd - flatten(grads)) / np.linalg.norm(fd) < 1e-6
     # forward mode with unit tangents builds the same Jacobian as the backward pass, rows (i, a)
     cache, jac = forward_cache(net, params, x), explicit_jacobian(net, params, x)

@@ -35,6 +35,21 @@ def unflatten(vector, like):
     return out
 
 
+def finite_difference_gradient(net, params, x, y, h: float = 1e-6) -> np.ndarray:
+    """Central finite differences of the MSE loss in every parameter (flattened), an
+    independent check of the backward pass."""
+    theta = flatten(params)
+    fd = np.empty_like(theta)
+    for k in range(theta.size):
+        tp, tm = theta.copy(), theta.copy()
+        tp[k] += h
+        tm[k] -= h
+        lp = mse_loss(forward(net, unflatten(tp, params), x), y)
+        lm = mse_loss(forward(net, unflatten(tm, params), x), y)
+        fd[k] = (lp - lm) / (2 * h)
+    return fd
+
+
 def explicit_jacobian(net, params, x):
     """J (N x P, or N K x P sample-major for K outputs) built row by row from the backward pass
     with unit cotangents."""
@@ -56,16 +71,7 @@ def test_backward_pass_matches_central_finite_differences(activation, parameteri
     params = init_params(net, seed=1)
     x, y = rng.standard_normal((5, 3)), rng.standard_normal(5)
     _, grads = gradient(net, params, x, y)
-    theta, g = flatten(params), flatten(grads)
-    h = 1e-6
-    fd = np.empty_like(theta)
-    for k in range(theta.size):
-        tp, tm = theta.copy(), theta.copy()
-        tp[k] += h
-        tm[k] -= h
-        lp = mse_loss(forward(net, unflatten(tp, params), x), y)
-        lm = mse_loss(forward(net, unflatten(tm, params), x), y)
-        fd[k] = (lp - lm) / (2 * h)
+    fd, g = finite_difference_gradient(net, params, x, y), flatten(grads)
     assert np.linalg.norm(fd - g) / np.linalg.norm(g) < 1e-6
 
 
