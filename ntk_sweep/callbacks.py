@@ -42,6 +42,8 @@ from ntk_sweep.config import ConfigError
 log = logging.getLogger(__name__)
 
 EXIT_CONFIG_ERROR = 2
+# How long a stopped sweep waits for its jobs in other processes to mark their runs KILLED
+STOP_WAIT_S = 10.0
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
@@ -113,12 +115,14 @@ class MlflowSweepCallback(Callback):
         self.uri: str | None = None
         self.sweep_dir: Path | None = None
         self.ended = False
+        self.heartbeat: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
         # Launchers (joblib, submitit) pickle the Hydra context, callbacks included, into their
         # worker processes: send no client (a live store connection), and the jobs never need it.
         state = dict(self.__dict__)
         state["client"] = None
+        state["heartbeat"] = None  # a thread of the launching process
         return state
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -155,6 +159,9 @@ class MlflowSweepCallback(Callback):
         self.client, experiment_id = tracking.open_store(
             uri, str(config.tracking.experiment), config.tracking.artifact_location
         )
+        stale_after = float(config.tracking.stale_after_s)
+        for run_id, reason in tracking.close_dead_runs(self.client, experiment_id, stale_after):
+            log.warning("run %s was left RUNNING (%s): marked KILLED", run_id, reason)
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not sweep_dir.is_absolute():
             sweep_dir = Path(cwd) / sweep_dir
@@ -165,6 +172,8 @@ class MlflowSweepCallback(Callback):
             tracking.TAG + "git_commit": tracking.git_commit(),
             tracking.TAG + "n_jobs": str(n_jobs),
             tracking.TAG + "force": str(bool(OmegaConf.select(config, "force", default=False))),
+            **tracking.host_tags(),
+            **tracking.heartbeat_tags(),
         }
         tags.update(_preset_tags(config))
         name = sweep_ui.sweep_run_name(tags[sweep_ui.PRESET_TAG], datetime.now())
@@ -173,6 +182,9 @@ class MlflowSweepCallback(Callback):
         tracking.write_parent_id(sweep_dir, self.parent_id)
         self.uri, self.sweep_dir = uri, sweep_dir
         self.ended = False
+        # the launching process shows life like a job, so a dead one is seen from anywhere
+        every = tracking.heartbeat_interval(stale_after)
+        self.heartbeat = tracking.Heartbeat(self.client, self.parent_id, every).__enter__()
         atexit.register(self._abandoned)
         self._exit_on_sigterm()
         log.info(
@@ -191,6 +203,7 @@ class MlflowSweepCallback(Callback):
         earlier = tracking.read_parent_id(sweep_dir)
         if not earlier:
             return
+        (sweep_dir / tracking.STOP_FILE).unlink(missing_ok=True)
         try:
             status = self.client.get_run(earlier).info.status
         except Exception:  # noqa: BLE001 - another store or deleted: that sweep is not ours
@@ -220,30 +233,45 @@ class MlflowSweepCallback(Callback):
 
             signal.signal(signal.SIGTERM, handler)
 
+    def _stop_heartbeat(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.__exit__(None, None, None)
+            self.heartbeat = None
+
     def _abandoned(self) -> None:
-        """At exit without on_multirun_end (Ctrl-C, SIGTERM, a job's exception): the sweep did
-        not complete, so its parent run must not stay RUNNING."""
-        from ntk_sweep import tracking
+        """At exit without on_multirun_end (Ctrl-C, SIGTERM, a launcher's error such as a dead
+        worker): the sweep did not complete. Its jobs in other processes are told to stop
+        (`tracking.STOP_FILE`) and given a few seconds to mark their runs KILLED; runs of
+        this host whose process is gone are marked KILLED here; then the parent is marked
+        KILLED and the end line printed, with what is left to do."""
+        from ntk_sweep import sweep_ui, tracking
 
         if self.ended or self.client is None or self.parent_id is None:
             return
         self.ended = True
+        self._stop_heartbeat()
+        reason = "the sweep stopped before all its jobs had run"
         try:
-            tracking.set_tag(
-                self.client,
-                self.parent_id,
-                tracking.FAILURE_TAG,
-                "the sweep stopped before all its jobs had run",
-            )
+            if self.sweep_dir is not None:
+                tracking.request_stop(self.sweep_dir, f"sweep {self.parent_id} stopped")
+            tracking.settle_children(self.client, self.parent_id, STOP_WAIT_S)
+            tracking.set_tag(self.client, self.parent_id, tracking.FAILURE_TAG, reason)
         except Exception:  # noqa: BLE001 - best effort at interpreter exit
             pass
         tracking.end_run(self.client, self.parent_id, "KILLED")
+        try:
+            line = sweep_ui.sweep_end_line(self.client, self.parent_id, self.uri, os.getcwd())
+            line = line.split("; aggregate:")[0]
+            print(f"{line}; {reason}: run the same command again to finish it", flush=True)
+        except Exception:  # noqa: BLE001 - information only
+            pass
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from ntk_sweep import tracking
 
         if self.client is None or self.parent_id is None:
             return
+        self._stop_heartbeat()
         tracking.end_run(self.client, self.parent_id, "FINISHED")
         self.ended = True
         try:

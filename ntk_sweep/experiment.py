@@ -61,6 +61,11 @@ class Killed(BaseException):
     """Raised by the SIGTERM handler inside a run (a BaseException, like KeyboardInterrupt)."""
 
 
+class SweepStopped(Exception):
+    """Raised inside a job when its sweep's launching process stopped (`tracking.STOP_FILE`):
+    the run is marked KILLED and the job returns, in whatever worker process it runs."""
+
+
 # --------------------------------------------------------------------------- job context
 
 
@@ -352,6 +357,10 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path | None = None) -> dic
         "config_hash": chash,
     }
     stale_after = float(cfg.tracking.stale_after_s)
+    stopped = tracking.stop_requested(ctx.sweep_dir) if ctx.multirun else ""
+    if stopped:  # a job launched after its sweep stopped (a submitit task, a queued joblib job)
+        log.warning("not started: %s", stopped)
+        return {**base_summary, **_not_run(f"not started: {stopped}")}
     if ctx.multirun:
         force = bool(cfg.get("force", False))
         skipped = _resume(client, experiment_id, chash, stale_after, parent_id, ctx.job_num, force)
@@ -416,23 +425,9 @@ def _resume(
     runs = tracking.runs_with_hash(client, experiment_id, chash)
     task = tracking.slurm_task()
     plan = tracking.plan_resume(runs, time.time(), stale_after_s, task)
-    for run in plan.dead:
-        if run.info.run_id in plan.taken_over:
-            tracking.mark_dead(client, run, tracking.TAKEOVER_REASON)
-            log.warning(
-                "run %s was left RUNNING by an earlier attempt of SLURM task %s (preempted or "
-                "requeued): marked KILLED, running it again",
-                run.info.run_id,
-                task[0],
-            )
-            continue
-        tracking.mark_dead(client, run)
-        log.warning(
-            "run %s was RUNNING without a heartbeat for over %gs (%s): marked KILLED",
-            run.info.run_id,
-            stale_after_s,
-            tracking.DEAD_REASON,
-        )
+    for run, reason in zip(plan.dead, plan.reasons, strict=True):
+        tracking.mark_dead(client, run, reason)
+        log.warning("run %s was left RUNNING (%s): marked KILLED", run.info.run_id, reason)
     if plan.action == "run" or force:
         if force and plan.action != "run":
             log.info("force=true: running again although run %s has this config", plan.run_id)
@@ -444,16 +439,21 @@ def _resume(
         where = next(r for r in runs if r.info.run_id == plan.run_id).data.tags
         message = (
             f"skipped: run {plan.run_id} with this config is still RUNNING (heartbeat within "
-            f"{stale_after_s:g}s; host {where.get(tracking.TAG + 'host', '?')}, pid "
-            f"{where.get(tracking.TAG + 'pid', '?')}): not started twice"
+            f"{stale_after_s:g}s; host {where.get(tracking.HOST_TAG, '?')}, pid "
+            f"{where.get(tracking.PID_TAG, '?')}): not started twice"
         )
         log.warning("%s", message)
     if parent_id:
         tracking.set_tag(client, parent_id, f"{tracking.RESUMED_RUN_TAG}{job_num}", plan.run_id)
+    return {**_not_run(message), "run_id": plan.run_id}
+
+
+def _not_run(reason: str) -> dict[str, Any]:
+    """The summary of a job that runs nothing (`reason` says why)."""
     return {
-        "run_id": plan.run_id,
+        "run_id": "",
         "status": "SKIPPED",
-        "skipped_reason": message,
+        "skipped_reason": reason,
         "final_step": 0,
         "failure_reason": "",
         "metrics": {},
@@ -505,7 +505,7 @@ def _run_and_close(
             raise SystemExit(128 + signal.SIGTERM) from None
         if isinstance(exc, Killed):
             raise SystemExit(128 + signal.SIGTERM) from None
-        if _time_limit_error(exc) is not None:
+        if _time_limit_error(exc) is not None or isinstance(exc, SweepStopped):
             return RunOutcome("KILLED", 0, {}, {}, reason[:500])
         raise
     with _signals_deferred():
@@ -517,6 +517,8 @@ def _stop_reason(exc: BaseException) -> str:
     """Why the process is being stopped ('' if `exc` is an error of the run itself)."""
     if isinstance(exc, Killed):
         return "SIGTERM"
+    if isinstance(exc, SweepStopped):
+        return f"the sweep stopping ({exc})"
     if isinstance(exc, KeyboardInterrupt):
         return "KeyboardInterrupt (Ctrl-C)"
     if isinstance(exc, SystemExit):  # submitit exits this way after requeueing a preempted job
@@ -636,9 +638,12 @@ def _warn_about_init(init: dict[str, float], rows: int, lr: float, lr_scale: flo
         )
 
 
-def _measure_and_log(cfg, data, net, run_id: str, metric_log: tracking.MetricLog):
+def _measure_and_log(
+    cfg, data, net, run_id: str, metric_log: tracking.MetricLog, sweep_dir: str | None = None
+):
     """Run `core.measure.measure_steps`, streaming its metrics to `metric_log` and the progress
-    bar; returns the record."""
+    bar; returns the record. Raises SweepStopped at the first progress tick after the sweep in
+    `sweep_dir` was stopped."""
     from ntk_sweep.core.measure import measure_steps
     from ntk_sweep.core.training import fused_compile_pending
 
@@ -663,6 +668,9 @@ def _measure_and_log(cfg, data, net, run_id: str, metric_log: tracking.MetricLog
                 except StopIteration as done:
                     return done.value
             last_step, started = event.step, True
+            stopped = tracking.stop_requested(sweep_dir)
+            if stopped:
+                raise SweepStopped(stopped)
             if compiling and event.step > 0:  # the first GD steps compiled the fused kernel
                 compiling = False
                 progress.restart_rate(event.step)
@@ -685,7 +693,7 @@ def _train_and_record(
 ) -> RunOutcome:
     """Measure (`_measure_and_log`), then record the arrays and figures of the record."""
     t0 = time.perf_counter()
-    record = _measure_and_log(cfg, data, net, run_id, metric_log)
+    record = _measure_and_log(cfg, data, net, run_id, metric_log, ctx.sweep_dir)
     train_time = time.perf_counter() - t0
     phases = {PHASE_NET_TAG: record.phase_net, PHASE_LIN_TAG: record.phase_lin}
     tags = {**tracking.heartbeat_tags(), **phases}

@@ -38,6 +38,10 @@ from ntk_sweep.config import ConfigError, TrackingError
 log = logging.getLogger(__name__)
 
 PARENT_ID_FILE = "mlflow_parent_run_id"
+# Written into the sweep folder when the launching process stops before the sweep's end (a
+# signal, a launcher error): jobs in other processes (joblib workers, submitit tasks) read it at
+# their start and at every progress tick, and stop (KILLED) instead of running on unrecorded.
+STOP_FILE = "sweep_stopped"
 TAG = "ntk_sweep."
 ROLE_TAG = TAG + "role"
 FAILURE_TAG = TAG + "failure_reason"
@@ -55,6 +59,12 @@ EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 SLURM_JOB_TAG = TAG + "slurm_job"
 SLURM_RESTART_TAG = TAG + "slurm_restart"
 DEAD_REASON = "no heartbeat: process died"
+# Where a job (or a sweep's launching process) runs: host name, pid and, on Linux, the process's
+# identity `<boot id>:<start time in clock ticks>`, so that on the same host a dead process is
+# known for certain (its pid is gone, or is another process now) instead of after a stale heartbeat.
+HOST_TAG = TAG + "host"
+PID_TAG = TAG + "pid"
+PROCESS_TAG = TAG + "process"
 TAKEOVER_REASON = "requeued: the same SLURM task started again and took the run over"
 HEARTBEAT_EVERY_S = 30.0  # a running job refreshes its heartbeat at least this often
 # Config keys that never change results: left out of the fingerprint (and `force` of the params).
@@ -648,6 +658,22 @@ def read_parent_id(sweep_dir: str | Path | None) -> str:
     return path.read_text().strip() if path.is_file() else ""
 
 
+def request_stop(sweep_dir: str | Path, reason: str) -> None:
+    """Ask every job of the sweep in `sweep_dir` to stop (see STOP_FILE)."""
+    with contextlib.suppress(OSError):
+        (Path(sweep_dir) / STOP_FILE).write_text(reason + "\n")
+
+
+def stop_requested(sweep_dir: str | Path | None) -> str:
+    """Why the sweep in `sweep_dir` was stopped, '' if it was not."""
+    if not sweep_dir:
+        return ""
+    try:
+        return (Path(sweep_dir) / STOP_FILE).read_text().strip() or "the sweep was stopped"
+    except OSError:
+        return ""
+
+
 # --------------------------------------------------------------------------- heartbeat / resume
 
 
@@ -698,9 +724,75 @@ def last_heartbeat(run) -> float:
         return (run.info.start_time or 0) / 1000.0
 
 
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def process_identity(pid: int | None = None) -> str:
+    """`<boot id>:<start time>` of process `pid` (this one by default) on this machine, '' where
+    /proc cannot tell (not Linux, or no such process). A pid reused by a later process has
+    another start time; a reboot gives another boot id."""
+    boot = _boot_id()
+    try:
+        stat = Path(f"/proc/{os.getpid() if pid is None else pid}/stat").read_text()
+    except OSError:
+        return ""
+    # field 22 (starttime); the command name in field 2 may hold spaces and ')' itself
+    return f"{boot}:{stat.rsplit(')', 1)[1].split()[19]}" if boot else ""
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
+def process_gone(tags: Mapping[str, str]) -> str:
+    """Why the process recorded in a run's tags is certainly dead, or '' where it may be alive
+    or this machine cannot tell: it ran on this host (same host name and boot) and its pid no
+    longer exists, or belongs to another process (another start time)."""
+    if tags.get(HOST_TAG) != socket.gethostname():
+        return ""
+    try:
+        pid = int(tags.get(PID_TAG, ""))
+    except ValueError:
+        return ""
+    recorded = tags.get(PROCESS_TAG, "")
+    if recorded and recorded.split(":")[0] != _boot_id():
+        return ""  # rebooted since, or another machine with this host name: the heartbeat tells
+    where = f"pid {pid} on host {tags[HOST_TAG]}"
+    if not _pid_exists(pid):
+        return f"process died: {where} no longer exists"
+    now = process_identity(pid)
+    if recorded and now and now != recorded:
+        return f"process died: {where} is another process now"
+    return ""
+
+
+def death_reason(run, now: float, stale_after_s: float, task: tuple[str, int] = ("", 0)) -> str:
+    """Why a RUNNING run's process is over ('' if it is not RUNNING or may still be alive): an
+    earlier attempt of this SLURM `task` (see `slurm_task`), a process of this host that is gone
+    (`process_gone`), or, from any host, no heartbeat for `stale_after_s`."""
+    if run.info.status != "RUNNING":
+        return ""
+    if is_earlier_attempt(run, task):
+        return TAKEOVER_REASON
+    gone = process_gone(run.data.tags)
+    if gone:
+        return gone
+    return DEAD_REASON if now - last_heartbeat(run) > stale_after_s else ""
+
+
 def is_dead(run, now: float, stale_after_s: float) -> bool:
-    """A RUNNING run whose heartbeat is older than `stale_after_s`: its process died."""
-    return run.info.status == "RUNNING" and now - last_heartbeat(run) > stale_after_s
+    """A RUNNING run whose process died (`death_reason`)."""
+    return bool(death_reason(run, now, stale_after_s))
 
 
 def search_all_runs(client, experiment_id: str, filter_string: str) -> list:
@@ -730,14 +822,21 @@ class ResumePlan:
     """What a sweep job does about earlier runs with its config fingerprint.
 
     action: "run" (a new run), "finished" (skip: `run_id` FINISHED with this config) or
-    "running" (skip: `run_id` is RUNNING with a fresh heartbeat, maybe elsewhere). `dead`: RUNNING
-    runs without a heartbeat for `stale_after_s`, to be marked KILLED before running anew.
+    "running" (skip: `run_id` is RUNNING and may be alive, maybe elsewhere). `dead`: RUNNING runs
+    whose process is over (`death_reason`), to be marked KILLED before running anew; `reasons`,
+    one per dead run.
     """
 
     action: str
     run_id: str = ""
     dead: tuple = ()
-    taken_over: tuple = ()  # ids of `dead` runs left RUNNING by an earlier attempt of this task
+    reasons: tuple = ()
+
+    @property
+    def taken_over(self) -> tuple:
+        """Ids of the `dead` runs left RUNNING by an earlier attempt of this SLURM task."""
+        pairs = zip(self.dead, self.reasons, strict=True)
+        return tuple(r.info.run_id for r, why in pairs if why == TAKEOVER_REASON)
 
 
 def slurm_task(env: Mapping[str, str] | None = None) -> tuple[str, int]:
@@ -769,22 +868,20 @@ def is_earlier_attempt(run, task: tuple[str, int]) -> bool:
 def plan_resume(
     runs: list, now: float, stale_after_s: float, task: tuple[str, int] = ("", 0)
 ) -> ResumePlan:
-    """Pure decision (see ResumePlan): FINISHED wins (the newest), then a live RUNNING run;
-    FAILED / KILLED runs and dead RUNNING ones are re-run as new runs. A RUNNING run of an
-    earlier attempt of this SLURM `task` (see `slurm_task`) counts as dead (`taken_over`)."""
+    """Decision (see ResumePlan): FINISHED wins (the newest), then a RUNNING run that may be
+    alive; FAILED / KILLED runs and dead RUNNING ones (`death_reason`: an earlier attempt of
+    this SLURM `task`, a gone process of this host, a stale heartbeat) are re-run as new runs."""
     newest = sorted(runs, key=lambda r: r.info.start_time or 0, reverse=True)
-    taken = tuple(r for r in newest if is_earlier_attempt(r, task))
-    taken_over = tuple(r.info.run_id for r in taken)
-    taken_ids = set(taken_over)
-    dead = tuple(r for r in newest if r.info.run_id in taken_ids or is_dead(r, now, stale_after_s))
-    dead_ids = {r.info.run_id for r in dead}
+    why = {r.info.run_id: death_reason(r, now, stale_after_s, task) for r in newest}
+    dead = tuple(r for r in newest if why[r.info.run_id])
+    reasons = tuple(why[r.info.run_id] for r in dead)
     for r in newest:
         if r.info.status == "FINISHED":
-            return ResumePlan("finished", r.info.run_id, dead, taken_over)
+            return ResumePlan("finished", r.info.run_id, dead, reasons)
     for r in newest:
-        if r.info.status == "RUNNING" and r.info.run_id not in dead_ids:
-            return ResumePlan("running", r.info.run_id, dead, taken_over)
-    return ResumePlan("run", "", dead, taken_over)
+        if r.info.status == "RUNNING" and not why[r.info.run_id]:
+            return ResumePlan("running", r.info.run_id, dead, reasons)
+    return ResumePlan("run", "", dead, reasons)
 
 
 def mark_dead(client, run, reason: str = DEAD_REASON) -> None:
@@ -799,9 +896,58 @@ def mark_dead(client, run, reason: str = DEAD_REASON) -> None:
     )
 
 
+def running_runs(client, experiment_id: str, parent_id: str = "") -> list:
+    """The RUNNING runs of the experiment (only the children of `parent_id` if given)."""
+    clauses = ["attributes.status = 'RUNNING'"]
+    if parent_id:
+        clauses.append(f"tags.`{PARENT_TAG}` = '{parent_id}'")
+    return search_all_runs(client, experiment_id, " and ".join(clauses))
+
+
+def close_dead_runs(client, experiment_id: str, stale_after_s: float) -> list[tuple[str, str]]:
+    """Mark KILLED every RUNNING run of the experiment, sweep parents included, whose process is
+    over (`death_reason`; a job's own `tracking.stale_after_s` param wins over
+    `stale_after_s`). Returns (run id, reason) of each."""
+    closed, now = [], time.time()
+    for run in running_runs(client, experiment_id):
+        try:
+            stale = float(run.data.params.get("tracking.stale_after_s", stale_after_s))
+        except ValueError:
+            stale = stale_after_s
+        reason = death_reason(run, now, stale)
+        if reason:
+            mark_dead(client, run, reason)
+            closed.append((run.info.run_id, reason))
+    return closed
+
+
+def settle_children(client, parent_id: str, wait_s: float) -> list[str]:
+    """After a sweep stopped early: wait up to `wait_s` for its RUNNING jobs on this host to end
+    (they mark themselves KILLED, see STOP_FILE), marking KILLED those whose process is gone.
+    Returns the ids of the runs still RUNNING then (alive, or on other hosts)."""
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    deadline = time.monotonic() + wait_s
+    while True:
+        left = []
+        for run in running_runs(client, experiment_id, parent_id):
+            reason = process_gone(run.data.tags)
+            if reason:
+                mark_dead(client, run, f"{reason} (the sweep stopped)")
+            else:
+                left.append(run)
+        local = [r for r in left if r.data.tags.get(HOST_TAG) == socket.gethostname()]
+        if not local or time.monotonic() > deadline:
+            return [r.info.run_id for r in left]
+        time.sleep(0.25)
+
+
 def host_tags() -> dict[str, str]:
-    """Where the job runs (shown when a resume finds it still RUNNING)."""
-    tags = {TAG + "host": socket.gethostname(), TAG + "pid": str(os.getpid())}
+    """Where the job runs (shown when a resume finds it still RUNNING; on this host, a gone
+    process is known for certain, see `process_gone`)."""
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    identity = process_identity()
+    if identity:
+        tags[PROCESS_TAG] = identity
     job, restart = slurm_task()
     if job:
         tags.update({SLURM_JOB_TAG: job, SLURM_RESTART_TAG: str(restart)})

@@ -1,5 +1,5 @@
-"""Issue 11 through the app: one-output runs log what they logged before multi-output, the
-optimisers and the cross-entropy existed (bit for bit); a 10-class run with momentum on
+"""Through the app: one-output runs log the metric histories stored from an earlier version (to
+a stated rounding tolerance, see `close_to_stored`); a 10-class run with momentum on
 minibatches and the cross-entropy records predictions that match its trained linearised model;
 adam and the output-averaged kernel are recorded as documented (real Hydra compose, real SQLite
 MLflow store)."""
@@ -19,9 +19,38 @@ from ntk_sweep.core.datasets import load_dataset, predicted_labels
 from ntk_sweep.experiment import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
-# Metric histories logged by commit 3460839 (before issue 11) for three one-output configs:
-# the fused and the NumPy GD paths, a classification dataset and the centred model.
-GOLDEN = Path(__file__).parent / "data" / "k1_metrics_before_issue11.json"
+# Metric histories logged by commit 3460839 (before K outputs, optimisers and the cross-entropy
+# existed) for three one-output configs: the fused and the NumPy GD paths, a classification
+# dataset and the centred model.
+STORED = Path(__file__).parent / "data" / "one_output_metric_histories.json"
+# Stored numbers come from another machine, whose BLAS kernels round products differently
+# (OpenBLAS picks Haswell, SkylakeX or Zen kernels by CPU): same config, same seed, other bits.
+# Measured over those three kernel families: at most 1.3e-13 of the metric's scale (a
+# kernel-prediction error at step 0, which is pure rounding). 1e-12 is ~8x that and far below
+# any real change (a changed formula moves metrics by >= 1e-8 of their scale).
+STORED_RTOL = 1e-12
+
+
+def metric_scale(stored: dict[str, list], key: str) -> float:
+    """The size a metric's rounding is relative to: its largest |value| in the stored history;
+    for a smallest eigenvalue, the largest eigenvalue's (an eigenvalue is determined only to
+    eps * ||K||, so a near-singular kernel's lambda_min is rounding noise of that size)."""
+    if key.endswith("lambda_min"):
+        key = key.removesuffix("lambda_min") + "lambda_max"
+    finite = [abs(v) for _, v in stored[key] if math.isfinite(v)]
+    return max(finite, default=0.0)
+
+
+def close_to_stored(stored: dict[str, list], key: str, got: float, want: float) -> bool:
+    """`got` equals the stored `want` up to the rounding of another CPU (STORED_RTOL of the
+    metric's scale). A condition number lambda_max / lambda_min is compared as its reciprocal,
+    the quantity that is determined to eps."""
+    if math.isnan(want) or math.isinf(want):
+        return got == want or (math.isnan(got) and math.isnan(want))
+    if key.endswith("condition_number"):
+        got, want = 1 / got, 1 / want
+        return abs(got - want) <= STORED_RTOL
+    return abs(got - want) <= STORED_RTOL * metric_scale(stored, key)
 
 
 def _run(
@@ -38,21 +67,18 @@ def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
 
-@pytest.mark.parametrize("case", sorted(json.loads(GOLDEN.read_text())))
-def test_one_output_runs_log_exactly_what_they_logged_before_issue_11(tmp_path, case):
-    golden = json.loads(GOLDEN.read_text())[case]
-    summary, client = _run(tmp_path, *golden["overrides"])
+@pytest.mark.parametrize("case", sorted(json.loads(STORED.read_text())))
+def test_one_output_runs_log_the_stored_metric_histories(tmp_path, case):
+    stored = json.loads(STORED.read_text())[case]
+    summary, client = _run(tmp_path, *stored["overrides"])
     assert summary["status"] == "FINISHED"
     logged = client.get_run(summary["run_id"]).data.metrics
-    for key, history in golden["metrics"].items():
+    for key, history in stored["metrics"].items():
         got = _history(client, summary["run_id"], key)
-        want = [(s, v) for s, v in history]
-        same = len(got) == len(want) and all(
-            gs == ws and (gv == wv or (math.isnan(gv) and math.isnan(wv)))
-            for (gs, gv), (ws, wv) in zip(got, want, strict=True)
-        )
-        assert same, key
-    new = set(logged) - set(golden["metrics"]) - {k for k in logged if k.endswith("_time_s")}
+        assert [s for s, _ in got] == [s for s, _ in history], key
+        for (step, gv), (_, wv) in zip(got, history, strict=True):
+            assert close_to_stored(stored["metrics"], key, gv, wv), (key, step, gv, wv)
+    new = set(logged) - set(stored["metrics"]) - {k for k in logged if k.endswith("_time_s")}
     # the digits (even/odd) dataset is a classification dataset now: accuracies are added
     assert new <= {"train_accuracy", "test_accuracy", "test_accuracy_lin", "test_accuracy_kernel"}
 

@@ -470,17 +470,9 @@ def test_resume_after_sigkill_skips_finished_reruns_the_dead_and_force_reruns(
     assert first["0"].info.status == "FINISHED" and first["1"].info.status == "RUNNING"
     killed_loss = history(client, first["1"].info.run_id, "loss")
     assert killed_loss[-1][0] < RESUME_STEPS  # killed mid-training
-    stale_after = 1.0
-    while time.time() - tracking.last_heartbeat(client.get_run(first["1"].info.run_id)) < 1.5:
-        time.sleep(0.1)
 
-    res = run_cli(
-        *grid,
-        f"tracking.stale_after_s={stale_after}",
-        f"hydra.sweep.dir={tmp_path / 'sweep2'}",
-        cwd=tmp_path,
-        timeout=240,
-    )
+    # at once: the dead process is known from its pid (same host), not after a stale heartbeat
+    res = run_cli(*grid, f"hydra.sweep.dir={tmp_path / 'sweep2'}", cwd=tmp_path, timeout=240)
     assert res.returncode == 0, res.stderr
     out = res.stdout + res.stderr
     assert f"skipped: finished run {first['0'].info.run_id} has this config" in out
@@ -500,7 +492,15 @@ def test_resume_after_sigkill_skips_finished_reruns_the_dead_and_force_reruns(
     assert sorted(dead_runs) == ["FINISHED", "KILLED"]
     old = dead_runs["KILLED"]
     assert old.info.run_id == first["1"].info.run_id
-    assert old.data.tags["ntk_sweep.failure_reason"] == "no heartbeat: process died"
+    pid, host = first["1"].data.tags["ntk_sweep.pid"], first["1"].data.tags["ntk_sweep.host"]
+    reason = f"process died: pid {pid} on host {host} no longer exists"
+    assert old.data.tags["ntk_sweep.failure_reason"] == reason
+    # the first sweep's launching process died with it: its parent is closed too
+    first_parent = next(
+        r for r in sweeps(runs) if r.data.tags["ntk_sweep.sweep_dir"] == str(tmp_path / "sweep1")
+    )
+    assert first_parent.info.status == "KILLED"
+    assert first_parent.data.tags["ntk_sweep.failure_reason"].startswith("process died: pid")
     assert history(client, old.info.run_id, "loss") == killed_loss  # nothing overwritten
     for h, rs in by_hash.items():
         if h not in (done_hash, dead_hash):  # never started before: one new finished run

@@ -14,11 +14,9 @@ import pandas as pd
 
 from ntk_sweep.aggregate.common import (
     CONFIG_HASH_TAG,
-    DEAD_REASON,
     DEFAULT_EXPERIMENT,
     DEFAULT_STALE_AFTER_S,
     FAILURE_TAG,
-    HEARTBEAT_TAG,
     PARENT_TAG,
     PHASE_TAGS,
     RESUMED_RUN_TAG,
@@ -27,6 +25,7 @@ from ntk_sweep.aggregate.common import (
     AggregateError,
     _is_finished,
 )
+from ntk_sweep.tracking import death_reason
 
 
 def deduplicate_runs(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -118,8 +117,9 @@ def load_runs(
         if tags.get(ROLE_TAG) in ("sweep", "aggregate"):
             continue
         status, reason = run.info.status, tags.get(FAILURE_TAG, "")
-        if status == "RUNNING" and _is_dead(run, now):
-            status, reason = "KILLED", DEAD_REASON
+        dead = _death_reason(run, now) if status == "RUNNING" else ""
+        if dead:
+            status, reason = "KILLED", dead
         rec = {
             "run_id": run.info.run_id,
             "run_name": run.info.run_name or tags.get("mlflow.runName", ""),
@@ -172,17 +172,14 @@ def _resumed_runs(client, experiment_id: str, parent_id: str, filter_string, hav
     return out
 
 
-def _is_dead(run, now: float) -> bool:
-    """RUNNING without a heartbeat (else since its start) for longer than its stale_after_s."""
+def _death_reason(run, now: float) -> str:
+    """Why a RUNNING run is over ('' if it may be alive): its process on this host is gone, or
+    no heartbeat (else since its start) for longer than its stale_after_s."""
     try:
         stale_after = float(run.data.params.get(STALE_PARAM, DEFAULT_STALE_AFTER_S))
     except ValueError:
         stale_after = DEFAULT_STALE_AFTER_S
-    try:
-        beat = float(run.data.tags[HEARTBEAT_TAG])
-    except (KeyError, ValueError):
-        beat = (run.info.start_time or 0) / 1000.0
-    return now - beat > stale_after
+    return death_reason(run, now, stale_after)
 
 
 def load_histories(client, runs: pd.DataFrame, metric: str) -> pd.DataFrame:
