@@ -145,6 +145,7 @@ class MlflowSweepCallback(Callback):
         cwd = str(config.hydra.runtime.cwd)
         uri = tracking.resolve_tracking_uri(config.tracking.uri, cwd)
         tracking.check_tracking_uri(uri)
+        tracking.check_artifact_location(config.tracking.artifact_location, cwd)
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
         if "Slurm" in launcher and tracking.sqlite_path(uri) is not None:
             log.warning(

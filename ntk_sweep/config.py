@@ -15,6 +15,7 @@ value of the wrong type, unknown key, malformed override) into the same one-line
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -329,11 +330,73 @@ def analytic_enabled(cfg: DictConfig) -> bool:
     return mode == "true" or (mode == "auto" and defined)
 
 
+# Keys a composed config may hold besides the schema's: Hydra's own node (in the callback's
+# view of a multirun's config).
+_EXTRA_TOP_LEVEL_KEYS = ("hydra",)
+_SECTION_SCHEMAS: dict[str, type] = {
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "tracking": TrackingConfig,
+}
+
+
+def schema_fields(dotted: str, dataset: str | None = None) -> list[str]:
+    """The field names of config section `dotted` ("" for the top level, "model", "train",
+    "tracking", "dataset" with the chosen `dataset`'s options); [] for an unknown section."""
+    if dotted == "":
+        return [f.name for f in dataclasses.fields(Config)]
+    if dotted == "dataset":
+        schema = DATASET_SCHEMAS.get(str(dataset))
+        return [f.name for f in dataclasses.fields(schema)] if schema else []
+    schema = _SECTION_SCHEMAS.get(dotted)
+    return [f.name for f in dataclasses.fields(schema)] if schema else []
+
+
+def unknown_field_hint(dotted: str, dataset: str | None = None) -> str:
+    """`did you mean width?` (difflib) for an unknown dotted key, else the section's fields."""
+    section, _, key = dotted.rpartition(".")
+    names = schema_fields(section, dataset)
+    if not names:
+        return ""
+    prefix = f"{section}." if section else ""
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {prefix}{close[0]}?"
+    where = {"": "the top level has", "dataset": f"dataset={dataset} has"}.get(
+        section, f"{section} has"
+    )
+    return f"{where} {', '.join(names)}"
+
+
+def _check_known_keys(cfg: DictConfig) -> None:
+    """Every key must be a schema field: `+widht=10` or `+model.widht=10` (the `+` adds a key
+    that struct mode would refuse) is an error naming the key and the closest field."""
+    dataset = cfg.dataset.get("name") if isinstance(cfg.get("dataset"), DictConfig) else None
+    checks: list[tuple[str, Any, list[str]]] = [
+        ("", cfg, [*schema_fields(""), *_EXTRA_TOP_LEVEL_KEYS])
+    ]
+    for section in (*_SECTION_SCHEMAS, "dataset"):
+        node = cfg.get(section)
+        if isinstance(node, DictConfig) and (section != "dataset" or dataset in DATASET_SCHEMAS):
+            checks.append((section, node, schema_fields(section, dataset)))
+    for section, node, names in checks:
+        for key in node:
+            if key not in names:
+                dotted = f"{section}.{key}" if section else str(key)
+                value = OmegaConf.select(node, str(key), throw_on_resolution_failure=False)
+                shown = "..." if isinstance(value, DictConfig | ListConfig) else _fmt(value)
+                raise ConfigError(
+                    f"{dotted}={shown} is invalid: no such config field; "
+                    f"{unknown_field_hint(dotted, dataset)}"
+                )
+
+
 def validate(cfg: DictConfig) -> None:
     """Check every field against its rule and the cross-field constraints.
 
     Raises ConfigError (one line). Dataset options are checked by `load_data`.
     """
+    _check_known_keys(cfg)
     _check_section(cfg, Config, "")
     _check_section(cfg.model, ModelConfig, "model.")
     _check_section(cfg.train, TrainConfig, "train.")
@@ -519,6 +582,11 @@ _TYPE_NAMES = {
 }
 
 
+def _no_such_field(dotted: str, detail: str) -> str:
+    hint = unknown_field_hint(dotted)
+    return f"{dotted}: no such config field ({detail})" + (f"; {hint}" if hint else "")
+
+
 def describe_hydra_error(exc: BaseException) -> str:
     """One line for a Hydra/OmegaConf composition error, naming the field and what is allowed."""
     from hydra.errors import MissingConfigException, OverrideParseException
@@ -549,10 +617,10 @@ def describe_hydra_error(exc: BaseException) -> str:
         if "not in struct" in text or "Key '" in text:
             m2 = re.search(r"Could not override '([^']+)'", str(exc))
             target = m2.group(1) if m2 else key
-            return f"{target}: no such config field ({text})"
+            return _no_such_field(str(target), text)
         return _one_line(f"{_first_line(exc)}: {text}")
     text = str(exc)
     m = re.search(r"Could not override '([^']+)'", text)
     if m:
-        return f"{m.group(1)}: no such config field ({_one_line(text.splitlines()[-1])})"
+        return _no_such_field(m.group(1), _one_line(text.splitlines()[-1]))
     return _one_line(text)

@@ -310,6 +310,7 @@ def preflight(cfg: DictConfig, launch_dir: str | None = None):
     net = build_network(cfg, data.input_dim)
     uri = tracking.resolve_tracking_uri(cfg.tracking.uri, base)
     tracking.check_tracking_uri(uri)
+    tracking.check_artifact_location(cfg.tracking.artifact_location, base)
     return data, net, uri
 
 

@@ -190,6 +190,25 @@ ROWS = [
     ),
     Row("model.<key>", "model.foo=1 (no such field)", ("model.foo=1",), "model.foo: no such"),
     Row(
+        "widht",
+        "+widht=10 (added key; a typo of width)",
+        ("+widht=10",),
+        "widht=10 is invalid: no such config field; did you mean width?",
+        cli=True,
+    ),
+    Row(
+        "model.widht",
+        "+model.widht=10 (added key)",
+        ("+model.widht=10",),
+        "model.widht=10 is invalid: no such config field; did you mean model.width?",
+    ),
+    Row(
+        "dataset.n_trian",
+        "+dataset.n_trian=5 (added key)",
+        ("dataset=sine", "+dataset.n_trian=5"),
+        "dataset.n_trian=5 is invalid: no such config field; did you mean dataset.n_train?",
+    ),
+    Row(
         "dataset.path",
         "missing.csv (file missing)",
         (*CSV, "dataset.path=missing.csv"),
@@ -213,6 +232,13 @@ ROWS = [
         "a CSV with a non-numeric value",
         (*CSV, "dataset.path=bad.csv"),
         "column 'x2' in {tmp}/bad.csv: data row 2 (file line 3) value 'abc' is not a finite number",
+        cli=True,
+    ),
+    Row(
+        "dataset.path",
+        "dup.csv (header x1,x1,x2,y: a duplicated column)",
+        (*CSV, "dataset.path=dup.csv"),
+        "dataset.path: CSV file {tmp}/dup.csv has the duplicated column name(s) 'x1' in its header",
         cli=True,
     ),
     Row(
@@ -364,6 +390,20 @@ ROWS = [
         cli=True,
     ),
     Row(
+        "tracking.artifact_location",
+        "an existing file",
+        ("tracking.artifact_location={tmp}/afile",),
+        "tracking.artifact_location={tmp}/afile is invalid: {tmp}/afile is a file, not a folder",
+        cli=True,
+    ),
+    Row(
+        "tracking.artifact_location",
+        "a path under a file",
+        ("tracking.artifact_location={tmp}/afile/artifacts",),
+        "tracking.artifact_location={tmp}/afile/artifacts is invalid: cannot create "
+        "{tmp}/afile/artifacts, {tmp}/afile is a file",
+    ),
+    Row(
         "tracking.stale_after_s",
         "0",
         ("tracking.stale_after_s=0",),
@@ -388,6 +428,7 @@ def launch_dir(tmp: Path) -> Path:
     """A launch directory with the CSV files the table refers to."""
     (tmp / "good.csv").write_text("x1,x2,y\n0.1,0.2,1\n0.3,0.4,2\n0.5,0.6,3\n")
     (tmp / "bad.csv").write_text("x1,x2,y\n0.1,0.2,1\n0.3,abc,2\n0.5,0.6,3\n")
+    (tmp / "dup.csv").write_text("x1,x1,x2,y\n0.1,0.2,0.3,1\n0.3,0.4,0.5,2\n0.5,0.6,0.7,3\n")
     (tmp / "afile").write_text("a file where a folder is needed\n")
     write_own_npz(tmp / "own.npz")
     return tmp

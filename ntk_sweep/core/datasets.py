@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -474,6 +475,21 @@ def _numeric_column(frame: Any, column: str, path: str) -> np.ndarray:
     return values
 
 
+def _check_csv_header(file: str) -> None:
+    """A column name given twice in a CSV file's header row is an error (pandas would rename
+    the second `x1` to `x1.1`, and the config's `x1` would silently pick the first)."""
+    import csv
+
+    with open(file, newline="", encoding="utf-8-sig") as handle:
+        names = [n.strip() for n in next(csv.reader(handle, skipinitialspace=True), [])]
+    repeated = [n for n, count in Counter(names).items() if count > 1]
+    if repeated:
+        raise ValueError(
+            f"path: CSV file {file} has the duplicated column name(s) "
+            f"{', '.join(map(repr, repeated))} in its header: each column needs its own name"
+        )
+
+
 def _csv(seed: int, *, path: Any, inputs: Any, target: Any, test_fraction: float) -> Dataset:
     """A user's CSV file with a header row: ``inputs`` columns -> x, ``target`` column -> y.
 
@@ -504,6 +520,7 @@ def _csv(seed: int, *, path: Any, inputs: Any, target: Any, test_fraction: float
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"path: cannot parse CSV file {file}: {first}") from exc
+    _check_csv_header(file)
     frame.columns = [str(c).strip() for c in frame.columns]
     available = list(frame.columns)
     for option, names in (("inputs", columns), ("target", [target])):
