@@ -242,6 +242,27 @@ def predicted_labels(f: np.ndarray) -> np.ndarray:
     return np.argmax(f, axis=1).astype(np.int64)
 
 
+DIGITS_FEATURES = 64  # 8 x 8 pixels
+
+
+def declared_sizes(name: str, options: dict[str, Any]) -> dict[str, int] | None:
+    """{"n_train", "n_test", "input_dim"} that dataset `name` will have with `options`, where the
+    options fix them (the generated datasets), so a run's size is known before the data exists;
+    None for datasets read from files or for options `load_dataset` will reject."""
+    opts = {**DATASET_OPTIONS.get(name, {}), **options}
+    fixed = {
+        "paper_toy": {"n_train": len(PAPER_TOY_X), "input_dim": 1},
+        "sine": {"input_dim": 1},
+        "digits": {"input_dim": DIGITS_FEATURES},
+    }
+    if name not in (*fixed, "teacher"):
+        return None
+    sizes = {k: opts.get(k) for k in ("n_train", "n_test", "input_dim")}
+    sizes.update(fixed.get(name, {}))
+    ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes.values())
+    return sizes if ok else None
+
+
 def load_dataset(name: str, *, seed: int = 0, loss: str = "mse", **options: Any) -> Dataset:
     """Build dataset ``name`` (one of :data:`DATASETS`) with ``options`` (see DATASET_OPTIONS).
 
@@ -472,6 +493,14 @@ def _numeric_column(frame: Any, column: str, path: str) -> np.ndarray:
             f"csv column {column!r} in {path}: data row {row + 1} (file line {row + 2}) {what}"
             f" ({bad.size} bad value(s) in this column)"
         )
+    huge = _overflowing_squares(values.reshape(-1, 1))
+    if huge.size:
+        row = int(huge[0])
+        raise ValueError(
+            f"csv column {column!r} in {path}: data row {row + 1} (file line {row + 2}) value "
+            f"{raw.iloc[row]!r} is too large: its square overflows float64 ({huge.size} such "
+            "value(s) in this column)"
+        )
     return values
 
 
@@ -613,7 +642,24 @@ def _finite_rows(name: str, arr: np.ndarray) -> np.ndarray:
             f"{name} has a non-finite value ({float(flat[row, col])!r}) in row {row} (0-based), "
             f"column {col}; {int(bad.sum())} non-finite value(s) in all"
         )
+    huge = _overflowing_squares(flat)
+    if huge.size:
+        row = int(huge[0])
+        col = int(np.flatnonzero(np.abs(flat[row]) > _SQUARE_MAX)[0])
+        raise ValueError(
+            f"{name} has a value too large ({float(flat[row, col])!r}) in row {row} (0-based), "
+            f"column {col}: its square overflows float64"
+        )
     return arr
+
+
+def _overflowing_squares(flat: np.ndarray) -> np.ndarray:
+    """Rows of a finite (N, d) array holding a value whose square overflows float64 (|v| above
+    ~1.3e154): the network's squared norms and kernels would be inf."""
+    return np.flatnonzero((np.abs(flat) > _SQUARE_MAX).any(axis=1))
+
+
+_SQUARE_MAX = math.sqrt(np.finfo(np.float64).max)
 
 
 def _inputs(name: str, arr: Any) -> np.ndarray:
