@@ -63,28 +63,29 @@ def expand_sweep(config: DictConfig) -> list[list[str]] | None:
 
 
 def validate_sweep(config: DictConfig) -> int:
-    """Compose and validate each job's config; load each distinct dataset once.
+    """Compose and validate each job's config (its fields, and against its dataset: loss,
+    batch size, memory); load each distinct dataset once.
 
     Raises ConfigError naming the field and the job. Returns the number of jobs checked.
     """
     from hydra import compose
 
-    from ntk_sweep.config import describe_hydra_error, load_data, validate
+    from ntk_sweep.config import check_with_data, describe_hydra_error, load_data, validate
 
     jobs = expand_sweep(config)
     if jobs is None:
         return 0
     base = str(OmegaConf.select(config, "hydra.runtime.cwd") or os.getcwd())
-    datasets_seen: set[str] = set()
+    datasets: dict[str, Any] = {}
     for num, job in enumerate(jobs):
         where = f"[job {num}: {','.join(job)}]"
         try:
             cfg = compose(config_name=config.hydra.job.config_name, overrides=job)
             validate(cfg)
             key = OmegaConf.to_yaml(cfg.dataset, resolve=True)
-            if key not in datasets_seen:
-                datasets_seen.add(key)
-                load_data(cfg, base_dir=base)
+            if key not in datasets:
+                datasets[key] = load_data(cfg, base_dir=base)
+            check_with_data(cfg, datasets[key])  # the loss, batch size and memory of this job
         except ConfigError as exc:
             raise ConfigError(f"{exc} {where}") from None
         except Exception as exc:  # composition errors are reported by Hydra's sweeper too
@@ -149,6 +150,7 @@ class MlflowSweepCallback(Callback):
         cwd = str(config.hydra.runtime.cwd)
         uri = tracking.resolve_tracking_uri(config.tracking.uri, cwd)
         tracking.check_tracking_uri(uri)
+        tracking.check_artifact_location(config.tracking.artifact_location, cwd)
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
         if "Slurm" in launcher and tracking.sqlite_path(uri) is not None:
             log.warning(

@@ -15,6 +15,7 @@ value of the wrong type, unknown key, malformed override) into the same one-line
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from ntk_sweep.core.datasets import DATASET_OPTIONS, DATASETS
+from ntk_sweep.core.datasets import DATASET_OPTIONS, DATASETS, declared_sizes
 from ntk_sweep.core.losses import LOSSES
 from ntk_sweep.core.network import ACTIVATIONS, BACKENDS, DTYPES, PARAMETERIZATIONS
 from ntk_sweep.core.optimizers import OPTIMIZERS
@@ -329,11 +330,73 @@ def analytic_enabled(cfg: DictConfig) -> bool:
     return mode == "true" or (mode == "auto" and defined)
 
 
+# Keys a composed config may hold besides the schema's: Hydra's own node (in the callback's
+# view of a multirun's config).
+_EXTRA_TOP_LEVEL_KEYS = ("hydra",)
+_SECTION_SCHEMAS: dict[str, type] = {
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "tracking": TrackingConfig,
+}
+
+
+def schema_fields(dotted: str, dataset: str | None = None) -> list[str]:
+    """The field names of config section `dotted` ("" for the top level, "model", "train",
+    "tracking", "dataset" with the chosen `dataset`'s options); [] for an unknown section."""
+    if dotted == "":
+        return [f.name for f in dataclasses.fields(Config)]
+    if dotted == "dataset":
+        schema = DATASET_SCHEMAS.get(str(dataset))
+        return [f.name for f in dataclasses.fields(schema)] if schema else []
+    schema = _SECTION_SCHEMAS.get(dotted)
+    return [f.name for f in dataclasses.fields(schema)] if schema else []
+
+
+def unknown_field_hint(dotted: str, dataset: str | None = None) -> str:
+    """`did you mean width?` (difflib) for an unknown dotted key, else the section's fields."""
+    section, _, key = dotted.rpartition(".")
+    names = schema_fields(section, dataset)
+    if not names:
+        return ""
+    prefix = f"{section}." if section else ""
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {prefix}{close[0]}?"
+    where = {"": "the top level has", "dataset": f"dataset={dataset} has"}.get(
+        section, f"{section} has"
+    )
+    return f"{where} {', '.join(names)}"
+
+
+def _check_known_keys(cfg: DictConfig) -> None:
+    """Every key must be a schema field: `+widht=10` or `+model.widht=10` (the `+` adds a key
+    that struct mode would refuse) is an error naming the key and the closest field."""
+    dataset = cfg.dataset.get("name") if isinstance(cfg.get("dataset"), DictConfig) else None
+    checks: list[tuple[str, Any, list[str]]] = [
+        ("", cfg, [*schema_fields(""), *_EXTRA_TOP_LEVEL_KEYS])
+    ]
+    for section in (*_SECTION_SCHEMAS, "dataset"):
+        node = cfg.get(section)
+        if isinstance(node, DictConfig) and (section != "dataset" or dataset in DATASET_SCHEMAS):
+            checks.append((section, node, schema_fields(section, dataset)))
+    for section, node, names in checks:
+        for key in node:
+            if key not in names:
+                dotted = f"{section}.{key}" if section else str(key)
+                value = OmegaConf.select(node, str(key), throw_on_resolution_failure=False)
+                shown = "..." if isinstance(value, DictConfig | ListConfig) else _fmt(value)
+                raise ConfigError(
+                    f"{dotted}={shown} is invalid: no such config field; "
+                    f"{unknown_field_hint(dotted, dataset)}"
+                )
+
+
 def validate(cfg: DictConfig) -> None:
     """Check every field against its rule and the cross-field constraints.
 
     Raises ConfigError (one line). Dataset options are checked by `load_data`.
     """
+    _check_known_keys(cfg)
     _check_section(cfg, Config, "")
     _check_section(cfg.model, ModelConfig, "model.")
     _check_section(cfg.train, TrainConfig, "train.")
@@ -356,6 +419,9 @@ def validate(cfg: DictConfig) -> None:
         raise invalid("dataset.seed", seed, "an integer >= 0")
 
     _check_optimizer(cfg.train, int(cfg.model.outputs))
+    sizes = declared_sizes(name, dataset_options(cfg)[2])
+    if sizes is not None:  # generated data: its size is known before it exists
+        check_memory(cfg, **sizes)
     if cfg.train.backend == "fused":
         from ntk_sweep.core.network import fused_available
 
@@ -412,9 +478,171 @@ def _check_optimizer(train: DictConfig, outputs: int) -> None:
             )
 
 
+def kernel_form_of(cfg: DictConfig, n_train: int, n_test: int) -> str:
+    """K > 1 outputs: "full" where the largest empirical NTK of the run, (test, train) or
+    (train, train), fits `train.kernel_budget_mb`, else "mean" (output-averaged)."""
+    from ntk_sweep.core.kernels import output_kernel_within
+
+    budget = int(float(cfg.train.kernel_budget_mb) * 2**20)
+    return output_kernel_within(max(n_train, n_test), n_train, int(cfg.model.outputs), budget)
+
+
+def _shortcut_name(cfg: DictConfig, section: str, key: str) -> str:
+    """`width` where model.width is the top-level shortcut's value, else `model.width`."""
+    top = cfg.get(key)
+    return key if top is not None and top == cfg[section][key] else f"{section}.{key}"
+
+
+def check_memory(cfg: DictConfig, *, n_train: int, n_test: int, input_dim: int) -> None:
+    """Refuse a run whose estimated peak memory (`core.memory.peak_bytes`) exceeds what this
+    machine has (`core.memory.machine_memory`): one line with the estimate, its main parts and
+    the fields that drive it (those whose halving would save a quarter of it)."""
+    from ntk_sweep.core.memory import format_bytes, machine_memory, peak_bytes
+
+    m, t = cfg.model, cfg.train
+    sizes = {
+        "width": int(m.width),
+        "depth": int(m.depth),
+        "n_train": int(n_train),
+        "n_test": int(n_test),
+    }
+
+    def estimate(**change: int) -> dict[str, int]:
+        s = {**sizes, **change}
+        return peak_bytes(
+            **s,
+            input_dim=int(input_dim),
+            outputs=int(m.outputs),
+            full_kernel=kernel_form_of(cfg, s["n_train"], s["n_test"]) == "full",
+            test_kernel_points=int(t.test_kernel_points),
+            itemsize=np.dtype(str(m.dtype)).itemsize,
+            optimizer=str(t.optimizer),
+            analytic=analytic_enabled(cfg),
+            n_log=len(compute_log_steps(int(t.steps), int(t.n_log_points), t.snapshot_steps)),
+        )
+
+    parts = estimate()
+    total = sum(parts.values())
+    available, source = machine_memory()
+    if total <= available:
+        return
+    names = {
+        "width": _shortcut_name(cfg, "model", "width"),
+        "depth": _shortcut_name(cfg, "model", "depth"),
+        "n_train": "dataset.n_train" if "n_train" in cfg.dataset else "",
+        "n_test": "dataset.n_test" if "n_test" in cfg.dataset else "",
+    }
+    drivers = [
+        key
+        for key, value in sizes.items()
+        if value > 1 and sum(estimate(**{key: value // 2}).values()) <= 0.75 * total
+    ]
+    # of those, the ones set above their defaults (width=10**9, not the default n_test=200)
+    options = DATASET_OPTIONS.get(str(cfg.dataset.get("name")), {})
+    defaults = {"width": Config.width, "depth": Config.depth, **options}
+    raised = [k for k in drivers if not _is_int(defaults.get(k)) or sizes[k] > defaults[k]]
+    drivers = raised or drivers
+    rows = {"n_train": "training rows", "n_test": "test rows"}
+    lead = " ".join(
+        f"{names[k]}={sizes[k]}" if names[k] else f"{sizes[k]} {rows[k]}" for k in drivers
+    )
+    shown = ", ".join(
+        f"{part} {format_bytes(b)}"
+        for part, b in sorted(parts.items(), key=lambda kv: -kv[1])[:3]
+        if b >= 0.01 * total
+    )
+    lower = " or ".join(names[k] or f"the {rows[k]}" for k in drivers) or "the run's sizes"
+    raise ConfigError(
+        f"{lead or 'this run'} needs about {format_bytes(total)} of memory ({shown}) but this "
+        f"machine has {format_bytes(available)} {source}: lower {lower}"
+    )
+
+
+# The initial NTK (times N K, its trace) must leave room for its products (Gram matrices,
+# eigendecomposition, squared norms): at most this, per network dtype.
+KERNEL_SCALE_LIMIT = {"float64": 1e150, "float32": 1e30}
+
+
+def kernel_scale(
+    *,
+    activation: str,
+    parameterization: str,
+    depth: int,
+    width: int,
+    sigma_w: float,
+    sigma_b: float,
+    alpha: float | None,
+    input_sq: float,
+) -> float:
+    """An upper estimate of the initial NTK's diagonal (MATH.md s.3's recursion with
+    E[phi^2] <= the variance (relu, linear) or 1 (erf, tanh) and E[phi'^2] <= 4/pi, times the
+    width for the standard parameterization and alpha^2 for the centred model) for inputs of
+    squared norm per feature `input_sq`; inf where it overflows float64."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        sw2, sb2 = np.float64(sigma_w) ** 2, np.float64(sigma_b) ** 2
+        v = sw2 * np.float64(input_sq) + sb2
+        theta = sw2 * np.float64(input_sq) + 1.0
+        slope = 4 / math.pi if activation == "erf" else 1.0
+        for _ in range(depth):
+            e_phi = 1.0 if activation in ("erf", "tanh") else v
+            v = sw2 * e_phi + sb2
+            theta = sw2 * e_phi + 1.0 + sw2 * slope * theta
+        if parameterization == "standard":
+            theta = theta * np.float64(width)
+        if alpha is not None:
+            theta = theta * np.float64(alpha) ** 2
+        scale = max(float(theta), float(v))
+    return scale if math.isfinite(scale) else math.inf
+
+
+def check_scale(cfg: DictConfig, data) -> None:
+    """Refuse a network whose initial kernel would overflow (one line naming the field): a huge
+    `model.sigma_w` / `sigma_b` / `alpha`, or inputs of huge norm."""
+    m = cfg.model
+    with np.errstate(over="ignore", invalid="ignore"):
+        sq = max(
+            float(np.max(np.einsum("ij,ij->i", x, x))) / data.input_dim
+            for x in (data.x_train, data.x_test)
+        )
+    settings = {
+        "sigma_w": float(m.sigma_w),
+        "sigma_b": float(m.sigma_b),
+        "alpha": None if m.get("alpha") is None else float(m.alpha),
+        "input_sq": sq if math.isfinite(sq) else math.inf,
+    }
+
+    def scale(**change: Any) -> float:
+        return kernel_scale(
+            activation=str(m.activation),
+            parameterization=str(m.parameterization),
+            depth=int(m.depth),
+            width=int(m.width),
+            **{**settings, **change},
+        ) * (data.n_train * int(m.outputs))
+
+    dtype = str(m.dtype)
+    limit = KERNEL_SCALE_LIMIT.get(dtype, KERNEL_SCALE_LIMIT["float64"])
+    total = scale()
+    if total <= limit:
+        return
+    # the settings above 1 whose reset to 1 alone brings the kernel within range, else all of them
+    large = [k for k, v in settings.items() if v is not None and v > 1]
+    drivers = [k for k in large if scale(**{k: 1.0}) <= limit] or large
+    names = {k: f"model.{k}={_fmt(settings[k])}" for k in ("sigma_w", "sigma_b", "alpha")}
+    names["input_sq"] = f"the inputs of dataset={data.name} (largest |x|^2/d {sq:.3g})"
+    lower = {k: f"model.{k}" for k in ("sigma_w", "sigma_b", "alpha")}
+    lower["input_sq"] = "the inputs' scale (standardize them)"
+    raise ConfigError(
+        f"{' and '.join(names[k] for k in drivers) or 'this network'} would overflow the initial "
+        f"NTK (N K x its scale about {total:.3g}; {dtype} kernels and their products need at "
+        f"most {limit:.0e}): lower {' or '.join(lower[k] for k in drivers) or 'model.sigma_w'}"
+    )
+
+
 def check_with_data(cfg: DictConfig, data) -> None:
     """The fields that depend on the loaded dataset (ConfigError, one line): the loss against
-    the task, the batch size against the N training samples."""
+    the task, the batch size against the N training samples, the initial kernel's scale, the
+    run's memory."""
     if str(cfg.train.loss) == "xent" and not data.is_classification:
         raise ConfigError(
             f"train.loss=xent is invalid with dataset={data.name}: the cross-entropy needs class "
@@ -428,6 +656,8 @@ def check_with_data(cfg: DictConfig, data) -> None:
             batch_size,
             f"an integer in [1, {data.n_train}] (the dataset's training samples) or null",
         )
+    check_scale(cfg, data)
+    check_memory(cfg, n_train=data.n_train, n_test=data.n_test, input_dim=data.input_dim)
 
 
 def dataset_options(cfg: DictConfig) -> tuple[str, int, dict[str, Any]]:
@@ -519,6 +749,11 @@ _TYPE_NAMES = {
 }
 
 
+def _no_such_field(dotted: str, detail: str) -> str:
+    hint = unknown_field_hint(dotted)
+    return f"{dotted}: no such config field ({detail})" + (f"; {hint}" if hint else "")
+
+
 def describe_hydra_error(exc: BaseException) -> str:
     """One line for a Hydra/OmegaConf composition error, naming the field and what is allowed."""
     from hydra.errors import MissingConfigException, OverrideParseException
@@ -549,10 +784,10 @@ def describe_hydra_error(exc: BaseException) -> str:
         if "not in struct" in text or "Key '" in text:
             m2 = re.search(r"Could not override '([^']+)'", str(exc))
             target = m2.group(1) if m2 else key
-            return f"{target}: no such config field ({text})"
+            return _no_such_field(str(target), text)
         return _one_line(f"{_first_line(exc)}: {text}")
     text = str(exc)
     m = re.search(r"Could not override '([^']+)'", text)
     if m:
-        return f"{m.group(1)}: no such config field ({_one_line(text.splitlines()[-1])})"
+        return _no_such_field(m.group(1), _one_line(text.splitlines()[-1]))
     return _one_line(text)

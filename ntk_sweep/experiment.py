@@ -44,6 +44,7 @@ from ntk_sweep.config import (
     check_with_data,
     compute_log_steps,
     figure_set,
+    kernel_form_of,
     load_data,
     nearest_step,
     validate,
@@ -315,6 +316,7 @@ def preflight(cfg: DictConfig, launch_dir: str | None = None):
     net = build_network(cfg, data.input_dim)
     uri = tracking.resolve_tracking_uri(cfg.tracking.uri, base)
     tracking.check_tracking_uri(uri)
+    tracking.check_artifact_location(cfg.tracking.artifact_location, base)
     return data, net, uri
 
 
@@ -589,13 +591,8 @@ def _without_hydra(cfg: DictConfig) -> DictConfig:
 
 
 def kernel_form(cfg: DictConfig, data) -> str:
-    """K > 1 outputs: "full" where the largest empirical NTK of the run, (test, train) or
-    (train, train), fits `train.kernel_budget_mb`, else "mean" (output-averaged)."""
-    from ntk_sweep.core.kernels import output_kernel_within
-
-    rows = max(data.n_train, data.n_test)
-    budget = int(float(cfg.train.kernel_budget_mb) * 2**20)
-    return output_kernel_within(rows, data.n_train, int(cfg.model.outputs), budget)
+    """`config.kernel_form_of` the dataset's sizes: "full" or "mean" (K > 1 outputs)."""
+    return kernel_form_of(cfg, data.n_train, data.n_test)
 
 
 def schedule_of(cfg: DictConfig, data):

@@ -262,6 +262,37 @@ def check_tracking_uri(uri: str) -> None:
             raise TrackingError(f"tracking store {uri} is not writable: no write access")
 
 
+def check_artifact_location(configured: str | None, base_dir: str | None = None) -> None:
+    """Fail fast (TrackingError, one line) if a local `tracking.artifact_location` cannot hold
+    artifacts: an existing file, a path under a file, or a folder without write access. Nothing
+    is created; remote locations (s3://, ...) are left to MLflow."""
+    if not configured:
+        return
+    m = _SCHEME_RE.match(configured)
+    scheme = m.group(1).lower() if m and len(m.group(1)) > 1 else ""
+    if scheme not in ("", "file"):
+        return
+    raw = urlparse(configured).path if scheme else configured
+    path = Path(_absolute(raw, base_dir or launch_dir()))
+    shown = f"tracking.artifact_location={configured}"
+    if path.exists() and not path.is_dir():
+        raise TrackingError(
+            f"{shown} is invalid: {path} is a file, not a folder; choose a folder (or leave it "
+            "unset: artifacts go next to the SQLite database)"
+        )
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise TrackingError(
+            f"{shown} is invalid: cannot create {path}, {ancestor} is a file; choose a folder"
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise TrackingError(
+            f"{shown} is not writable: no write access to {ancestor}; choose a writable folder"
+        )
+
+
 def _check_http(uri: str) -> None:
     import urllib.error
     import urllib.request

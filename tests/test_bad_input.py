@@ -21,10 +21,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from ntk_sweep.config import describe_hydra_error
+from ntk_sweep.core.memory import MEMORY_ENV
 from ntk_sweep.experiment import preflight
 
 ROOT = Path(__file__).resolve().parent.parent
 EXIT_CONFIG_ERROR = 2
+# The memory rows compare against this machine size (the table does not depend on the host).
+TABLE_MEMORY_GIB = "16"
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,25 @@ ROWS = [
     ),
     Row("model.<key>", "model.foo=1 (no such field)", ("model.foo=1",), "model.foo: no such"),
     Row(
+        "widht",
+        "+widht=10 (added key; a typo of width)",
+        ("+widht=10",),
+        "widht=10 is invalid: no such config field; did you mean width?",
+        cli=True,
+    ),
+    Row(
+        "model.widht",
+        "+model.widht=10 (added key)",
+        ("+model.widht=10",),
+        "model.widht=10 is invalid: no such config field; did you mean model.width?",
+    ),
+    Row(
+        "dataset.n_trian",
+        "+dataset.n_trian=5 (added key)",
+        ("dataset=sine", "+dataset.n_trian=5"),
+        "dataset.n_trian=5 is invalid: no such config field; did you mean dataset.n_train?",
+    ),
+    Row(
         "dataset.path",
         "missing.csv (file missing)",
         (*CSV, "dataset.path=missing.csv"),
@@ -213,6 +235,13 @@ ROWS = [
         "a CSV with a non-numeric value",
         (*CSV, "dataset.path=bad.csv"),
         "column 'x2' in {tmp}/bad.csv: data row 2 (file line 3) value 'abc' is not a finite number",
+        cli=True,
+    ),
+    Row(
+        "dataset.path",
+        "dup.csv (header x1,x1,x2,y: a duplicated column)",
+        (*CSV, "dataset.path=dup.csv"),
+        "dataset.path: CSV file {tmp}/dup.csv has the duplicated column name(s) 'x1' in its header",
         cli=True,
     ),
     Row(
@@ -256,7 +285,7 @@ ROWS = [
         "labels (no such array)",
         (*NPZ, "dataset.y=labels"),
         "dataset.y: array 'labels' not found in {tmp}/own.npz; arrays present: 'x', 'y', "
-        "'y_short', 'x_flat', 'x_test3', 'x_nan', 'y_inf', 'y_half'",
+        "'y_short', 'x_flat', 'x_test3', 'x_nan', 'x_huge', 'y_inf', 'y_half'",
     ),
     Row(
         "dataset.x_test",
@@ -364,12 +393,92 @@ ROWS = [
         cli=True,
     ),
     Row(
+        "tracking.artifact_location",
+        "an existing file",
+        ("tracking.artifact_location={tmp}/afile",),
+        "tracking.artifact_location={tmp}/afile is invalid: {tmp}/afile is a file, not a folder",
+        cli=True,
+    ),
+    Row(
+        "tracking.artifact_location",
+        "a path under a file",
+        ("tracking.artifact_location={tmp}/afile/artifacts",),
+        "tracking.artifact_location={tmp}/afile/artifacts is invalid: cannot create "
+        "{tmp}/afile/artifacts, {tmp}/afile is a file",
+    ),
+    Row(
         "tracking.stale_after_s",
         "0",
         ("tracking.stale_after_s=0",),
         "tracking.stale_after_s=0 is invalid: expected a finite number > 0",
     ),
     Row("force", "maybe", ("force=maybe",), "force=maybe is invalid: expected true or false"),
+    Row(
+        "width",
+        "1000000000 (does not fit in memory)",
+        ("width=1000000000",),
+        "width=1000000000 needs about 6.3 TiB of memory (activations 6.1 TiB, parameters 224 "
+        "GiB) but this machine has 16 GiB (set by NTK_SWEEP_MEMORY_GIB): lower width",
+        cli=True,
+    ),
+    Row(
+        "width",
+        "10000000 with depth 3 (does not fit)",
+        ("width=10000000", "depth=3"),
+        "width=10000000 depth=3 needs about 14 PiB of memory",
+    ),
+    Row(
+        "dataset.n_train",
+        "200000 (teacher; its N x N kernels do not fit)",
+        ("dataset=teacher", "dataset.n_train=200000"),
+        "dataset.n_train=200000 needs about",
+    ),
+    Row(
+        "dataset.n_test",
+        "100000000 (paper_toy; does not fit)",
+        ("dataset=paper_toy", "dataset.n_test=100000000"),
+        "dataset.n_test=100000000 needs about",
+    ),
+    Row(
+        "model.sigma_w",
+        "1e300 (the initial NTK overflows)",
+        ("model.sigma_w=1e300",),
+        "model.sigma_w=1e+300 would overflow the initial NTK (N K x its scale about inf; float64 "
+        "kernels and their products need at most 1e+150): lower model.sigma_w",
+        cli=True,
+    ),
+    Row(
+        "model.sigma_b",
+        "1e200 (the initial NTK overflows)",
+        ("model.sigma_b=1e200",),
+        "model.sigma_b=1e+200 would overflow the initial NTK",
+    ),
+    Row(
+        "model.sigma_w",
+        "1e5 with float32 and depth 3",
+        ("model.sigma_w=1e5", "model.dtype=float32", "depth=3"),
+        "model.sigma_w=100000 would overflow the initial NTK",
+    ),
+    Row(
+        "dataset (CSV content)",
+        "a CSV value 1e300 (its square overflows)",
+        (*CSV, "dataset.path=huge.csv"),
+        "csv column 'x2' in {tmp}/huge.csv: data row 2 (file line 3) value '1e300' is too large: "
+        "its square overflows float64",
+    ),
+    Row(
+        "dataset (CSV content)",
+        "CSV inputs near 1e100 (the kernel overflows)",
+        (*CSV, "dataset.path=big.csv"),
+        "the inputs of dataset=csv (largest |x|^2/d 5e+199) would overflow the initial NTK",
+    ),
+    Row(
+        "dataset.x",
+        "x_huge (a value 1e200)",
+        (*NPZ, "dataset.x=x_huge"),
+        "dataset.x: array 'x_huge' in {tmp}/own.npz has a value too large (1e+200) in row 3 "
+        "(0-based), column 0: its square overflows float64",
+    ),
 ]
 MULTIRUN_ROW = Row(
     "width (one job of a sweep)",
@@ -388,6 +497,9 @@ def launch_dir(tmp: Path) -> Path:
     """A launch directory with the CSV files the table refers to."""
     (tmp / "good.csv").write_text("x1,x2,y\n0.1,0.2,1\n0.3,0.4,2\n0.5,0.6,3\n")
     (tmp / "bad.csv").write_text("x1,x2,y\n0.1,0.2,1\n0.3,abc,2\n0.5,0.6,3\n")
+    (tmp / "dup.csv").write_text("x1,x1,x2,y\n0.1,0.2,0.3,1\n0.3,0.4,0.5,2\n0.5,0.6,0.7,3\n")
+    (tmp / "huge.csv").write_text("x1,x2,y\n0.1,0.2,1\n0.3,1e300,2\n0.5,0.6,3\n")
+    (tmp / "big.csv").write_text("x1,x2,y\n0.1,0.2,1\n0.3,1e100,2\n0.5,0.6,3\n")
     (tmp / "afile").write_text("a file where a folder is needed\n")
     write_own_npz(tmp / "own.npz")
     return tmp
@@ -398,6 +510,8 @@ def write_own_npz(path: Path) -> None:
     x = np.arange(12.0).reshape(6, 2) / 10
     x_nan = x.copy()
     x_nan[4, 1] = np.nan
+    x_huge = x.copy()
+    x_huge[3, 0] = 1e200
     np.savez(
         path,
         x=x,
@@ -406,6 +520,7 @@ def write_own_npz(path: Path) -> None:
         x_flat=np.zeros(6),
         x_test3=np.zeros((2, 3)),
         x_nan=x_nan,
+        x_huge=x_huge,
         y_inf=np.array([0.0, 1.0, np.inf, 0.0, 1.0, 0.0]),
         y_half=np.array([0.0, 0.5, 1.0, 0.0, 1.0, 0.0]),
     )
@@ -436,6 +551,7 @@ def assert_nothing_stored(tmp: Path) -> None:
 def clean_env(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    monkeypatch.setenv(MEMORY_ENV, TABLE_MEMORY_GIB)
 
 
 @pytest.mark.parametrize("row", ROWS, ids=_ids(ROWS))
@@ -452,6 +568,7 @@ def test_bad_value_is_one_line_naming_the_field_and_stores_nothing(row, tmp_path
 def run_cli(args: tuple[str, ...], tmp: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI",)}
     env.pop("HYDRA_FULL_ERROR", None)
+    env[MEMORY_ENV] = TABLE_MEMORY_GIB
     return subprocess.run(
         [
             sys.executable,
@@ -473,7 +590,7 @@ CLI_ROWS = [r for r in ROWS if r.cli] + [MULTIRUN_ROW]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("row", CLI_ROWS, ids=_ids(CLI_ROWS))
-def test_bad_value_on_the_command_line_exits_2_before_anything(row, tmp_path):
+def test_bad_value_on_the_command_line_exits_2_before_anything(row, tmp_path, clean_env):
     tmp = launch_dir(tmp_path)
     res = run_cli(row.overrides, tmp)
     assert res.returncode == EXIT_CONFIG_ERROR, res.stderr
@@ -545,4 +662,5 @@ def markdown_table() -> str:
 
 if __name__ == "__main__":
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ[MEMORY_ENV] = TABLE_MEMORY_GIB
     print(markdown_table())

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -239,6 +240,27 @@ def predicted_labels(f: np.ndarray) -> np.ndarray:
     if f.ndim == 1:
         return (f > 0).astype(np.int64)
     return np.argmax(f, axis=1).astype(np.int64)
+
+
+DIGITS_FEATURES = 64  # 8 x 8 pixels
+
+
+def declared_sizes(name: str, options: dict[str, Any]) -> dict[str, int] | None:
+    """{"n_train", "n_test", "input_dim"} that dataset `name` will have with `options`, where the
+    options fix them (the generated datasets), so a run's size is known before the data exists;
+    None for datasets read from files or for options `load_dataset` will reject."""
+    opts = {**DATASET_OPTIONS.get(name, {}), **options}
+    fixed = {
+        "paper_toy": {"n_train": len(PAPER_TOY_X), "input_dim": 1},
+        "sine": {"input_dim": 1},
+        "digits": {"input_dim": DIGITS_FEATURES},
+    }
+    if name not in (*fixed, "teacher"):
+        return None
+    sizes = {k: opts.get(k) for k in ("n_train", "n_test", "input_dim")}
+    sizes.update(fixed.get(name, {}))
+    ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes.values())
+    return sizes if ok else None
 
 
 def load_dataset(name: str, *, seed: int = 0, loss: str = "mse", **options: Any) -> Dataset:
@@ -471,7 +493,30 @@ def _numeric_column(frame: Any, column: str, path: str) -> np.ndarray:
             f"csv column {column!r} in {path}: data row {row + 1} (file line {row + 2}) {what}"
             f" ({bad.size} bad value(s) in this column)"
         )
+    huge = _overflowing_squares(values.reshape(-1, 1))
+    if huge.size:
+        row = int(huge[0])
+        raise ValueError(
+            f"csv column {column!r} in {path}: data row {row + 1} (file line {row + 2}) value "
+            f"{raw.iloc[row]!r} is too large: its square overflows float64 ({huge.size} such "
+            "value(s) in this column)"
+        )
     return values
+
+
+def _check_csv_header(file: str) -> None:
+    """A column name given twice in a CSV file's header row is an error (pandas would rename
+    the second `x1` to `x1.1`, and the config's `x1` would silently pick the first)."""
+    import csv
+
+    with open(file, newline="", encoding="utf-8-sig") as handle:
+        names = [n.strip() for n in next(csv.reader(handle, skipinitialspace=True), [])]
+    repeated = [n for n, count in Counter(names).items() if count > 1]
+    if repeated:
+        raise ValueError(
+            f"path: CSV file {file} has the duplicated column name(s) "
+            f"{', '.join(map(repr, repeated))} in its header: each column needs its own name"
+        )
 
 
 def _csv(seed: int, *, path: Any, inputs: Any, target: Any, test_fraction: float) -> Dataset:
@@ -504,6 +549,7 @@ def _csv(seed: int, *, path: Any, inputs: Any, target: Any, test_fraction: float
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"path: cannot parse CSV file {file}: {first}") from exc
+    _check_csv_header(file)
     frame.columns = [str(c).strip() for c in frame.columns]
     available = list(frame.columns)
     for option, names in (("inputs", columns), ("target", [target])):
@@ -596,7 +642,24 @@ def _finite_rows(name: str, arr: np.ndarray) -> np.ndarray:
             f"{name} has a non-finite value ({float(flat[row, col])!r}) in row {row} (0-based), "
             f"column {col}; {int(bad.sum())} non-finite value(s) in all"
         )
+    huge = _overflowing_squares(flat)
+    if huge.size:
+        row = int(huge[0])
+        col = int(np.flatnonzero(np.abs(flat[row]) > _SQUARE_MAX)[0])
+        raise ValueError(
+            f"{name} has a value too large ({float(flat[row, col])!r}) in row {row} (0-based), "
+            f"column {col}: its square overflows float64"
+        )
     return arr
+
+
+def _overflowing_squares(flat: np.ndarray) -> np.ndarray:
+    """Rows of a finite (N, d) array holding a value whose square overflows float64 (|v| above
+    ~1.3e154): the network's squared norms and kernels would be inf."""
+    return np.flatnonzero((np.abs(flat) > _SQUARE_MAX).any(axis=1))
+
+
+_SQUARE_MAX = math.sqrt(np.finfo(np.float64).max)
 
 
 def _inputs(name: str, arr: Any) -> np.ndarray:

@@ -1,0 +1,142 @@
+"""Peak memory of one run, estimated from its sizes before any array is allocated.
+
+`peak_bytes(...)` is a pure function (integers in, bytes per component out) that follows what
+`measure.measure_steps` really keeps alive at its peak (a log step during training: the
+training loop's forward caches next to the kernels being measured):
+
+- parameters: the float64 draws, theta_0, theta, the linearised model's delta, both gradients
+  and the updates' temporaries and results (10 copies), plus the optimiser state of both
+  models (momentum: 1 copy each, adam: 2), in the network's dtype;
+- activations: the forward caches (every hidden layer's input and slope, N x width each) of the
+  training network and of the linearisation on the training and the test inputs, the empirical
+  NTK's forward passes on both input sets, its back-propagated gradients (N K x width, depth
+  > 1) and its chunked work arrays;
+- kernels (float64): the (N K)^2 training kernel at init, now and at the previous log step, with
+  the eigendecomposition's copy and eigenvectors (6 in all), the (M K x N K) test-train kernel
+  and the test-input kernels; the infinite-width NTK's recursion (a dozen N x N and M x N
+  arrays) where it is computed;
+- record: the predictions of the network, its linearisation and the kernel models at every
+  log step on train and test inputs, and the data (float64 and the network's dtype).
+
+Measured against tracemalloc's peak of real runs (tests/test_memory.py): within a factor of 2.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+# Bytes of one (N x chunk) work array of `kernels.empirical_ntk` (kernels._CHUNK_BYTES).
+from ntk_sweep.core.kernels import _CHUNK_BYTES
+
+COMPONENTS = ("parameters", "activations", "kernels", "record")
+_OPTIMIZER_SLOTS = {"gd": 0, "sgd": 0, "momentum": 1, "adam": 2}
+_PARAM_COPIES = 10
+_ANALYTIC_ARRAYS = 12
+_KERNEL_WORK_ARRAYS = 3
+_RECORD_ARRAYS = 5
+
+
+def n_params(input_dim: int, width: int, depth: int, outputs: int) -> int:
+    """Parameters of the MLP (weights and biases; `network.MLP.n_params`)."""
+    fan_ins = [input_dim] + [width] * depth
+    fan_outs = [width] * depth + [outputs]
+    return sum(i * o + o for i, o in zip(fan_ins, fan_outs, strict=True))
+
+
+def peak_bytes(
+    *,
+    width: int,
+    depth: int,
+    input_dim: int,
+    n_train: int,
+    n_test: int,
+    outputs: int = 1,
+    full_kernel: bool = True,
+    test_kernel_points: int = 64,
+    itemsize: int = 8,
+    optimizer: str = "gd",
+    analytic: bool = False,
+    n_log: int = 25,
+) -> dict[str, int]:
+    """Estimated peak bytes of a run, per component (`COMPONENTS`); sum them for the total.
+
+    `full_kernel`: K > 1 outputs with the full (N K x N K) kernel (`experiment.kernel_form`),
+    else the output-averaged N x N one. Python integers throughout: no overflow at any size.
+    """
+    n, m, k, w = int(n_train), int(n_test), int(outputs), int(width)
+    kk = k if full_kernel else 1
+    sub = min(m, int(test_kernel_points))
+    p = n_params(input_dim, w, depth, k)
+    copies = _PARAM_COPIES + 2 * _OPTIMIZER_SLOTS.get(optimizer, 2)
+    parameters = copies * p * itemsize
+    rows = max(n, m)
+    chunk = min(w, max(256, _CHUNK_BYTES // (8 * rows * k)))
+    activations = itemsize * (
+        2 * depth * w * (3 * n + m)  # caches: training net, linearisation on train and test
+        + 2 * depth * w * (n + m)  # the empirical NTK's forward passes on both input sets
+        + (k * w * (n + m) if depth > 1 else 0)  # its back-propagated gradients
+        + _KERNEL_WORK_ARRAYS * rows * k * chunk  # its chunked work arrays
+    )
+    kernels = 8 * (6 * (n * kk) ** 2 + (m * kk) * (n * kk) + 3 * (sub * kk) ** 2)
+    if analytic:
+        kernels += 8 * _ANALYTIC_ARRAYS * (n * n + m * n)
+    record = 8 * (_RECORD_ARRAYS * n_log * (n + m) * k + 2 * (n + m) * input_dim)
+    return {
+        "parameters": parameters,
+        "activations": activations,
+        "kernels": kernels,
+        "record": record,
+    }
+
+
+def format_bytes(n: float) -> str:
+    """`75 GiB`, `1.5 TiB`, `310 MiB`: two significant digits at least."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    exp = min(int(math.log(max(n, 1), 1024)), len(units) - 1)
+    value = n / 1024**exp
+    return f"{value:.1f} {units[exp]}" if value < 10 else f"{value:.0f} {units[exp]}"
+
+
+MEMORY_ENV = "NTK_SWEEP_MEMORY_GIB"
+
+
+def machine_memory() -> tuple[int, str]:
+    """(bytes a run may use, how that was found): $NTK_SWEEP_MEMORY_GIB if set, else the
+    kernel's MemAvailable (/proc/meminfo; total physical memory where there is none), capped
+    by the cgroup's limit less its usage (containers)."""
+    override = os.environ.get(MEMORY_ENV, "").strip()
+    if override:
+        try:
+            return int(float(override) * 2**30), f"(set by {MEMORY_ENV})"
+        except ValueError:
+            pass
+    available, source = _meminfo_available()
+    limit = _cgroup_room()
+    if limit is not None and limit < available:
+        return limit, "available to this container"
+    return available, source
+
+
+def _meminfo_available() -> tuple[int, str]:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "available"
+    except OSError:
+        pass
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "in all"
+
+
+def _cgroup_room() -> int | None:
+    """cgroup v2 memory.max - memory.current (None without a limit)."""
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            text = f.read().strip()
+        if text == "max":
+            return None
+        with open("/sys/fs/cgroup/memory.current") as f:
+            return max(int(text) - int(f.read().strip()), 0)
+    except (OSError, ValueError):
+        return None
