@@ -197,13 +197,18 @@ def small_disk(tmp_path):
     """A real 6 MB file system (tmpfs; needs root, as in CI), unmounted afterwards."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    mount = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(disk)],
-        capture_output=True,
-        text=True,
-    )
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {mount.stderr.strip()}")
+    try:
+        mount = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(disk)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        why = mount.stderr.strip() if mount.returncode != 0 else ""
+    except (OSError, subprocess.SubprocessError) as exc:  # no mount command
+        why = str(exc)
+    if why:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {why}")
     try:
         yield disk
     finally:
