@@ -408,18 +408,24 @@ def store_full_reason(exc: BaseException | None) -> str:
     return ""
 
 
-def store_full_error(uri: str, reason: str) -> StoreFullError:
+RUN_AGAIN = (
+    "free space (or point tracking.uri at another store), then run the same command again: "
+    "finished runs are kept, and a sweep skips them"
+)
+
+
+def store_full_error(uri: str, reason: str, advice: str = RUN_AGAIN) -> StoreFullError:
     return StoreFullError(
-        f"tracking store {redact_uri(uri)} is full: {redact_uri(reason)}; free space (or point "
-        "tracking.uri at another store), then run the same command again: finished runs are "
-        "kept, and a sweep skips them"
+        f"tracking store {redact_uri(uri)} is full: {redact_uri(reason)}; {advice}"
     )
 
 
 @contextlib.contextmanager
-def full_store_is_fatal(uri: str) -> Iterator[None]:
+def full_store_is_fatal(uri: str, advice: str = RUN_AGAIN) -> Iterator[None]:
     """A write inside the block that fails because the store is full raises `StoreFullError`
-    (one line, no traceback: run.py exits with code 2; a sweep stops there) instead."""
+    (one line ending with `advice`; run.py exits with code 2, a sweep stops there) instead, and
+    MLflow does not log that failure with its traceback."""
+    _quiet_full_store_logs()
     try:
         yield
     except TrackingError:
@@ -428,7 +434,7 @@ def full_store_is_fatal(uri: str) -> Iterator[None]:
         reason = store_full_reason(exc)
         if not reason:
             raise
-        raise store_full_error(uri, reason) from None
+        raise store_full_error(uri, reason, advice) from None
 
 
 class _DropFullStoreErrors(logging.Filter):

@@ -261,6 +261,30 @@ def test_a_full_disk_stops_the_sweep_with_one_line_and_the_rerun_completes_it(sm
     assert failed.data.tags["ntk_sweep.failure_reason"].startswith("tracking store full: ")
     assert 1 <= len(finished) < 8
 
+    # ntk-aggregate reads the sweep, writes --out, then cannot log to the (now quite) full store
+    with contextlib.suppress(OSError), open(small_disk / "rest", "wb") as rest:
+        while True:
+            rest.write(b"\0" * 65536)
+            rest.flush()
+    out = tmp_path / "aggregate"
+    res = subprocess.run(
+        [sys.executable, "-m", "ntk_sweep.aggregate", "--tracking-uri", f"sqlite:///{db}"]
+        + ["--sweep", parent.info.run_id, "--out", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+    )
+    assert res.returncode == 2, res.stderr[-3000:]
+    (line,) = error_lines(res.stderr)
+    assert line.startswith(f"error: tracking store sqlite:///{db} is full: "), line
+    assert line.endswith(
+        f"free space, then run the same command again (or pass --no-log; the outputs are in {out})"
+    ), line
+    assert (out / "summary.csv").is_file() and "Traceback" not in res.stdout + res.stderr
+    (small_disk / "rest").unlink()
+
     pad.unlink()  # space freed: the same command again
     res = sweep()
     assert res.returncode == 0, res.stderr[-3000:]

@@ -360,7 +360,14 @@ def aggregate_sweep(
     elif step_metric:
         notes.append(f"no per-step view: {step_metric!r} is not logged by the selected runs")
     if write:
-        _write_and_log(result, client, out_dir, histories, step_metric, log_to_mlflow)
+        from ntk_sweep.tracking import StoreFullError, full_store_is_fatal
+
+        try:
+            with full_store_is_fatal(uri, "free space, then run the same command again"):
+                _write_and_log(result, client, out_dir, histories, step_metric, log_to_mlflow)
+        except StoreFullError as exc:  # --out is written first: say where it is
+            written = f"; the outputs are in {result.out_dir}" if result.out_dir else ""
+            raise AggregateError(f"{exc} (or pass --no-log{written})") from None
     return result
 
 
