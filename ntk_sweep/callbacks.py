@@ -180,7 +180,8 @@ class MlflowSweepCallback(Callback):
         tags.update(_preset_tags(config))
         name = sweep_ui.sweep_run_name(tags[sweep_ui.PRESET_TAG], datetime.now())
         self._claim(sweep_dir)
-        self.parent_id = tracking.create_run(self.client, experiment_id, name, tags)
+        with tracking.full_store_is_fatal(uri):
+            self.parent_id = tracking.create_run(self.client, experiment_id, name, tags)
         tracking.write_parent_id(sweep_dir, self.parent_id)
         self.uri, self.sweep_dir = uri, sweep_dir
         self.ended = False

@@ -365,7 +365,10 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path | None = None) -> dic
         return {**base_summary, **_not_run(f"not started: {stopped}")}
     if ctx.multirun:
         force = bool(cfg.get("force", False))
-        skipped = _resume(client, experiment_id, chash, stale_after, parent_id, ctx.job_num, force)
+        with tracking.full_store_is_fatal(uri):
+            skipped = _resume(
+                client, experiment_id, chash, stale_after, parent_id, ctx.job_num, force
+            )
         if skipped is not None:
             return {**base_summary, **skipped, "total_time_s": time.perf_counter() - t_start}
     tags = {
@@ -380,7 +383,7 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path | None = None) -> dic
         **tracking.host_tags(),
         **tracking.heartbeat_tags(),
     }
-    with _sigterm_raises():
+    with _sigterm_raises(), tracking.full_store_is_fatal(uri):
         run_id = tracking.create_run(client, experiment_id, run_name, tags, parent_id or None)
         announce = f"MLflow run {run_id} ({run_name or 'unnamed'}) in {tracking.redact_uri(uri)}"
         with tracking.Heartbeat(client, run_id, tracking.heartbeat_interval(stale_after)):
@@ -495,6 +498,8 @@ def _run_and_close(
         stop = _stop_reason(exc)
         if stop:
             status, reason = "KILLED", f"killed by {stop}"
+        elif tracking.store_full_reason(exc):
+            status, reason = "FAILED", f"tracking store full: {tracking.store_full_reason(exc)}"
         else:
             status, reason = "FAILED", f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         try:
@@ -547,7 +552,7 @@ def _mark_quietly(client, run_id: str, status: str, reason: str) -> None:
     try:
         tracking.set_tag(client, run_id, tracking.FAILURE_TAG, reason)
     except Exception as exc:  # pragma: no cover - store vanished mid-run
-        log.error("could not tag run %s: %s", run_id, exc)
+        log.error("could not tag run %s: %s", run_id, tracking._one_line(exc))
     tracking.end_run(client, run_id, status)
 
 
@@ -580,7 +585,7 @@ def _flush_quietly(metric_log: tracking.MetricLog) -> None:
     try:
         metric_log.flush()
     except Exception as exc:  # pragma: no cover - store vanished mid-run
-        log.error("could not send the last metrics: %s", exc)
+        log.error("could not send the last metrics: %s", tracking._one_line(exc))
 
 
 def _without_hydra(cfg: DictConfig) -> DictConfig:
@@ -808,6 +813,8 @@ def _record_figures(cfg, data, net, record, client, run_id: str, folder: Path) -
         if failed:
             tracking.set_tag(client, run_id, tracking.TAG + "figures_failed", ",".join(failed))
     except Exception as exc:  # a plotting bug must not fail a finished experiment
+        if tracking.store_full_reason(exc):
+            raise  # nor hide a full store: the run cannot be recorded
         log.exception("figures failed: %s", exc)
         tracking.set_tag(client, run_id, tracking.TAG + "figures_failed", repr(exc)[:500])
     return names

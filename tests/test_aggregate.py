@@ -587,6 +587,10 @@ def test_missing_store_is_an_error_and_is_not_created(tmp_path, capsys):
     assert not db.exists()
     with pytest.raises(AggregateError):
         aggregate_sweep(f"sqlite:///{db}", "ntk-sweep")
+    db.write_bytes(b"")  # truncated to 0 bytes: nothing to read, and no tables created in it
+    with pytest.raises(AggregateError, match=r"no MLflow store at .* \(an empty file\)"):
+        aggregate_sweep(f"sqlite:///{db}", "ntk-sweep")
+    assert db.stat().st_size == 0
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import time
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
+from ntk_sweep import tracking
 from tests.test_app import ROOT, run_cli
+from tests.test_cluster import _free_port
+from tests.test_tracking import damage, digest, finished_store  # noqa: F401
 
 
 def _aggregate_cli(uri: str, out) -> subprocess.CompletedProcess:
@@ -117,3 +122,50 @@ def test_real_lr_sweep_aggregates_along_lr(tmp_path):
     assert image.ndim == 3 and image.shape[1] > 200
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary["train.lr"]) == [0.1, 1.6, 6.4]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "case", ["out is a file", "malformed uri", "not a database", "damaged", "server down"]
+)
+def test_an_unusable_out_or_store_is_one_line_exit_2(case, finished_store, tmp_path):  # noqa: F811
+    """ntk-aggregate refuses, before reading or writing anything, with one line and exit code 2
+    (issue 21): --out naming a file, a malformed URI, a file that is no database, a damaged
+    store, a server that is down (the app's bounded check: seconds, not MLflow's retries)."""
+    db = tmp_path / "mlflow.db"
+    shutil.copy(finished_store, db)
+    uri, out = f"sqlite:///{db}", tmp_path / "agg"
+    if case == "out is a file":
+        out.write_text("a file\n")
+        expected = f"error: --out: {out} is a file, not a folder (pass a folder; it is created)"
+    elif case == "malformed uri":
+        uri = "foo://bar"
+        expected = f"error: --tracking-uri=foo://bar is invalid: expected {tracking._EXPECTED_URI}"
+    elif case == "not a database":
+        db.write_text("not a database\n" * 300)
+        expected = (
+            f"error: tracking store {uri} is damaged (quick_check: file is not a database): "
+            "restore it from a backup or choose another --tracking-uri"
+        )
+    elif case == "damaged":
+        damage(db)
+        expected = f"error: tracking store {uri} is damaged (quick_check: "
+    else:
+        uri = f"http://127.0.0.1:{_free_port()}"
+        expected = f"error: tracking server {uri} is unreachable ("
+    before = digest(db)
+    started = time.monotonic()
+    res = _aggregate_cli(uri, out)
+    assert res.returncode == 2, res.stderr
+    assert time.monotonic() - started < 60
+    (line,) = res.stderr.strip().splitlines()
+    if expected.endswith(("(", ": ")):  # the rest is the OS's or SQLite's own words
+        assert line.startswith(expected), line
+    else:
+        assert line == expected
+    assert "Traceback" not in res.stdout + res.stderr
+    assert digest(db) == before  # nothing written into the store
+    assert out.is_file() if case == "out is a file" else not out.exists()
+    if case in ("out is a file", "malformed uri", "server down"):  # the store is intact
+        (run,) = mlflow.MlflowClient(f"sqlite:///{db}").search_runs(["1"])
+        assert run.info.status == "FINISHED" and run.data.metrics == {"kernel_drift": 0.25}

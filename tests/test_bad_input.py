@@ -10,7 +10,9 @@ exactly the in-process message. `python -m tests.test_bad_input` prints the tabl
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from hydra import compose, initialize_config_dir
 from ntk_sweep.config import describe_hydra_error
 from ntk_sweep.core.memory import MEMORY_ENV
 from ntk_sweep.experiment import preflight
+from tests.test_tracking import damage
 
 ROOT = Path(__file__).resolve().parent.parent
 EXIT_CONFIG_ERROR = 2
@@ -407,6 +410,19 @@ ROWS = [
         "{tmp}/afile/artifacts, {tmp}/afile is a file",
     ),
     Row(
+        "tracking.uri",
+        "sqlite:///damaged.db (a page overwritten)",
+        ("tracking.uri=sqlite:///damaged.db",),
+        "tracking store sqlite:///{tmp}/damaged.db is damaged (quick_check: ",
+    ),
+    Row(
+        "tracking.uri",
+        "sqlite:///notes.db (not a database)",
+        ("tracking.uri=sqlite:///notes.db",),
+        "tracking store sqlite:///{tmp}/notes.db is damaged (quick_check: file is not a "
+        "database): restore it from a backup or choose another tracking.uri",
+    ),
+    Row(
         "tracking.stale_after_s",
         "0",
         ("tracking.stale_after_s=0",),
@@ -502,6 +518,12 @@ def launch_dir(tmp: Path) -> Path:
     (tmp / "big.csv").write_text("x1,x2,y\n0.1,0.2,1\n0.3,1e100,2\n0.5,0.6,3\n")
     (tmp / "afile").write_text("a file where a folder is needed\n")
     write_own_npz(tmp / "own.npz")
+    (tmp / "notes.db").write_text("notes, not a database\n" * 300)
+    with contextlib.closing(sqlite3.connect(tmp / "damaged.db")) as con:
+        con.execute("CREATE TABLE runs (x)")
+        con.executemany("INSERT INTO runs VALUES (?)", [(b"x" * 100,)] * 200)
+        con.commit()
+    damage(tmp / "damaged.db")
     return tmp
 
 

@@ -197,27 +197,44 @@ def load_histories(client, runs: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def resolve_tracking_uri(tracking_uri: str | None) -> str:
-    """``tracking_uri``, else env ``MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``."""
-    if tracking_uri:
-        return tracking_uri
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    """``tracking_uri``, else env ``MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``
+    (relative SQLite paths made absolute); a malformed URI is an :class:`AggregateError` (the
+    app's own check, ``ntk_sweep.tracking.resolve_tracking_uri``)."""
+    from ntk_sweep.config import ConfigError
+    from ntk_sweep.tracking import resolve_tracking_uri as resolve
+
+    try:
+        return resolve(tracking_uri, os.getcwd(), option="--tracking-uri")
+    except ConfigError as exc:
+        raise AggregateError(str(exc)) from None
 
 
-def _check_store(uri: str) -> None:
-    """A local store must exist: reading must not create an empty database."""
+def _check_store(uri: str, writable: bool = True) -> None:
+    """Before reading: a local store must exist (reading must not create an empty database) and
+    be an intact database; a server must answer within a few seconds (the app's own checks,
+    ``ntk_sweep.tracking.check_tracking_uri``); with ``writable`` (the outputs are logged to
+    MLflow), an SQLite store must be writable."""
+    from ntk_sweep.config import ConfigError
+    from ntk_sweep.tracking import check_tracking_uri, sqlite_path
+
     parsed = urlparse(uri)
-    if parsed.scheme == "sqlite":
-        path = unquote(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else ""
-        missing = bool(path) and path != ":memory:" and not Path(path).exists()
+    db = sqlite_path(uri)
+    if db is not None:
+        path, missing = str(db), not db.exists() or (db.is_file() and db.stat().st_size == 0)
     elif parsed.scheme in ("", "file"):
         path = unquote(parsed.path) if parsed.scheme == "file" else uri
         missing = not Path(path).exists()
     else:
-        return
+        path, missing = "", False
     if missing:
+        empty = " (an empty file)" if Path(path).is_file() else ""
         raise AggregateError(
-            f"no MLflow store at {path} (pass --tracking-uri or set MLFLOW_TRACKING_URI)"
+            f"no MLflow store at {path}{empty} (pass --tracking-uri or set MLFLOW_TRACKING_URI)"
         )
+    try:
+        check_tracking_uri(uri, option="--tracking-uri", writable=writable)
+    except ConfigError as exc:
+        raise AggregateError(str(exc)) from None
 
 
 def _resolve_selection(client, experiment, sweep_id, filter_string):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -316,8 +317,10 @@ def aggregate_sweep(
         raise AggregateError(f"--level: must be > 0, got {level}")
     if n_boot < 0:
         raise AggregateError(f"--n-boot: must be >= 0, got {n_boot}")
+    if write:
+        _check_out_dir(out_dir)
     uri = resolve_tracking_uri(tracking_uri)
-    _check_store(uri)
+    _check_store(uri, writable=write and log_to_mlflow)
 
     import mlflow
 
@@ -357,8 +360,30 @@ def aggregate_sweep(
     elif step_metric:
         notes.append(f"no per-step view: {step_metric!r} is not logged by the selected runs")
     if write:
-        _write_and_log(result, client, out_dir, histories, step_metric, log_to_mlflow)
+        from ntk_sweep.tracking import StoreFullError, full_store_is_fatal
+
+        try:
+            with full_store_is_fatal(uri, "free space, then run the same command again"):
+                _write_and_log(result, client, out_dir, histories, step_metric, log_to_mlflow)
+        except StoreFullError as exc:  # --out is written first: say where it is
+            written = f"; the outputs are in {result.out_dir}" if result.out_dir else ""
+            raise AggregateError(f"{exc} (or pass --no-log{written})") from None
     return result
+
+
+def _check_out_dir(out_dir) -> None:
+    """``--out`` must be a folder, or a path where one can be created (checked before the store
+    is read)."""
+    if out_dir is None:
+        return
+    out = Path(out_dir)
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if existing == out and not out.is_dir():
+        raise AggregateError(f"--out: {out} is a file, not a folder (pass a folder; it is created)")
+    if not existing.is_dir():
+        raise AggregateError(f"--out: cannot create {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise AggregateError(f"--out: cannot write into {existing} (permission denied)")
 
 
 def _load_selection(client, exp_name: str, exp_id: str, parent_id, filter_string):
