@@ -92,7 +92,8 @@ def cli() -> None:
         # sweep callback's exit hook records what ran and tells the user how to finish it.
         from ntk_sweep.tracking import redact_uri
 
-        what = " ".join(f"{type(exc).__name__}: {exc}".split())
+        first = next((line for line in str(exc).splitlines() if line.strip()), "")
+        what = " ".join(f"{type(exc).__name__}: {first}".split())
         print(f"error: the sweep stopped: {redact_uri(what)}", file=sys.stderr, flush=True)
         sys.exit(EXIT_RUN_FAILED)
     if _shows_job_config(sys.argv[1:]):
