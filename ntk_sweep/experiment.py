@@ -432,7 +432,15 @@ def _resume(
     plan = tracking.plan_resume(runs, time.time(), stale_after_s, task)
     for run, reason in zip(plan.dead, plan.reasons, strict=True):
         tracking.mark_dead(client, run, reason)
-        log.warning("run %s was left RUNNING (%s): marked KILLED", run.info.run_id, reason)
+        if reason == tracking.TAKEOVER_REASON:
+            log.warning(
+                "run %s was left RUNNING by an earlier attempt of SLURM task %s (preempted or "
+                "requeued): marked KILLED, running it again",
+                run.info.run_id,
+                task[0],
+            )
+        else:
+            log.warning("run %s was left RUNNING (%s): marked KILLED", run.info.run_id, reason)
     if plan.action == "run" or force:
         if force and plan.action != "run":
             log.info("force=true: running again although run %s has this config", plan.run_id)

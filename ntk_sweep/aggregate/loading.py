@@ -25,7 +25,6 @@ from ntk_sweep.aggregate.common import (
     AggregateError,
     _is_finished,
 )
-from ntk_sweep.tracking import death_reason
 
 
 def deduplicate_runs(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -175,6 +174,9 @@ def _resumed_runs(client, experiment_id: str, parent_id: str, filter_string, hav
 def _death_reason(run, now: float) -> str:
     """Why a RUNNING run is over ('' if it may be alive): its process on this host is gone, or
     no heartbeat (else since its start) for longer than its stale_after_s."""
+    # the app's rule, imported here: tracking loads Hydra, which importing the aggregate must not
+    from ntk_sweep.tracking import death_reason
+
     try:
         stale_after = float(run.data.params.get(STALE_PARAM, DEFAULT_STALE_AFTER_S))
     except ValueError:
