@@ -122,6 +122,10 @@ def per_unit_flip_part(net, params, x, pattern, pattern0):
     return total
 
 
+def cache_slopes(net, params, x):
+    return forward_cache(net, params, x).slopes
+
+
 def patterns(net, params, x):
     return [DACT[net.activation](z) for z in pre_activations(net, params, x)]
 
@@ -201,6 +205,10 @@ def test_flip_coherence_against_explicit_unit_contributions(depth, outputs, form
     cache = forward_cache(net, p, x)
     got = flip_coherence(net, p, cache.inputs[depth - 1], cache.slopes[-1], s0[-1], form)
     assert 0 < got < 1 and got == pytest.approx(want, rel=1e-12)
+    k0 = kernels.empirical_ntk(net, p0, x, outputs=form)
+    k_now = kernels.empirical_ntk(net, p, x, outputs=form)
+    logged = flip_metrics(net, p, x, cache_slopes(net, p0, x), k_now, k0, form)["flip_coherence"]
+    assert logged == pytest.approx(want, rel=1e-12)
     if depth == 1:  # the F_u sum to the whole flip part
         k_t = kernels.empirical_ntk(net, p, x, outputs=form)
         k_frozen = kernels.empirical_ntk(net, p, x, outputs=form, slopes=list(s0))

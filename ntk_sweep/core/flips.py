@@ -45,13 +45,14 @@ def flipped(slopes: list[np.ndarray], slopes0: list[np.ndarray]) -> list[np.ndar
     return [np.any(s != s0, axis=0) for s, s0 in zip(slopes, slopes0, strict=True)]
 
 
-def _pair_norm(s: np.ndarray, r: np.ndarray, p: np.ndarray) -> float:
-    """`||(s s^T - r r^T) * p||_F` for vectors s, r (N,) and a symmetric (N, N) p: only the rows
-    and columns where s != r are nonzero, so only those rows are formed."""
-    rows = np.flatnonzero(s != r)
-    block = (s[rows, None] * s[None, :] - r[rows, None] * r[None, :]) * p[rows]
-    corner = block[:, rows]
-    return math.sqrt(max(2 * float(np.vdot(block, block)) - float(np.vdot(corner, corner)), 0.0))
+def _pattern_norms(s: np.ndarray, r: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """`||(s_u s_u^T - r_u r_u^T) * p||_F` for every column u of s, r (N, m) and a symmetric
+    (N, N) p, from `sum_ij (s_i s_j - r_i r_j)^2 p_ij^2 = a^T q a - 2 b^T q b + c^T q c` with
+    `q = p * p`, `a = s * s`, `b = s * r`, `c = r * r` (three N x N x m products in all)."""
+    q = p * p
+    a, b, c = s * s, s * r, r * r
+    sq = np.sum(a * (q @ a), axis=0) - 2 * np.sum(b * (q @ b), axis=0) + np.sum(c * (q @ c), axis=0)
+    return np.sqrt(np.maximum(sq, 0.0))
 
 
 def flip_coherence(
@@ -61,6 +62,7 @@ def flip_coherence(
     slopes: np.ndarray,
     slopes0: np.ndarray,
     outputs: str = "full",
+    flip_norm: float | None = None,
 ) -> float:
     """`||sum_u F_u||_F / sum_u ||F_u||_F` over the flipped units u of the last hidden layer,
     `F_u` unit u's contribution to that layer's term of the flip part:
@@ -70,7 +72,8 @@ def flip_coherence(
     At depth 1 the F_u sum to the whole flip part. `h` (N, n_{L-1}): the current inputs of the
     last hidden layer; `slopes`, `slopes0` (N, width): its current and initial phi'. 1 when the
     flips add coherently (one flip: exactly 1), about 1/sqrt(#flips) for random signs; NaN
-    without a flip."""
+    without a flip. `flip_norm`: `||sum_u F_u||_F` where the caller has it (at depth 1, the norm
+    of the whole flip part), saving its (N K)^2 x flips product."""
     units = np.flatnonzero(np.any(slopes != slopes0, axis=0))
     if len(units) == 0:
         return math.nan
@@ -80,14 +83,15 @@ def flip_coherence(
     p = c[L - 1] ** 2 * (h @ h.T) + cb[L - 1] ** 2
     df_dh = c[L] * params[L][0][units]  # (m, K)
     s, s0 = slopes[:, units], slopes0[:, units]
-    g, g0 = _by_output(s, df_dh), _by_output(s0, df_dh)
-    total = _gram(g, g, n, n, k, mean) - _gram(g0, g0, n, n, k, mean)
-    total = _times_inputs(total, p, k, mean)
+    if flip_norm is None:
+        g, g0 = _by_output(s, df_dh), _by_output(s0, df_dh)
+        # g g^T - g0 g0^T as the symmetric part of (g - g0)(g + g0)^T: one product, not two
+        total = _gram(g - g0, g + g0, n, n, k, mean)
+        flip_norm = float(np.linalg.norm(_times_inputs((total + total.T) / 2, p, k, mean)))
     # ||F_u||_F: the (N, N) pattern term times ||df/dh_u (df/dh_u)^T||_F = ||df/dh_u||^2, or
     # for the output average (1/K) ||df/dh_u||^2
     weight = np.sum(df_dh * df_dh, axis=1) / (k if mean else 1)
-    parts = sum(w * _pair_norm(a, b, p) for w, a, b in zip(weight, s.T, s0.T, strict=True))
-    return float(np.linalg.norm(total) / parts)
+    return float(flip_norm / (weight @ _pattern_norms(s, s0, p)))
 
 
 def flip_metrics(
@@ -117,14 +121,16 @@ def flip_metrics(
         return mt
     form = outputs if net.outputs > 1 else "full"
     k_frozen = empirical_ntk(net, params, x, outputs=form, slopes=slopes0)
-    norm0 = float(np.linalg.norm(k_0))
-    slope_part = float(np.linalg.norm(k_t - k_frozen)) / norm0
+    norm0, flip_norm = float(np.linalg.norm(k_0)), float(np.linalg.norm(k_t - k_frozen))
+    slope_part = flip_norm / norm0
     if not piecewise:
         mt["kernel_drift_slope"] = slope_part
         return mt
     mt["kernel_drift_flip"] = slope_part
     mt["kernel_drift_smooth"] = float(np.linalg.norm(k_frozen - k_0)) / norm0
+    h = cache.inputs[net.depth - 1]  # the last hidden layer's inputs
+    whole = flip_norm if net.depth == 1 else None  # depth 1: the F_u sum to the flip part
     mt["flip_coherence"] = flip_coherence(
-        net, params, cache.inputs[net.depth - 1], cache.slopes[-1], slopes0[-1], form
+        net, params, h, cache.slopes[-1], slopes0[-1], form, whole
     )
     return mt
