@@ -26,10 +26,11 @@ _FUSED_MAX_FAN_IN = 64
 
 
 def _forward_hidden(
-    net: MLP, params: Params, x: np.ndarray
+    net: MLP, params: Params, x: np.ndarray, frozen: list[np.ndarray] | None = None
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Inputs of weight layers 1..depth (x and the first depth-1 hidden activations) and the
-    slopes phi'(z) of hidden layers 1..depth-1 (the last hidden layer is done in chunks)."""
+    slopes phi'(z) of hidden layers 1..depth-1 (the last hidden layer is done in chunks), or
+    the `frozen` slopes given for them (`empirical_ntk(..., slopes=)`)."""
     c = net.multipliers
     inputs, slopes = [x], []
     for l in range(net.depth - 1):
@@ -37,17 +38,18 @@ def _forward_hidden(
         z = inputs[-1] @ w
         z *= c[l]
         z += b
-        slopes.append(phi_prime(net.activation, z))
+        slopes.append(phi_prime(net.activation, z) if frozen is None else frozen[l])
         inputs.append(phi(net.activation, z))
     return inputs, slopes
 
 
-def _features_numpy(net, h, w, b, c, scale):
-    """(phi(z), scale * phi'(z)) for `z = c h @ w + b` (the reference for `_features_fused`)."""
+def _features_numpy(net, h, w, b, c, scale, slope=None):
+    """(phi(z), scale * phi'(z)) for `z = c h @ w + b` (the reference for `_features_fused`);
+    `slope`: these units' frozen phi' in place of phi'(z)."""
     z = h @ w
     z *= c
     z += b
-    g = phi_prime(net.activation, z)
+    g = phi_prime(net.activation, z) if slope is None else slope.astype(net.dtype)
     g *= scale
     return phi(net.activation, z), g
 
@@ -129,11 +131,12 @@ def _times_inputs(gram: np.ndarray, term: np.ndarray, k: int, mean: bool) -> np.
     return gram
 
 
-def _last_hidden_layer(net, params, h1, h2, chunk_size, fused, mean):
+def _last_hidden_layer(net, params, h1, h2, chunk_size, fused, mean, frozen=None):
     """Sums over the last hidden layer's units, in chunks: `hh = h_L h_L'^T`, the gradient Gram
     `gg` of that layer's pre-activations (per output pair, or its output average when `mean`:
     the unit's `(1/K) sum_a (df_a/dh_u)^2` in place of the K x K products) and, below it, the
-    gradients back-propagated to its inputs, (N K, n_{L-1}) each (None for depth 1)."""
+    gradients back-propagated to its inputs, (N K, n_{L-1}) each (None for depth 1). `frozen`:
+    the layer's phi' to use in place of phi'(z) (NumPy path, h2 None)."""
     same, k_out, L = h2 is None, net.outputs, net.depth
     sides = (h1,) if same else (h1, h2)
     h2 = h1 if same else h2
@@ -158,8 +161,9 @@ def _last_hidden_layer(net, params, h1, h2, chunk_size, fused, mean):
                 args = (net, h, w_last, start, sl.stop - start, b_last, c[L - 1], scale)
                 feats.append(_features_fused(*args, bufs[side]))
             else:
+                slope = None if frozen is None else frozen[:, sl]
                 feats.append(
-                    _features_numpy(net, h, w_last[:, sl], b_last[sl], c[L - 1], scale[sl])
+                    _features_numpy(net, h, w_last[:, sl], b_last[sl], c[L - 1], scale[sl], slope)
                 )
         (a1, g1), (a2, g2) = feats[0], feats[-1]
         hh += a1 @ a2.T
@@ -189,6 +193,7 @@ def empirical_ntk(
     *,
     backend: str = "auto",
     outputs: str = "full",
+    slopes: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Empirical NTK `Theta(x1, x2) = J(x1) J(x2)^T` (paper eq. 6), shape (N1, N2) for one output.
 
@@ -212,7 +217,18 @@ def empirical_ntk(
     `backend`: "numpy" (the reference), "fused" (the last hidden layer's activations and slopes
     in one compiled pass, numba) or "auto" (fused where numba is installed). They agree to
     rounding; the Gram matrices, the bulk of the work, are BLAS products in both.
+
+    `slopes`: one (N1, width) array per hidden layer, used in the backward pass in place of the
+    activation derivatives phi'(z) (the forward activations phi(z) are unchanged): the kernel of
+    the parameters with a frozen derivative pattern, e.g. the initial one (docs/metrics.md,
+    `kernel_drift_flip`). Only for x2 = None; always the NumPy path.
     """
+    if slopes is not None:
+        if x2 is not None:
+            raise ValueError("slopes= is for the kernel of one input set (x2=None)")
+        if len(slopes) != net.depth:
+            raise ValueError(f"slopes has {len(slopes)} layers: expected depth={net.depth}")
+        backend = "numpy"
     fused = _choose_fused(backend)
     _check_choice("outputs", outputs, OUTPUT_KERNELS)
     mean, k_out = outputs == "mean" and net.outputs > 1, net.outputs
@@ -222,11 +238,18 @@ def empirical_ntk(
     n1, n2 = len(x1), len(x2)
     c, cb = net.multipliers, net.bias_multipliers
     L = net.depth  # index of the last hidden weight layer is L-1 (0-based); output is L
-    ins1, slopes1 = _forward_hidden(net, params, x1)
+    ins1, slopes1 = _forward_hidden(net, params, x1, slopes)
     ins2, slopes2 = (ins1, slopes1) if same else _forward_hidden(net, params, x2)
     h1, h2 = ins1[-1], ins2[-1]  # inputs of the last hidden layer
     hh_out, gg_last, back = _last_hidden_layer(
-        net, params, h1, None if same else h2, chunk_size, fused, mean
+        net,
+        params,
+        h1,
+        None if same else h2,
+        chunk_size,
+        fused,
+        mean,
+        None if slopes is None else slopes[-1],
     )
     ntk = c[L] ** 2 * hh_out
     ntk += cb[L] ** 2

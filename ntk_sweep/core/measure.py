@@ -31,6 +31,7 @@ import numpy as np
 
 from ntk_sweep.core import dynamics, kernels
 from ntk_sweep.core.datasets import Dataset, predicted_labels
+from ntk_sweep.core.flips import flip_metrics, flip_names
 from ntk_sweep.core.kernel_dynamics import has_kernel_form, kernel_trajectory
 from ntk_sweep.core.losses import constant_loss, loss_value
 from ntk_sweep.core.network import (
@@ -38,6 +39,7 @@ from ntk_sweep.core.network import (
     Linearization,
     Params,
     forward,
+    forward_cache,
     init_params,
     kink_inputs,
     param_movement,
@@ -177,6 +179,7 @@ def history_names(n_layers: int, classification: bool = False) -> list[str]:
         "analytic_pred_error_test",
         "param_movement",
         *[f"param_movement_layer{i + 1}" for i in range(n_layers)],
+        *flip_names(n_layers - 1),
         *DIAGNOSTICS,
         *(ACCURACIES if classification else ()),
     ]
@@ -244,10 +247,12 @@ class _Init:
     f_kernel: tuple[np.ndarray, np.ndarray]
     km_emp: np.ndarray
     metrics: dict[str, float]
+    slopes0: list[np.ndarray]  # phi' of every hidden layer on the train inputs (flips.py)
     k_an: np.ndarray | None = None
     f_an: tuple[np.ndarray, np.ndarray] | None = None
     km_an: np.ndarray | None = None
     loss: str = "mse"
+    kernel_form: str = "full"  # the Schedule's
 
 
 def constant_kernel_predictions(
@@ -331,7 +336,20 @@ def _initial(net: MLP, data: Dataset, schedule: Schedule, seed: int) -> _Init:
         "lr_effective": lr_eff,
         "lr_over_lr_max_stable": lr_eff / lr_max,
     }
-    init = _Init(params0, sub, k0, k0_test, spec, f_kernel, km_emp, metrics, loss=schedule.loss)
+    slopes0 = forward_cache(net, params0, x).slopes
+    init = _Init(
+        params0,
+        sub,
+        k0,
+        k0_test,
+        spec,
+        f_kernel,
+        km_emp,
+        metrics,
+        slopes0,
+        schedule.loss,
+        kernel_form=schedule.kernel_form,
+    )
     if schedule.analytic and kernels.has_analytic_ntk(net):
         init.k_an = kernels.analytic_ntk(net, x)
         k_an_test_train = kernels.analytic_ntk(net, x_test, x)
@@ -390,6 +408,8 @@ def _step_metrics(
     }
     for layer, value in enumerate(per_layer):
         mt[f"param_movement_layer{layer + 1}"] = value
+    x = data.x_train
+    mt.update(flip_metrics(net, state.params, x, init.slopes0, k_t, init.k0, init.kernel_form))
     if data.is_classification:
         mt.update(
             train_accuracy=accuracy(state.f_train, data.labels_train),

@@ -10,9 +10,11 @@ training loop's forward caches next to the kernels being measured):
 - activations: the forward caches (every hidden layer's input and slope, N x width each) of the
   training network and of the linearisation on the training and the test inputs, the empirical
   NTK's forward passes on both input sets, its back-propagated gradients (N K x width, depth
-  > 1) and its chunked work arrays;
+  > 1) and its chunked work arrays; the initial derivative pattern s_0 on the training inputs
+  and the forward cache of the activation-flip split (`core.flips`: 3 N x width per layer);
 - kernels (float64): the (N K)^2 training kernel at init, now and at the previous log step, with
-  the eigendecomposition's copy and eigenvectors (6 in all), the (M K x N K) test-train kernel
+  the eigendecomposition's copy and eigenvectors (6 in all), the frozen-pattern kernel of the
+  activation-flip split and a difference (2), the (M K x N K) test-train kernel
   and the test-input kernels; the infinite-width NTK's recursion (a dozen N x N and M x N
   arrays) where it is computed;
 - record: the predictions of the network, its linearisation and the kernel models at every
@@ -77,8 +79,9 @@ def peak_bytes(
         + 2 * depth * w * (n + m)  # the empirical NTK's forward passes on both input sets
         + (k * w * (n + m) if depth > 1 else 0)  # its back-propagated gradients
         + _KERNEL_WORK_ARRAYS * rows * k * chunk  # its chunked work arrays
+        + 3 * depth * w * n  # the flip split: s_0, the current slopes and inputs (core.flips)
     )
-    kernels = 8 * (6 * (n * kk) ** 2 + (m * kk) * (n * kk) + 3 * (sub * kk) ** 2)
+    kernels = 8 * (8 * (n * kk) ** 2 + (m * kk) * (n * kk) + 3 * (sub * kk) ** 2)
     if analytic:
         kernels += 8 * _ANALYTIC_ARRAYS * (n * n + m * n)
     record = 8 * (_RECORD_ARRAYS * n_log * (n + m) * k + 2 * (n + m) * input_dim)
