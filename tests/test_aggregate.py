@@ -23,6 +23,7 @@ from ntk_sweep.aggregate import (
     fit_power_laws,
     kink_note,
     log_contrast,
+    lr_max_stable,
     main,
     markdown_table,
     slope_coefficients,
@@ -949,8 +950,13 @@ def test_axis_sweep_aggregates_along_the_swept_axis(axis_store, tmp_path, capfd,
     if axis == "train.lr":
         assert "- 2N/lambda_max of the initial NTK (lr_max_stable, median): 0.91" in lines
         assert "lr/lr_max 1.32 (above 2N/lambda_max)" in third
+        assert f"- kernel_drift vs {axis}: kernel_drift ~ {axis}^" in text
+        assert "over 3 values; no theory for the trend along train.lr" in text
     else:
         assert "lr/lr_max" not in text
+        # lazy training: drift ~ 1/alpha (Chizat & Bach 2019); this store's drift grows instead
+        trend = next(x for x in lines if x.startswith(f"- kernel_drift vs {axis}: "))
+        assert "expected -1 (1/alpha (lazy training, Chizat & Bach 2019)): inconsistent" in trend
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary[axis]) == AXIS_VALUES[axis]
     lin = summary.loc[2, "lin_error_test_n"]
@@ -1010,3 +1016,20 @@ def test_aggregate_submodules_import_only_lower_layers_and_no_heavy_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_lr_max_median_only_when_the_runs_agree():
+    """2N/lambda_max values orders of magnitude apart (max/min > 10) have no median: the range."""
+    from ntk_sweep.aggregate import axis_verdict
+
+    runs = pd.DataFrame(
+        {"train.lr": [0.1, 0.1, 1.0, 1.0], "seed": [0, 1, 0, 1], "status": "FINISHED",
+         "kernel_drift": [0.01, 0.011, 0.1, 0.12], "lr_max_stable": [0.05, 0.06, 5.0, 6.0]}
+    )  # fmt: skip
+    assert math.isnan(lr_max_stable(runs))
+    assert lr_max_stable(runs.iloc[:2]) == pytest.approx(0.055)
+    summary = summarize(runs, ["train.lr"], ["kernel_drift"])
+    lines = axis_verdict(runs, summary, "train.lr", ["train.lr"], ["kernel_drift"])
+    assert any("ranges 0.05 to 6 over the runs" in x for x in lines)
+    assert not any("median" in x and "2N/lambda_max" in x and "ranges" not in x for x in lines)
+    assert any(x.startswith("train.lr=0.1: ") and "lr/lr_max 1.82 (above" in x for x in lines)

@@ -38,6 +38,7 @@ from ntk_sweep.aggregate.rates import (
     SMOOTH_PART_METRIC,
     Terms,
     compare_with_expected,
+    expected_axis_rate,
     expected_terms,
 )
 
@@ -649,12 +650,43 @@ def swept_axis(df: pd.DataFrame, by: Sequence[str]) -> str | None:
     return None
 
 
+def lr_max_values(runs: pd.DataFrame) -> np.ndarray:
+    """The finite ``lr_max_stable`` values of the finished runs (of all runs if none finished)."""
+    if LR_MAX_METRIC not in runs.columns:
+        return np.array([])
+    v = _finite(runs.loc[_is_finished(runs), LR_MAX_METRIC])
+    return v if len(v) else _finite(runs[LR_MAX_METRIC])
+
+
 def lr_max_stable(runs: pd.DataFrame) -> float:
     """Median over finished runs of ``lr_max_stable`` = 2N/lambda_max of the initial NTK (MATH.md
-    s.4: GD is stable only below it); NaN when not logged."""
-    if LR_MAX_METRIC not in runs.columns:
+    s.4: GD is stable only below it); NaN when not logged, or when the runs' values differ by
+    more than a factor 10 (a median of values orders of magnitude apart describes none)."""
+    v = lr_max_values(runs)
+    if not len(v) or v.max() > LR_MAX_SPREAD * v.min():
         return math.nan
-    v = _finite(runs.loc[_is_finished(runs), LR_MAX_METRIC])
-    if not len(v):
-        v = _finite(runs[LR_MAX_METRIC])
-    return float(np.median(v)) if len(v) else math.nan
+    return float(np.median(v))
+
+
+LR_MAX_SPREAD = 10.0
+
+
+def axis_trends(runs: pd.DataFrame, axis: str, others: Sequence[str], metric: str) -> list[dict]:
+    """The trend of ``metric`` along a swept axis (lr, alpha), per group of ``others``: the
+    log-log slope over the axis values with its t CI (:func:`_fit_one`, no level) and the
+    exponent theory expects (:func:`expected_axis_rate`: drift ~ 1/alpha, Chizat & Bach 2019),
+    with ``comparison``. One dict per group (``group``, ``status``, ``slope``, ``slope_ci_low``,
+    ``slope_ci_high``, ``n_widths`` = number of axis values, ``expected_slope``,
+    ``expected_source``, ``comparison``, ``reason``)."""
+    ok = runs[_is_finished(runs)]
+    out = []
+    for values, sub in _groups(ok, list(others)):
+        fit = _fit_one(sub, axis, metric, math.inf, 2)
+        expected, source = expected_axis_rate(metric, axis)
+        fit.update(group=_label(list(others), values), expected_slope=expected)
+        fit["expected_source"] = source
+        fit["comparison"] = compare_with_expected(
+            fit["slope_ci_low"], fit["slope_ci_high"], expected
+        )
+        out.append(fit)
+    return out

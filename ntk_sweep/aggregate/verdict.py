@@ -28,7 +28,9 @@ from ntk_sweep.aggregate.rates import (
     SMOOTH_PART_METRIC,
 )
 from ntk_sweep.aggregate.statistics import (
+    axis_trends,
     lr_max_stable,
+    lr_max_values,
 )
 
 
@@ -348,6 +350,14 @@ def axis_verdict(
     is_lr = axis in ("train.lr", "lr")
     if np.isfinite(lr_max):
         lines.append(f"2N/lambda_max of the initial NTK ({LR_MAX_METRIC}, median): {lr_max:.4g}")
+    elif len(lr_max_values(runs)):
+        v = lr_max_values(runs)
+        lines.append(
+            f"2N/lambda_max of the initial NTK ({LR_MAX_METRIC}) ranges {v.min():.3g} to "
+            f"{v.max():.3g} over the runs (orders of magnitude apart: no median; per value below)"
+        )
+    for m in [m for m in ("kernel_drift", "kernel_distance") if m in metrics][:1]:
+        lines += _trend_lines(runs, axis, others, m)
     shown = [m for m in ("kernel_drift", "loss") if m in metrics]
     for _, r in summary.iterrows():
         sel = np.ones(len(runs), dtype=bool)
@@ -358,8 +368,8 @@ def axis_verdict(
         phase = _phase_text(sub)
         if phase:
             parts.append(phase)
-        elif is_lr and np.isfinite(lr_max):
-            ratio = float(r[axis]) / lr_max
+        elif is_lr and np.isfinite(lr_max_stable(sub)):
+            ratio = float(r[axis]) / lr_max_stable(sub)
             parts.append(
                 f"lr/lr_max {ratio:.2f} ({'below' if ratio < 1 else 'above'} 2N/lambda_max)"
             )
@@ -372,6 +382,32 @@ def axis_verdict(
         label = _label([*others, axis], [r[k] for k in [*others, axis]])
         lines.append(f"{label}: " + ", ".join(parts))
     lines += _diverged_line(runs, axis)
+    return lines
+
+
+def _trend_lines(runs: pd.DataFrame, axis: str, others: Sequence[str], metric: str) -> list[str]:
+    """The metric's log-log trend along the axis per group, against theory where there is one."""
+    lines = []
+    for t in axis_trends(runs, axis, others, metric):
+        prefix = f"[{t['group']}] " if t["group"] else ""
+        if t["status"] != "ok":
+            lines.append(f"{prefix}{metric} vs {axis}: no trend fit ({t['reason']})")
+            continue
+        lo, hi = t["slope_ci_low"], t["slope_ci_high"]
+        text = (
+            f"{prefix}{metric} vs {axis}: {metric} ~ {axis}^{t['slope']:.2f} "
+            f"[{_fixed(lo, 2)}, {_fixed(hi, 2)}] over {int(t['n_widths'])} values"
+        )
+        e = t["expected_slope"]
+        if np.isfinite(e):
+            cmp = t["comparison"]
+            verdict_text = {"consistent": "consistent"}.get(cmp, f"inconsistent ({cmp})")
+            text += f"; expected {e:g} ({t['expected_source']}): " + (
+                verdict_text if cmp else "no CI"
+            )
+        else:
+            text += f"; {t['expected_source']}"
+        lines.append(text)
     return lines
 
 
