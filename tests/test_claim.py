@@ -57,5 +57,5 @@ def test_relu_and_erf_drift_exponents_are_the_expected_ones():
     drift_lines = {
         act: next(x for x in lines if act in x and "kernel_drift:" in x) for act in fits.index
     }
-    assert "expected -0.5 (non-smooth relu)" in drift_lines["relu"]
-    assert "expected -1 (smooth erf" in drift_lines["erf"]
+    assert "expected -0.5 (heuristic: relu, coherent flips" in drift_lines["relu"]
+    assert "expected -1 (rate: smooth erf" in drift_lines["erf"]

@@ -73,8 +73,11 @@ from ntk_sweep.aggregate.plots import (
 from ntk_sweep.aggregate.rates import (
     RELU_LIKE,
     SMOOTH,
+    Terms,
     compare_with_expected,
+    expected_axis_rate,
     expected_rate,
+    expected_terms,
 )
 from ntk_sweep.aggregate.report import (
     AggregateResult,
@@ -86,6 +89,8 @@ from ntk_sweep.aggregate.report import (
 from ntk_sweep.aggregate.statistics import (
     default_group_keys,
     fit_power_laws,
+    flip_mechanism,
+    judge_rate,
     log_contrast,
     lr_max_stable,
     mean_ci,
@@ -93,6 +98,7 @@ from ntk_sweep.aggregate.statistics import (
     summarize,
     swept_axis,
     t_interval,
+    two_term_fit,
 )
 from ntk_sweep.aggregate.verdict import (
     axis_verdict,
@@ -134,6 +140,7 @@ __all__ = [
     "SEED_KEY",
     "SLOPE_CI_METHOD",
     "SMOOTH",
+    "Terms",
     "STALE_PARAM",
     "VANISHING_PREFIXES",
     "WIDTH_KEYS",
@@ -143,8 +150,12 @@ __all__ = [
     "compare_with_expected",
     "deduplicate_runs",
     "default_group_keys",
+    "expected_axis_rate",
     "expected_rate",
+    "expected_terms",
     "fit_power_laws",
+    "flip_mechanism",
+    "judge_rate",
     "kink_note",
     "load_histories",
     "load_runs",
@@ -164,5 +175,6 @@ __all__ = [
     "swept_axis",
     "t_interval",
     "text_table",
+    "two_term_fit",
     "verdict",
 ]

@@ -43,6 +43,10 @@ DEFAULT_METRICS = (
     "param_movement",
     "loss",
     "test_loss",
+    "kernel_drift_flip",
+    "kernel_drift_smooth",
+    "flipped_units",
+    "flip_coherence",
 )
 
 DEFAULT_STEP_METRIC = "kernel_drift"
@@ -69,7 +73,7 @@ CI_LEVEL = 0.95
 # MLflow stores inf as 1.8e308: values beyond this are infinite for the statistics.
 MLFLOW_INF = 1e300
 
-MEAN_CI_METHOD = "student-t, n-1 dof"
+MEAN_CI_METHOD = "student-t, n-1 dof (of log mean for positive metrics)"
 
 SLOPE_CI_METHOD = "welch-t on per-width seed means"
 
@@ -116,6 +120,22 @@ FIT_COLUMNS = (
     "comparison",
     "window",
     "reason",
+    "outcome",
+    "expected_kind",
+    "next_slope",
+    "theories",
+    "mechanism",
+    "widest_mean",
+    "tt_widths",
+    "tt_a",
+    "tt_a_ci_low",
+    "tt_a_ci_high",
+    "tt_b",
+    "tt_chi2",
+    "tt_p_value",
+    "tt_delta_aic",
+    "tt_p_aic",
+    "n_star",
 )
 
 

@@ -22,8 +22,15 @@ from ntk_sweep.aggregate.common import (
     _label,
     _width_key,
 )
+from ntk_sweep.aggregate.rates import (
+    FLIP_METRIC,
+    FLIPPED_UNITS_METRIC,
+    SMOOTH_PART_METRIC,
+)
 from ntk_sweep.aggregate.statistics import (
+    axis_trends,
     lr_max_stable,
+    lr_max_values,
 )
 
 
@@ -58,8 +65,29 @@ def _asym_ci(row: pd.Series) -> tuple[float, float, float]:
     return row["asym_slope"], row["asym_slope_ci_low"], row["asym_slope_ci_high"]
 
 
+_PARTS = (FLIP_METRIC, SMOOTH_PART_METRIC)
+
+
+def _outcome_text(row: pd.Series, short: bool = False) -> str:
+    """The rate verdict in words: consistent / consistent once the next-order term is included
+    (with n*) / inconsistent (with the direction), from :func:`judge_rate`'s ``outcome``."""
+    e, outcome, cmp = row["expected_slope"], row.get("outcome", ""), row["comparison"]
+    if outcome == "consistent":
+        return f"consistent with the expected {e:g}"
+    if outcome == "consistent with correction":
+        n_star = f", n* {row['n_star']:.3g}" if np.isfinite(row["n_star"]) else ""
+        return f"consistent with {e:g} once the n^{row['next_slope']:g} term is included{n_star}"
+    if outcome == "inconsistent":
+        why = f"{_COMPARISON_TEXT[cmp]} it" if cmp in ("faster", "slower") else ""
+        if not short and np.isfinite(row["next_slope"]):
+            why += f"{'; ' if why else ''}a n^{e:g} + b n^{row['next_slope']:g} does not fit"
+        return f"inconsistent with {e:g}" + (f" ({why})" if why else "")
+    return f"{_COMPARISON_TEXT[cmp]} the expected {e:g}" if cmp else ""
+
+
 def _metric_line(row: pd.Series) -> str:
-    """One fit in words: the asymptotic slope, its trend, the expected rate, the other fits."""
+    """One fit in words: the asymptotic slope, its trend, the expected rate and the verdict on
+    it, the other fits."""
     m = row["metric"]
     s, lo, hi = _asym_ci(row)
     asym = str(row["asym_widths"]).split(";")
@@ -71,9 +99,10 @@ def _metric_line(row: pd.Series) -> str:
     )
     e = row["expected_slope"]
     if np.isfinite(e):
-        cmp = row["comparison"]
-        text += f"; expected {e:g} ({row['expected_source']})"
-        text += f": {cmp}" if cmp else ": not compared (no CI)"
+        kind = row.get("expected_kind")
+        kind = kind if isinstance(kind, str) else ""
+        text += f"; expected {e:g} ({kind + ': ' if kind else ''}{row['expected_source']})"
+        text += f": {_outcome_text(row) or 'not compared (no CI)'}"
     else:
         text += f"; {row['expected_source']}"
     if len(asym) < row["n_widths"]:
@@ -81,6 +110,65 @@ def _metric_line(row: pd.Series) -> str:
             f"; all {int(row['n_widths'])} widths {row['slope']:.3f} "
             f"[{_fixed(row['slope_ci_low'])}, {_fixed(row['slope_ci_high'])}]"
         )
+    return text
+
+
+def _two_term_line(row: pd.Series) -> str:
+    """The finite-width fit ``a n^p + b n^q`` of one metric, and its widest-pair local slope."""
+    if not np.isfinite(row.get("tt_a", np.nan)):
+        return ""
+    w = str(row["tt_widths"]).split(";")
+    text = (
+        f"{row['metric']}: a n^{row['expected_slope']:g} + b n^{row['next_slope']:g} over widths "
+        f"{w[0]}-{w[-1]}: a {_fmt(row['tt_a'], 3)} [{_fmt(row['tt_a_ci_low'], 3)}, "
+        f"{_fmt(row['tt_a_ci_high'], 3)}], b {_fmt(row['tt_b'], 3)}, fit p {row['tt_p_value']:.2f}"
+        f", vs c n^s dAIC {row['tt_delta_aic']:.1f} (p {row['tt_p_aic']:.2f}); "
+        f"n^{row['expected_slope']:g} within 10% beyond n* {_fmt(row['n_star'], 3)}"
+    )
+    local = str(row["local_slopes"]).split("; ")[-1]
+    return text + (f"; widest pair {local}" if local else "")
+
+
+def _decomposition(gf: pd.DataFrame) -> dict | None:
+    """The relu drift's parts in the group (``kernel_drift_flip`` / ``_smooth`` fits), or None."""
+    rows = {r["metric"]: r for _, r in gf.iterrows()}
+    flip, smooth = rows.get(FLIP_METRIC), rows.get(SMOOTH_PART_METRIC)
+    if flip is None or smooth is None or "ok" not in (flip["status"], smooth["status"]):
+        return None
+    means = {"flip": flip["widest_mean"], "smooth": smooth["widest_mean"]}
+    dominant = max(means, key=lambda k: np.nan_to_num(abs(means[k]), nan=-1.0))
+    return {
+        "dominant": dominant,
+        "rows": {"flip": flip, "smooth": smooth},
+        "units": rows.get(FLIPPED_UNITS_METRIC),
+        "width": str(flip["widths_used"]).split(";")[-1],
+        "means": means,
+    }
+
+
+def _part_clause(name: str, row: pd.Series | None) -> str:
+    if row is None or row["status"] != "ok":
+        return f"{name}: no fit"
+    s, lo, hi = _asym_ci(row)
+    text = f"{name} n^{s:.2f} [{_fixed(lo, 2)}, {_fixed(hi, 2)}]"
+    if np.isfinite(row["expected_slope"]):
+        text += f" vs {row['expected_slope']:+g} ({row['expected_kind']})"
+        text += f": {_outcome_text(row, short=True)}"
+    return text
+
+
+def _decomposition_line(d: dict) -> str:
+    flip, smooth = d["rows"]["flip"], d["rows"]["smooth"]
+    text = (
+        f"kernel_drift parts: {d['dominant']} part dominates at width {d['width']} "
+        f"({_fmt(d['means']['flip'], 3)} flip vs {_fmt(d['means']['smooth'], 3)} smooth); "
+        f"{_part_clause('flip', flip)}"
+    )
+    if flip.get("mechanism"):
+        text += f", {flip['mechanism']}"
+    text += f"; {_part_clause('smooth', smooth)}"
+    if d["units"] is not None:
+        text += f"; {_part_clause('flipped units', d['units'])}"
     return text
 
 
@@ -111,18 +199,27 @@ def verdict(fits: pd.DataFrame) -> list[str]:
                 )
                 trends[m] = ("above", row)
                 continue
+            if row["status"] != "ok" and m in _PARTS and not row["n_widths"]:
+                continue  # not measured here (a smooth activation has no flips)
             if row["status"] != "ok":
                 lines.append(f"{prefix}{m}: no fit ({row['reason']})")
                 trends[m] = ("n/a", row)
                 continue
             trends[m] = (slope_trend(*_asym_ci(row)[1:]), row)
             lines.append(prefix + _metric_line(row))
+            two_term = _two_term_line(row)
+            if two_term:
+                lines.append(prefix + two_term)
             if row["window"]:
                 lines.append(f"{prefix}{m}: {row['window']}")
+        parts = _decomposition(gf)
+        if parts is not None:
+            lines.append(prefix + _decomposition_line(parts))
         lines += _warnings(gf, prefix)
         drift = next((m for m in DRIFT_METRICS if m in trends), None)
         lin = next((m for m in LIN_METRICS if m in trends), None)
-        lines.append(f"{prefix}verdict: {_claim(trends, drift, lin, _is_mean_field(gf.iloc[0]))}")
+        claim = _claim(trends, drift, lin, _is_mean_field(gf.iloc[0]), parts)
+        lines.append(f"{prefix}verdict: {claim}")
     return lines
 
 
@@ -136,16 +233,23 @@ def _warnings(gf: pd.DataFrame, prefix: str) -> list[str]:
     return []
 
 
-def _rate_clause(metric: str, row: pd.Series) -> str:
+def _rate_clause(metric: str, row: pd.Series, parts: dict | None = None) -> str:
     s, lo, hi = _asym_ci(row)
     text = f"{metric} slope {s:.2f} [{_fixed(lo, 2)}, {_fixed(hi, 2)}]"
-    cmp = row["comparison"]
-    if cmp:
-        text += f", {_COMPARISON_TEXT[cmp]} the expected {row['expected_slope']:g}"
+    outcome = _outcome_text(row, short=True)
+    if outcome:
+        text += f", {outcome}"
+    if parts is not None and metric.startswith("kernel_drift"):
+        d = parts["rows"][parts["dominant"]]
+        text += f"; {parts['dominant']} part dominates, n^{d['asym_slope']:.2f}"
+        if np.isfinite(d["expected_slope"]):
+            text += f" vs {d['expected_slope']:g}"
     return text
 
 
-def _claim(trends: dict, drift: str | None, lin: str | None, mean_field: bool) -> str:
+def _claim(
+    trends: dict, drift: str | None, lin: str | None, mean_field: bool, parts: dict | None = None
+) -> str:
     if drift is None:
         return "undetermined: no kernel drift metric among the fitted metrics"
     d_trend, d_row = trends[drift]
@@ -153,7 +257,7 @@ def _claim(trends: dict, drift: str | None, lin: str | None, mean_field: bool) -
         reason = d_row["reason"] or "no CI"
         return f"undetermined: no {drift} fit ({reason})"
     if d_trend == "falls":
-        text = f"the kernel tends to constant ({_rate_clause(drift, d_row)})"
+        text = f"the kernel tends to constant ({_rate_clause(drift, d_row, parts)})"
     elif d_trend == "above":
         text = f"{drift} stays O(1) at every width ({d_row['reason']}), the kernel keeps moving"
     elif d_trend == "grows":
@@ -219,9 +323,14 @@ def _phase_text(sub: pd.DataFrame) -> str:
             tags = sub[name].fillna("").astype(str)
             counts = tags[tags != ""].value_counts()
             if len(counts):
-                short = name.split("_", 1)[1]
-                parts.append(f"{short} " + ", ".join(f"{p} x{n}" for p, n in counts.items()))
-    return "phase " + "; ".join(parts) if parts else ""
+                which = _PHASE_OF[name] if name in _PHASE_OF else name
+                parts.append(f"{which} " + ", ".join(f"{p} x{n}" for p, n in counts.items()))
+    return "lr phase: " + "; ".join(parts) if parts else ""
+
+
+# The lr phase (core.dynamics.lr_phase: lazy / catapult / collapsed / divergent) of the network
+# and of its linearisation, tags ntk_sweep.phase_net / phase_lin.
+_PHASE_OF = {"phase_net": "network", "phase_lin": "linearised"}
 
 
 def axis_verdict(
@@ -241,6 +350,14 @@ def axis_verdict(
     is_lr = axis in ("train.lr", "lr")
     if np.isfinite(lr_max):
         lines.append(f"2N/lambda_max of the initial NTK ({LR_MAX_METRIC}, median): {lr_max:.4g}")
+    elif len(lr_max_values(runs)):
+        v = lr_max_values(runs)
+        lines.append(
+            f"2N/lambda_max of the initial NTK ({LR_MAX_METRIC}) ranges {v.min():.3g} to "
+            f"{v.max():.3g} over the runs (orders of magnitude apart: no median; per value below)"
+        )
+    for m in [m for m in ("kernel_drift", "kernel_distance") if m in metrics][:1]:
+        lines += _trend_lines(runs, axis, others, m)
     shown = [m for m in ("kernel_drift", "loss") if m in metrics]
     for _, r in summary.iterrows():
         sel = np.ones(len(runs), dtype=bool)
@@ -251,8 +368,8 @@ def axis_verdict(
         phase = _phase_text(sub)
         if phase:
             parts.append(phase)
-        elif is_lr and np.isfinite(lr_max):
-            ratio = float(r[axis]) / lr_max
+        elif is_lr and np.isfinite(lr_max_stable(sub)):
+            ratio = float(r[axis]) / lr_max_stable(sub)
             parts.append(
                 f"lr/lr_max {ratio:.2f} ({'below' if ratio < 1 else 'above'} 2N/lambda_max)"
             )
@@ -265,6 +382,32 @@ def axis_verdict(
         label = _label([*others, axis], [r[k] for k in [*others, axis]])
         lines.append(f"{label}: " + ", ".join(parts))
     lines += _diverged_line(runs, axis)
+    return lines
+
+
+def _trend_lines(runs: pd.DataFrame, axis: str, others: Sequence[str], metric: str) -> list[str]:
+    """The metric's log-log trend along the axis per group, against theory where there is one."""
+    lines = []
+    for t in axis_trends(runs, axis, others, metric):
+        prefix = f"[{t['group']}] " if t["group"] else ""
+        if t["status"] != "ok":
+            lines.append(f"{prefix}{metric} vs {axis}: no trend fit ({t['reason']})")
+            continue
+        lo, hi = t["slope_ci_low"], t["slope_ci_high"]
+        text = (
+            f"{prefix}{metric} vs {axis}: {metric} ~ {axis}^{t['slope']:.2f} "
+            f"[{_fixed(lo, 2)}, {_fixed(hi, 2)}] over {int(t['n_widths'])} values"
+        )
+        e = t["expected_slope"]
+        if np.isfinite(e):
+            cmp = t["comparison"]
+            verdict_text = {"consistent": "consistent"}.get(cmp, f"inconsistent ({cmp})")
+            text += f"; expected {e:g} ({t['expected_source']}): " + (
+                verdict_text if cmp else "no CI"
+            )
+        else:
+            text += f"; {t['expected_source']}"
+        lines.append(text)
     return lines
 
 
