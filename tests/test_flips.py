@@ -152,7 +152,7 @@ def test_flip_part_matches_a_per_unit_loop_and_the_frozen_pattern_jacobian(depth
     norm0 = np.linalg.norm(k0)
     assert mt["kernel_drift_flip"] == pytest.approx(np.linalg.norm(flip) / norm0, rel=1e-11)
     assert mt["kernel_drift_smooth"] == pytest.approx(np.linalg.norm(smooth) / norm0, rel=1e-11)
-    assert math.isnan(mt["kernel_drift_slope"])
+    assert math.isnan(mt["kernel_drift_phi_prime"])
 
 
 @pytest.mark.parametrize("depth", [1, 2])
@@ -247,7 +247,7 @@ def test_smooth_activation_has_no_flips_and_logs_the_slope_change_part():
     for name in ("kernel_drift_flip", "kernel_drift_smooth", "flip_coherence"):
         assert math.isnan(mt[name]), name
     want = np.linalg.norm(k_t - frozen_ntk(net, p, x, s0)) / np.linalg.norm(k0)
-    assert want > 0 and mt["kernel_drift_slope"] == pytest.approx(want, rel=1e-11)
+    assert want > 0 and mt["kernel_drift_phi_prime"] == pytest.approx(want, rel=1e-11)
 
 
 def test_linear_network_drifts_only_smoothly():
@@ -281,4 +281,4 @@ def test_measure_logs_the_split_at_every_log_step(task, form):
     drift, flip, smooth = h["kernel_drift"], h["kernel_drift_flip"], h["kernel_drift_smooth"]
     # the parts of one matrix identity: triangle inequalities
     assert np.all(drift <= flip + smooth + 1e-12) and np.all(np.abs(flip - smooth) <= drift + 1e-12)
-    assert np.all(np.isnan(h["kernel_drift_slope"]))
+    assert np.all(np.isnan(h["kernel_drift_phi_prime"]))

@@ -11,7 +11,7 @@ pre-activation crosses the kink at a training input (a flip), so the first part 
 flips' contribution; linear has no kink (both parts: 0 and the whole drift). For the smooth
 activations (erf, tanh) phi' changes continuously at every unit: there are no flips
 (`flipped_units` 0) and the first part is only "the part due to the change of phi'"
-(`kernel_drift_slope`), not a flip part.
+(`kernel_drift_phi_prime`), not a flip part.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def flip_names(depth: int) -> list[str]:
     return [
         "kernel_drift_flip",
         "kernel_drift_smooth",
-        "kernel_drift_slope",
+        "kernel_drift_phi_prime",
         "flipped_units",
         *[f"flipped_units_layer{l + 1}" for l in range(depth)],
         "flip_coherence",
@@ -124,7 +124,7 @@ def flip_metrics(
     norm0, flip_norm = float(np.linalg.norm(k_0)), float(np.linalg.norm(k_t - k_frozen))
     slope_part = flip_norm / norm0
     if not piecewise:
-        mt["kernel_drift_slope"] = slope_part
+        mt["kernel_drift_phi_prime"] = slope_part
         return mt
     mt["kernel_drift_flip"] = slope_part
     mt["kernel_drift_smooth"] = float(np.linalg.norm(k_frozen - k_0)) / norm0
