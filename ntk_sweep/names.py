@@ -34,9 +34,10 @@ def last_component(key: str) -> str:
     return key[: len(key) - len(bare)] + bare.rsplit(".", 1)[-1]
 
 
-def short_names(keys: Iterable[str]) -> dict[str, str]:
-    """Short name per key; keys whose short names would collide keep their full name."""
+def short_names(keys: Iterable[str], reserved: Iterable[str] = ALWAYS_SHOWN) -> dict[str, str]:
+    """Short name per key; keys whose short names would collide (with each other or with a
+    ``reserved`` name: run names always show ``w`` and ``s``) keep their full name."""
     keys = list(dict.fromkeys(keys))
     short = {k: SHORT_KEYS.get(k) or last_component(k) for k in keys}
-    taken = [short[k] for k in keys] + list(ALWAYS_SHOWN)
+    taken = [short[k] for k in keys] + list(reserved)
     return {k: (s if taken.count(s) == 1 else k) for k, s in short.items()}

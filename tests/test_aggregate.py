@@ -3,6 +3,7 @@ SQLite store populated by MlflowClient following the MLflow contract, and bad in
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import warnings
@@ -158,7 +159,7 @@ def test_verdict_wording(synthetic):
     text = "\n".join(lines)
 
     def line(par: str, start: str) -> str:
-        prefix = f"[model.parameterization={par}] {start}"
+        prefix = f"[param={par}] {start}"
         return next(x for x in lines if x.startswith(prefix))
 
     ntk = line("ntk", "kernel_drift:")
@@ -167,7 +168,7 @@ def test_verdict_wording(synthetic):
     assert "expected -0.5 (non-smooth relu): consistent" in ntk
     assert "all 6 widths -0.49" in ntk
     ntk_verdict = line("ntk", "verdict:")
-    assert ntk_verdict.startswith("[model.parameterization=ntk] verdict: claim supported")
+    assert ntk_verdict.startswith("[param=ntk] verdict: claim supported")
     assert "the kernel tends to constant (kernel_drift slope -0.5" in ntk_verdict
     assert "consistent with the expected -0.5" in ntk_verdict
     assert "network approaches its linearisation (lin_error_test slope" in ntk_verdict
@@ -200,12 +201,12 @@ def test_level_excludes_small_widths_and_unavailable_fit_is_a_row():
     assert "level 0.1 at every width (0.19" in mf["reason"]
     lines = verdict(fits)
     assert any(
-        x.startswith("[model.parameterization=mean_field] kernel_drift: mean kernel_drift >=")
+        x.startswith("[param=mean_field] kernel_drift: mean kernel_drift >=")
         and x.endswith("O(1), does not fall into the lazy regime")
         for x in lines
     )
     assert any(
-        x.startswith("[model.parameterization=mean_field] verdict: as expected for the mean_field")
+        x.startswith("[param=mean_field] verdict: as expected for the mean_field")
         and "kernel_drift stays O(1) at every width" in x
         for x in lines
     )
@@ -251,17 +252,21 @@ def test_default_group_keys_ignore_seed_and_duplicates():
 
 
 def test_slope_metric_names_and_markdown():
+    """The sweep's run gets a few scalar claim metrics for one group, none for several (their
+    fits are a table); no metric name has a '/'."""
     df = _synthetic()
     fits = fit_power_laws(df, BY, ["kernel_drift"], n_boot=50)
-    names = slope_metric_names(fits, BY)
-    assert "slope_kernel_drift/parameterization-ntk" in names
-    assert "slope_kernel_drift_ci_low/parameterization-mean_field" in names
+    assert slope_metric_names(fits, BY) == {}
     ntk = df[df["model.parameterization"] == "ntk"]
-    single = fit_power_laws(ntk, ["model.width"], ["kernel_drift", "loss"], n_boot=50)
+    single = fit_power_laws(ntk, ["model.width"], ["kernel_drift", "lin_error_test", "loss"])
     names = slope_metric_names(single, ["model.width"])
-    assert {"slope_kernel_drift", "slope_kernel_drift_r2", "slope_loss"} <= set(names)
-    assert names["slope_kernel_drift_asym"] == single.iloc[0]["asym_slope"]
-    assert "slope_loss_r2" not in names  # constant loss: R^2 undefined, not logged
+    assert set(names) == {
+        "kernel_drift_slope",
+        "kernel_drift_slope_ci_low",
+        "kernel_drift_slope_ci_high",
+        "lin_error_test_slope",
+    }
+    assert names["kernel_drift_slope"] == single.iloc[0]["asym_slope"]
     md = markdown_table(["a", "b"], [["x|y", 0.5], [1, float("nan")]])
     assert md.splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 0.5 |", "| 1 | - |"]
 
@@ -449,9 +454,7 @@ def test_cli_writes_outputs(store, cli_run, capsys):
     ]
     assert killed["n_killed"].item() == 1
     md = (out / "summary.md").read_text()
-    header = (
-        "| metric | model.parameterization | model.width | n | mean | std | 95% CI | ci_method |"
-    )
+    header = "| metric | param | width | n | mean | std | 95% CI |"
     assert header in md
     assert "95% CI: student-t, n-1 dof" in md and "welch-t on per-width seed means" in md
     assert "claim supported" in md
@@ -481,7 +484,7 @@ def test_cli_stdout_lists_failed_runs_and_verdict(store, tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "model.parameterization=ntk,model.width=256,seed=3 [FAILED" in out
-    assert "[model.parameterization=ntk] kernel_drift: slope" in out
+    assert "param=ntk:\n  kernel_drift: slope" in out
     assert "as expected for the mean_field negative control" in out
     assert "Runs per group" in out and "Verdict" in out
     assert not (tmp_path / "o" / "linearization_error_vs_width.png").exists()
@@ -493,11 +496,21 @@ def test_cli_logs_artifacts_and_slopes_on_parent(store, cli_run):
     names = {Path(f.path).name for f in client.list_artifacts(store["parent_id"], "aggregate")}
     assert {"summary.csv", "summary.md", "fits.csv", "drift_vs_width.png"} <= names
     assert {"linearization_error_vs_width.png", "drift_vs_step.png"} <= names
-    metrics = client.get_run(store["parent_id"]).data.metrics
+    run = client.get_run(store["parent_id"])
+    assert not run.data.metrics  # two groups: no scalar slopes, no '/' in metric names
+    tables = json.loads(run.data.tags["mlflow.loggedArtifacts"])
+    assert {"path": "aggregate/fits.json", "type": "table"} in tables
+    table = pd.read_json(
+        client.download_artifacts(store["parent_id"], "aggregate/fits.json"), orient="split"
+    )
     fits = pd.read_csv(out / "fits.csv")
+    assert len(table) == len(fits) and list(table.columns) == list(fits.columns)
     ntk = fits[(fits["metric"] == "kernel_drift") & (fits["model.parameterization"] == "ntk")]
-    assert metrics["slope_kernel_drift/parameterization-ntk"] == pytest.approx(ntk["slope"].item())
-    assert "slope_kernel_drift_ci_high/parameterization-mean_field" in metrics
+    ntk_row = table[(table["metric"] == "kernel_drift") & (table["group"] == "param=ntk")]
+    assert ntk_row["slope"].item() == pytest.approx(ntk["slope"].item())
+    headline = run.data.tags["ntk_sweep.verdict"].splitlines()
+    assert [h.split("]")[0] for h in headline] == ["[param=mean_field", "[param=ntk"]
+    assert headline[1] in run.data.tags["mlflow.note.content"]
     # nothing logged on the older sweep
     assert not client.get_run(store["old_id"]).data.metrics
 
@@ -528,7 +541,7 @@ def test_filter_without_sweep_creates_aggregate_run(store, tmp_path):
     assert len(res.runs) == 3 * 3 + 1  # sweep parents never selected
     run = store["client"].get_run(res.logged_run_id)
     assert run.info.run_name == "aggregate" and run.data.tags["ntk_sweep.role"] == "aggregate"
-    assert "slope_kernel_drift" in run.data.metrics
+    assert "kernel_drift_slope" in run.data.metrics  # one group: its claim metrics
     assert "summary.csv" in {
         Path(f.path).name for f in store["client"].list_artifacts(res.logged_run_id, "aggregate")
     }
@@ -835,7 +848,7 @@ def test_duplicate_config_hashes_count_once(tmp_path):
     assert summary.loc[64, "kernel_drift_mean"] == pytest.approx((0.13 + 0.11 + 0.12) / 3)
     assert result.n_duplicates == 3
     report = result.report()
-    assert "One run per config hash (latest FINISHED wins): 3 duplicate(s) dropped" in report
+    assert "Duplicate configs (same config hash; the latest FINISHED run kept): 3 dropped" in report
     assert any("deduplicated by config hash" in n for n in result.notes)
 
 
@@ -926,11 +939,11 @@ def test_axis_sweep_aggregates_along_the_swept_axis(axis_store, tmp_path, capfd,
         f"- diverged: 3 run(s) FAILED at {axis} = {_v(AXIS_VALUES[axis][-1])} (x3); "
         "e.g. loss diverged at step 7: " + "x" * 52 + "..."
     ]
-    first = next(x for x in lines if x.startswith(f"- {axis}={_v(AXIS_VALUES[axis][0])}: "))
+    first = next(x for x in lines if x.startswith(f"- {short}={_v(AXIS_VALUES[axis][0])}: "))
     assert "3/3 finished, phase net lazy x3" in first
     mean = np.mean([0.01, 0.0105, 0.011])
     assert f"kernel_drift {mean:.3g} [" in first
-    third = next(x for x in lines if x.startswith(f"- {axis}={_v(AXIS_VALUES[axis][2])}: "))
+    third = next(x for x in lines if x.startswith(f"- {short}={_v(AXIS_VALUES[axis][2])}: "))
     if axis == "train.lr":
         assert "- 2N/lambda_max of the initial NTK (lr_max_stable, median): 0.91" in lines
         assert "lr/lr_max 1.32 (above 2N/lambda_max)" in third

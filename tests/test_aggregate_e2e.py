@@ -115,9 +115,9 @@ def test_real_lr_sweep_aggregates_along_lr(tmp_path):
     assert "no fit" not in cli.stdout
     # the phase per lr (tags ntk_sweep.phase_net / phase_lin), as measured for this net:
     # 2N/lambda_max is about 0.9, so 1.6 catapults the network and diverges its linearisation
-    assert "train.lr=0.1: 2/2 finished, phase net lazy x2; lin lazy x2" in cli.stdout
-    assert "train.lr=1.6: 2/2 finished, phase net catapult x2; lin divergent x2" in cli.stdout
-    assert "train.lr=6.4: 2/2 finished, phase net divergent x2; lin divergent x2" in cli.stdout
+    assert "lr=0.1: 2/2 finished, phase net lazy x2; lin lazy x2" in cli.stdout
+    assert "lr=1.6: 2/2 finished, phase net catapult x2; lin divergent x2" in cli.stdout
+    assert "lr=6.4: 2/2 finished, phase net divergent x2; lin divergent x2" in cli.stdout
     image = imread(out / "drift_vs_lr.png")
     assert image.ndim == 3 and image.shape[1] > 200
     summary = pd.read_csv(out / "summary.csv")

@@ -148,7 +148,7 @@ def _label(keys: Sequence[str], values: Sequence) -> str:
     """A group's short label, ``act=relu alpha=none param=ntk``: common keys abbreviated, the
     others by their last dotted component (:func:`ntk_sweep.names.short_names`), a missing
     value ``none``."""
-    short = short_names(keys)
+    short = short_names(keys, reserved=())
     return " ".join(f"{short[k]}={_fmt_value(v)}" for k, v in zip(keys, values, strict=True))
 
 

@@ -105,7 +105,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence], keep: int = 
 
 def _key_headers(by: Sequence[str]) -> list[str]:
     """Column headers of the group keys: their short names (``act``, ``param``, ``width``)."""
-    short = short_names(by)
+    short = short_names(by, reserved=())
     return ["width" if k == _width_key(by) else short[k] for k in by]
 
 
@@ -360,7 +360,9 @@ class AggregateResult:
         out = ([f"- {h}" for h in heads] if markdown else heads) + ([""] if heads else [])
         for group, lines in per_group.items():
             name = group or "all runs"
-            if markdown:
+            if list(per_group) == [""]:  # one group, no labels: a plain list
+                out += [f"- {x}" for x in lines]
+            elif markdown:
                 out += [f"### {name}", ""] + [f"- {x}" for x in lines] + [""]
             else:
                 out += [f"{name}:"] + [f"  {x}" for x in lines]
@@ -726,7 +728,7 @@ def _write_figures(
     title = result.selection
 
     def save(fig, name: str) -> None:
-        fig.savefig(out / f"{name}.png", dpi=110)
+        fig.savefig(out / f"{name}.png", dpi=fig.dpi)
         files[f"{name}.png"] = out / f"{name}.png"
 
     for name, candidates in (
