@@ -1008,3 +1008,122 @@ def test_aggregate_submodules_import_only_lower_layers_and_no_heavy_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------------------------
+# issue 22: headline first, tables in 120 columns, equal metrics once, figures for 1-6 groups
+# --------------------------------------------------------------------------------------------
+
+
+def _groups_frame(n_groups: int, n_seeds: int = 3, seed: int = 0) -> pd.DataFrame:
+    """A synthetic sweep of ``n_groups`` (activation x alpha) groups over 4 widths; a long
+    alpha-less group label; lin_error_test == kernel_pred_error_test, as under GD + MSE."""
+    rng = np.random.default_rng(seed)
+    settings = [(a, al) for a in ("relu", "erf") for al in (math.nan, 0.1, 10.0)][:n_groups]
+    rows = []
+    for act, alpha in settings:
+        for w in (64, 256, 1024, 4096):
+            for s in range(n_seeds):
+                drift = 0.5 * w**-0.5 * np.exp(0.1 * rng.standard_normal())
+                lin = 0.3 * drift
+                rows.append({"model.activation": act, "model.alpha": alpha,
+                             "model.parameterization": "ntk", "model.width": w, "seed": s,
+                             "status": "FINISHED", "run_name": f"w={w} s={s}",
+                             "kernel_drift": drift, "kernel_distance": drift**2,
+                             "lin_error_test": lin,
+                             "kernel_pred_error_test": lin * (1 + 1e-9)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _result(n_groups: int):
+    from ntk_sweep.aggregate.report import AggregateResult, equal_metrics
+
+    df = _groups_frame(n_groups)
+    by = ["model.activation", "model.alpha", "model.width"][: 3 if n_groups > 1 else 0] or [
+        "model.width"
+    ]
+    metrics = ["kernel_drift", "kernel_distance", "lin_error_test", "kernel_pred_error_test"]
+    if n_groups == 1:
+        df = df.drop(columns=["model.alpha"])
+    summary = summarize(df, by, metrics)
+    fits = fit_power_laws(df, by, metrics)
+    return AggregateResult(
+        tracking_uri="sqlite://", experiment="ntk-sweep", experiment_id="0", sweep_id="abc",
+        filter_string=None, by=by, metrics=metrics, level=0.3, runs=df, summary=summary,
+        fits=fits, verdict=verdict(fits), same_as=equal_metrics(df, metrics),
+    )  # fmt: skip
+
+
+def test_report_headline_first_short_labels_notes_once_tables_in_120_columns():
+    res = _result(6)
+    text = res.report()
+    lines = text.splitlines()
+    heads = res.headline()
+    assert len(heads) == 6 and lines[:6] == heads  # one line per group, first
+    erf = next(h for h in heads if h.startswith("[act=erf alpha=none] "))
+    assert erf.startswith("[act=erf alpha=none] claim supported: kernel_drift slope -0.")
+    assert "(expected -1), lin_error_test slope" in erf
+    assert "model.activation=" not in text and "(missing)" not in text
+    # each note once: the seed warning of every group is one line saying where it applies
+    warning = [x for x in lines if "seed(s) at some width" in x]
+    assert len(warning) == 1 and warning[0].endswith("(all groups)"), warning
+    # kernel_pred_error_test equals lin_error_test: shown once, with a note
+    assert res.same_as == {"kernel_pred_error_test": ("lin_error_test", pytest.approx(1e-9))}
+    assert sum("kernel_pred_error_test" in x for x in lines) == 1
+    assert "kernel_pred_error_test equals lin_error_test in every run" in text
+    # every table line fits 120 columns (the fits table is split, not wrapped)
+    tables = lines[lines.index("Runs per group:") : lines.index("Verdict:")]
+    assert max(len(x) for x in tables if not x.startswith("- ")) <= 120
+    assert text.count("metric           group") >= 2  # the fits table in two parts
+    assert "Duplicate configs (same config hash; the latest FINISHED run kept): none" in text
+    assert res.verdict_text().splitlines()[:6] == heads
+    md = res.report(markdown=True)
+    assert md.splitlines()[2:8] == [f"- {h}" for h in heads]
+    assert "\n\n## Verdict\n\n" in md and "\n\n### Notes\n\n- " in md
+
+
+def test_text_table_splits_wide_tables_repeating_key_columns():
+    from ntk_sweep.aggregate.report import text_table
+
+    header = ["key", *(f"column{i}" for i in range(20))]
+    rows = [["a" * 30, *(1.23456789 * i for i in range(20))], ["b", *range(20)]]
+    text = text_table(header, rows, keep=1)
+    assert max(len(x) for x in text.splitlines()) <= 120
+    parts = text.split("\n\n")
+    assert len(parts) >= 2 and all(p.startswith("key") for p in parts)
+    assert all(f"column{i}" in text for i in range(20))
+
+
+@pytest.mark.parametrize("n_groups", [1, 3, 6])
+def test_aggregate_figures_fit_1600_px_and_clip_nothing(n_groups):
+    """drift vs width (a panel per metric), drift vs step (a panel per group, log step axis):
+    at most 1600 px wide, no text outside the figure (the run figures' check), lower error
+    bars above 0 on the log axis."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from ntk_sweep.aggregate.plots import plot_vs_step, plot_vs_width
+    from ntk_sweep.figure_style import text_outside
+
+    res = _result(n_groups)
+    title = "experiment 'ntk-sweep', filter " + "params.`model.activation` = 'relu' " * 8
+    widths_fig = plot_vs_width(
+        res.summary, res.fits, ["kernel_drift", "kernel_distance"], res.by, 0.3, title
+    )
+    steps = np.array([0, 1, 10, 100, 300])
+    hist = pd.DataFrame(
+        {"run_id": f"r{i}", "step": s, "value": 0.01 * s**0.5}
+        for i in range(len(res.runs))
+        for s in steps
+    )
+    runs = res.runs.assign(run_id=[f"r{i}" for i in range(len(res.runs))])
+    step_fig = plot_vs_step(hist, runs, res.by, "kernel_drift", title)
+    for fig in (widths_fig, step_fig):
+        FigureCanvasAgg(fig).draw()
+        w, h = fig.canvas.get_width_height()
+        assert 400 <= w <= 1600 and h <= 1600, (w, h)
+        assert not text_outside(fig), text_outside(fig)
+    for ax in widths_fig.axes:
+        assert ax.get_yscale() == "log" and ax.get_legend() is not None
+        assert ax.get_ylim()[0] > 0
+    assert all(ax.get_xscale() == "log" for ax in step_fig.axes)
+    assert len(step_fig.axes) == n_groups and len(widths_fig.axes) == 2

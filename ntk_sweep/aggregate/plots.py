@@ -23,7 +23,7 @@ DPI = 100
 MAX_WIDTH_IN = 16.0
 PANEL_IN = (7.4, 3.6)  # one panel's axes and labels, inches
 LEGEND_ROW_IN = 0.19  # one legend row (7 pt)
-TITLE_CHARS = 150  # suptitle characters per line before it wraps
+TITLE_CHARS_PER_IN = 13  # 9 pt suptitle: characters per inch of figure width before it wraps
 
 
 def _new_figure(n_panels: int, legend_rows: int = 0, max_cols: int = 2, title: str = ""):
@@ -44,7 +44,7 @@ def _new_figure(n_panels: int, legend_rows: int = 0, max_cols: int = 2, title: s
     for ax in axes[n:]:
         ax.set_visible(False)
     if title:
-        fig.suptitle("\n".join(textwrap.wrap(title, TITLE_CHARS)), fontsize=9)
+        fig.suptitle("\n".join(textwrap.wrap(title, int(TITLE_CHARS_PER_IN * width))), fontsize=9)
     return fig, axes[:n]
 
 
