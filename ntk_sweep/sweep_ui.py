@@ -148,7 +148,8 @@ def _child_statuses(client, parent_id: str, resumed: Iterable[str]) -> list[str]
 
 
 def sweep_end_line(client, parent_id: str, uri: str, launch_dir: str) -> str:
-    """`sweep <name>: 9/9 finished, 0 failed, 0 killed; aggregate: ntk-aggregate --sweep ID`
+    """`sweep <name>: 9/9 finished, 0 failed, 0 killed; aggregate: ntk-aggregate --sweep ID;
+    MLflow UI search: tags.mlflow.parentRunId = 'ID'` (:func:`runs_filter`)
     (jobs reused from earlier runs by a resume count with their run's status; `--tracking-uri`
     is added when `uri` is not the store ntk-aggregate would open from `launch_dir`)."""
     parent = client.get_run(parent_id)
@@ -171,7 +172,12 @@ def sweep_end_line(client, parent_id: str, uri: str, launch_dir: str) -> str:
     command = f"ntk-aggregate --sweep {parent_id}"
     if tracking.resolve_tracking_uri(None, launch_dir) != uri:  # not the CLI's default store
         command += f" --tracking-uri {tracking.redact_uri(uri)}"
-    return f"{text}; aggregate: {command}"
+    return f"{text}; aggregate: {command}; MLflow UI search: {runs_filter(parent_id)}"
+
+
+def runs_filter(parent_id: str) -> str:
+    """The MLflow UI search (runs table) that shows a sweep's runs: its children."""
+    return f"tags.mlflow.parentRunId = '{parent_id}'"
 
 
 # --------------------------------------------------------------------------- --cfg job

@@ -573,13 +573,14 @@ def test_default_uri_from_env_and_default_out_dir(store, tmp_path, monkeypatch):
         (["--metrics", "kernel_drift,nope"], "--metrics: 'nope' is not a metric of the selected"),
         (["--filter", "params.`model.width` = '999'"], "empty selection: no run matches"),
         (["--filter", "this is not a filter"], "--filter: "),
-        (["--sweep", "CHILD"], "empty selection: sweep CHILD has no child runs"),
+        (["--sweep", "CHILD"], "--sweep: run CHILD is a job of sweep PARENT: use --sweep PARENT"),
         (["--level", "0"], "--level: must be > 0"),
     ],
 )
 def test_bad_input_exits_2(store, tmp_path, capsys, args, message):
-    child = store["child_ids"][0]
+    child, parent = store["child_ids"][0], store["parent_id"]
     args = [a.replace("CHILD", child) for a in args]
+    message = message.replace("PARENT", parent)
     out = tmp_path / "never"
     with pytest.raises(SystemExit) as exc:
         main(["--tracking-uri", store["uri"], "--out", str(out), *args])
