@@ -356,6 +356,15 @@ def unknown_field_hint(dotted: str, dataset: str | None = None) -> str:
     """`did you mean width?` (difflib) for an unknown dotted key, else the section's fields."""
     section, _, key = dotted.rpartition(".")
     names = schema_fields(section, dataset)
+    if not names and section:  # a misspelt section: `modle.width` -> model.width
+        head, _, rest = dotted.partition(".")
+        close = difflib.get_close_matches(head, schema_fields(""), n=1, cutoff=0.6)
+        if not close:
+            return ""
+        fixed = f"{close[0]}.{rest}"
+        return unknown_field_hint(fixed, dataset) or f"did you mean {fixed}?"
+    if key in names:  # the key exists: the section was misspelt, the key is right
+        return f"did you mean {dotted}?"
     if not names:
         return ""
     prefix = f"{section}." if section else ""
@@ -749,6 +758,15 @@ _TYPE_NAMES = {
 }
 
 
+def _float_or_none(text: str) -> float | None:
+    """The finite number `text` spells (`1e3` -> 1000.0), else None."""
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _no_such_field(dotted: str, detail: str) -> str:
     hint = unknown_field_hint(dotted)
     return f"{dotted}: no such config field ({detail})" + (f"; {hint}" if hint else "")
@@ -780,6 +798,9 @@ def describe_hydra_error(exc: BaseException) -> str:
         if key and (conv or "is not a valid bool" in text):
             value = override.split("=", 1)[1] if override and "=" in override else "?"
             expected = _TYPE_NAMES.get(conv.group(1), conv.group(1)) if conv else "true or false"
+            number = _float_or_none(value)
+            if conv and conv.group(1) == "Integer" and number is not None and number.is_integer():
+                return f"{key}={value} is invalid: expected an integer (write {int(number)})"
             return f"{key}={value} is invalid: expected {expected} ({text})"
         if "not in struct" in text or "Key '" in text:
             m2 = re.search(r"Could not override '([^']+)'", str(exc))

@@ -7,7 +7,8 @@ Figures are built with ``matplotlib.figure.Figure`` on an Agg canvas, never thro
 worker processes and on machines without a screen. No layout engine: fixed margins in inches
 (:func:`_fit`; room on top for the title's lines, a secondary t axis and an offset text), so
 that ``savefig`` draws a figure once and measures no text (constrained layout cost ~40 % of
-the figure time); tests check that no text leaves the figure. PNGs are written by
+the figure time); tests check that no text leaves the figure
+(:func:`ntk_sweep.figure_style.text_outside`). PNGs are written by
 ``fig.savefig`` (:func:`save_png`, :func:`figure_to_png_bytes`).
 
 Style shared by all figures: 7 x 4.5 in at 90 dpi (630 x 405 px), grid, legend, labelled

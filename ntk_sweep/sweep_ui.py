@@ -18,29 +18,11 @@ from datetime import datetime
 from typing import Any
 
 from ntk_sweep import tracking
+from ntk_sweep.names import ALWAYS_SHOWN, SHORT_KEYS, short_names
 
 PRESET_TAG = tracking.TAG + "preset"
 SWEPT_TAG = tracking.TAG + "swept"  # on a sweep's parent: keys (comma-separated) that vary
 PRESET_KEY = "experiment"
-# Short names in run names, in the order they appear (other keys follow, alphabetically, by
-# their last dotted component). width and seed are always shown, from the resolved config.
-SHORT_KEYS: dict[str, str] = {
-    "width": "w",
-    "model.width": "w",
-    "seed": "s",
-    "lr": "lr",
-    "train.lr": "lr",
-    "depth": "depth",
-    "model.depth": "depth",
-    "model.activation": "act",
-    "model.parameterization": "param",
-    "model.sigma_w": "sigma_w",
-    "model.sigma_b": "sigma_b",
-    "train.steps": "steps",
-    "dataset": "data",
-    "dataset.seed": "data_seed",
-}
-_ALWAYS_SHOWN = ("w", "s")
 # launch settings that never change results (the config hash leaves them out too)
 _NOT_NAMED = ("tracking.", "hydra.", "hydra/", "force")
 
@@ -55,20 +37,6 @@ def split_override(text: str) -> tuple[str, str]:
 def _named(key: str) -> bool:
     bare = key.lstrip("~")
     return not any(bare == p or bare.startswith(p) for p in _NOT_NAMED) and bare != PRESET_KEY
-
-
-def _last_component(key: str) -> str:
-    """`model.foo` -> `foo`, `~model.foo` -> `~foo` (a deletion stays visible)."""
-    bare = key.lstrip("~")
-    return key[: len(key) - len(bare)] + bare.rsplit(".", 1)[-1]
-
-
-def _short_names(keys: Iterable[str]) -> dict[str, str]:
-    """Short name per key; keys whose short names would collide keep their full name."""
-    keys = list(dict.fromkeys(keys))
-    short = {k: SHORT_KEYS.get(k) or _last_component(k) for k in keys}
-    taken = [short[k] for k in keys] + list(_ALWAYS_SHOWN)
-    return {k: (s if taken.count(s) == 1 else k) for k, s in short.items()}
 
 
 def run_name(
@@ -87,9 +55,9 @@ def run_name(
     items = [
         (k, v)
         for k, v in items
-        if _named(k) and SHORT_KEYS.get(k) not in _ALWAYS_SHOWN and (wanted is None or k in wanted)
+        if _named(k) and SHORT_KEYS.get(k) not in ALWAYS_SHOWN and (wanted is None or k in wanted)
     ]
-    short = _short_names(k for k, _ in items)
+    short = short_names(k for k, _ in items)
     order = list(dict.fromkeys(SHORT_KEYS.values()))
 
     def rank(item: tuple[str, str]) -> tuple[int, str]:
@@ -180,7 +148,8 @@ def _child_statuses(client, parent_id: str, resumed: Iterable[str]) -> list[str]
 
 
 def sweep_end_line(client, parent_id: str, uri: str, launch_dir: str) -> str:
-    """`sweep <name>: 9/9 finished, 0 failed, 0 killed; aggregate: ntk-aggregate --sweep ID`
+    """`sweep <name>: 9/9 finished, 0 failed, 0 killed; aggregate: ntk-aggregate --sweep ID;
+    MLflow UI search: tags.mlflow.parentRunId = 'ID'` (:func:`runs_filter`)
     (jobs reused from earlier runs by a resume count with their run's status; `--tracking-uri`
     is added when `uri` is not the store ntk-aggregate would open from `launch_dir`)."""
     parent = client.get_run(parent_id)
@@ -203,7 +172,12 @@ def sweep_end_line(client, parent_id: str, uri: str, launch_dir: str) -> str:
     command = f"ntk-aggregate --sweep {parent_id}"
     if tracking.resolve_tracking_uri(None, launch_dir) != uri:  # not the CLI's default store
         command += f" --tracking-uri {tracking.redact_uri(uri)}"
-    return f"{text}; aggregate: {command}"
+    return f"{text}; aggregate: {command}; MLflow UI search: {runs_filter(parent_id)}"
+
+
+def runs_filter(parent_id: str) -> str:
+    """The MLflow UI search (runs table) that shows a sweep's runs: its children."""
+    return f"tags.mlflow.parentRunId = '{parent_id}'"
 
 
 # --------------------------------------------------------------------------- --cfg job

@@ -776,6 +776,25 @@ def log_text(client, run_id: str, text: str, artifact_file: str) -> None:
     client.log_text(run_id, redact_uri(text), artifact_file)
 
 
+LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"  # what MLflow's log_table records: the UI's tables
+
+
+def log_table(client, run_id: str, table, artifact_file: str) -> None:
+    """A DataFrame as a table artifact (``<dir>/<name>.json``, pandas' "split" JSON, as
+    ``MlflowClient.log_table`` writes it, listed in the tag ``mlflow.loggedArtifacts`` so the
+    UI shows it as a table). Unlike ``log_table``, a table logged again replaces the earlier
+    one instead of being appended to it (an aggregate run twice has one set of rows)."""
+    folder, _, name = artifact_file.rpartition("/")
+    with tempfile.TemporaryDirectory(prefix="ntk-sweep-table-") as tmp:
+        path = Path(tmp) / name
+        table.to_json(path, orient="split", index=False, date_format="iso")
+        log_artifact(client, run_id, path, folder)
+    listed = json.loads(client.get_run(run_id).data.tags.get(LOGGED_ARTIFACTS_TAG, "[]"))
+    entry = {"path": artifact_file, "type": "table"}
+    if entry not in listed:
+        set_tag(client, run_id, LOGGED_ARTIFACTS_TAG, json.dumps([*listed, entry]))
+
+
 # --------------------------------------------------------------------------- identity
 
 

@@ -3,6 +3,7 @@ SQLite store populated by MlflowClient following the MLflow contract, and bad in
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import warnings
@@ -160,7 +161,7 @@ def test_verdict_wording(synthetic):
     text = "\n".join(lines)
 
     def line(par: str, start: str) -> str:
-        prefix = f"[model.parameterization={par}] {start}"
+        prefix = f"[param={par}] {start}"
         return next(x for x in lines if x.startswith(prefix))
 
     ntk = line("ntk", "kernel_drift:")
@@ -169,7 +170,7 @@ def test_verdict_wording(synthetic):
     assert "expected -0.5 (heuristic: relu, coherent flips; Lee et al.: a bound): consistent" in ntk
     assert "all 6 widths -0.49" in ntk
     ntk_verdict = line("ntk", "verdict:")
-    assert ntk_verdict.startswith("[model.parameterization=ntk] verdict: claim supported")
+    assert ntk_verdict.startswith("[param=ntk] verdict: claim supported")
     assert "the kernel tends to constant (kernel_drift slope -0.5" in ntk_verdict
     assert "consistent with the expected -0.5" in ntk_verdict
     assert "network approaches its linearisation (lin_error_test slope" in ntk_verdict
@@ -202,12 +203,12 @@ def test_level_excludes_small_widths_and_unavailable_fit_is_a_row():
     assert "level 0.1 at every width (0.19" in mf["reason"]
     lines = verdict(fits)
     assert any(
-        x.startswith("[model.parameterization=mean_field] kernel_drift: mean kernel_drift >=")
+        x.startswith("[param=mean_field] kernel_drift: mean kernel_drift >=")
         and x.endswith("O(1), does not fall into the lazy regime")
         for x in lines
     )
     assert any(
-        x.startswith("[model.parameterization=mean_field] verdict: as expected for the mean_field")
+        x.startswith("[param=mean_field] verdict: as expected for the mean_field")
         and "kernel_drift stays O(1) at every width" in x
         for x in lines
     )
@@ -253,17 +254,21 @@ def test_default_group_keys_ignore_seed_and_duplicates():
 
 
 def test_slope_metric_names_and_markdown():
+    """The sweep's run gets a few scalar claim metrics for one group, none for several (their
+    fits are a table); no metric name has a '/'."""
     df = _synthetic()
     fits = fit_power_laws(df, BY, ["kernel_drift"], n_boot=50)
-    names = slope_metric_names(fits, BY)
-    assert "slope_kernel_drift/parameterization-ntk" in names
-    assert "slope_kernel_drift_ci_low/parameterization-mean_field" in names
+    assert slope_metric_names(fits, BY) == {}
     ntk = df[df["model.parameterization"] == "ntk"]
-    single = fit_power_laws(ntk, ["model.width"], ["kernel_drift", "loss"], n_boot=50)
+    single = fit_power_laws(ntk, ["model.width"], ["kernel_drift", "lin_error_test", "loss"])
     names = slope_metric_names(single, ["model.width"])
-    assert {"slope_kernel_drift", "slope_kernel_drift_r2", "slope_loss"} <= set(names)
-    assert names["slope_kernel_drift_asym"] == single.iloc[0]["asym_slope"]
-    assert "slope_loss_r2" not in names  # constant loss: R^2 undefined, not logged
+    assert set(names) == {
+        "kernel_drift_slope",
+        "kernel_drift_slope_ci_low",
+        "kernel_drift_slope_ci_high",
+        "lin_error_test_slope",
+    }
+    assert names["kernel_drift_slope"] == single.iloc[0]["asym_slope"]
     md = markdown_table(["a", "b"], [["x|y", 0.5], [1, float("nan")]])
     assert md.splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 0.5 |", "| 1 | - |"]
 
@@ -451,9 +456,7 @@ def test_cli_writes_outputs(store, cli_run, capsys):
     ]
     assert killed["n_killed"].item() == 1
     md = (out / "summary.md").read_text()
-    header = (
-        "| metric | model.parameterization | model.width | n | mean | std | 95% CI | ci_method |"
-    )
+    header = "| metric | param | width | n | mean | std | 95% CI |"
     assert header in md
     assert f"95% CI: {MEAN_CI_METHOD}" in md and "welch-t on per-width seed means" in md
     assert "claim supported" in md
@@ -483,7 +486,7 @@ def test_cli_stdout_lists_failed_runs_and_verdict(store, tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "model.parameterization=ntk,model.width=256,seed=3 [FAILED" in out
-    assert "[model.parameterization=ntk] kernel_drift: slope" in out
+    assert "param=ntk:\n  kernel_drift: slope" in out
     assert "as expected for the mean_field negative control" in out
     assert "Runs per group" in out and "Verdict" in out
     assert not (tmp_path / "o" / "linearization_error_vs_width.png").exists()
@@ -495,11 +498,21 @@ def test_cli_logs_artifacts_and_slopes_on_parent(store, cli_run):
     names = {Path(f.path).name for f in client.list_artifacts(store["parent_id"], "aggregate")}
     assert {"summary.csv", "summary.md", "fits.csv", "drift_vs_width.png"} <= names
     assert {"linearization_error_vs_width.png", "drift_vs_step.png"} <= names
-    metrics = client.get_run(store["parent_id"]).data.metrics
+    run = client.get_run(store["parent_id"])
+    assert not run.data.metrics  # two groups: no scalar slopes, no '/' in metric names
+    tables = json.loads(run.data.tags["mlflow.loggedArtifacts"])
+    assert {"path": "aggregate/fits.json", "type": "table"} in tables
+    table = pd.read_json(
+        client.download_artifacts(store["parent_id"], "aggregate/fits.json"), orient="split"
+    )
     fits = pd.read_csv(out / "fits.csv")
+    assert len(table) == len(fits) and list(table.columns) == list(fits.columns)
     ntk = fits[(fits["metric"] == "kernel_drift") & (fits["model.parameterization"] == "ntk")]
-    assert metrics["slope_kernel_drift/parameterization-ntk"] == pytest.approx(ntk["slope"].item())
-    assert "slope_kernel_drift_ci_high/parameterization-mean_field" in metrics
+    ntk_row = table[(table["metric"] == "kernel_drift") & (table["group"] == "param=ntk")]
+    assert ntk_row["slope"].item() == pytest.approx(ntk["slope"].item())
+    headline = run.data.tags["ntk_sweep.verdict"].splitlines()
+    assert [h.split("]")[0] for h in headline] == ["[param=mean_field", "[param=ntk"]
+    assert headline[1] in run.data.tags["mlflow.note.content"]
     # nothing logged on the older sweep
     assert not client.get_run(store["old_id"]).data.metrics
 
@@ -530,7 +543,7 @@ def test_filter_without_sweep_creates_aggregate_run(store, tmp_path):
     assert len(res.runs) == 3 * 3 + 1  # sweep parents never selected
     run = store["client"].get_run(res.logged_run_id)
     assert run.info.run_name == "aggregate" and run.data.tags["ntk_sweep.role"] == "aggregate"
-    assert "slope_kernel_drift" in run.data.metrics
+    assert "kernel_drift_slope" in run.data.metrics  # one group: its claim metrics
     assert "summary.csv" in {
         Path(f.path).name for f in store["client"].list_artifacts(res.logged_run_id, "aggregate")
     }
@@ -562,13 +575,14 @@ def test_default_uri_from_env_and_default_out_dir(store, tmp_path, monkeypatch):
         (["--metrics", "kernel_drift,nope"], "--metrics: 'nope' is not a metric of the selected"),
         (["--filter", "params.`model.width` = '999'"], "empty selection: no run matches"),
         (["--filter", "this is not a filter"], "--filter: "),
-        (["--sweep", "CHILD"], "empty selection: sweep CHILD has no child runs"),
+        (["--sweep", "CHILD"], "--sweep: run CHILD is a job of sweep PARENT: use --sweep PARENT"),
         (["--level", "0"], "--level: must be > 0"),
     ],
 )
 def test_bad_input_exits_2(store, tmp_path, capsys, args, message):
-    child = store["child_ids"][0]
+    child, parent = store["child_ids"][0], store["parent_id"]
     args = [a.replace("CHILD", child) for a in args]
+    message = message.replace("PARENT", parent)
     out = tmp_path / "never"
     with pytest.raises(SystemExit) as exc:
         main(["--tracking-uri", store["uri"], "--out", str(out), *args])
@@ -851,7 +865,7 @@ def test_duplicate_config_hashes_count_once(tmp_path):
     assert summary.loc[64, "kernel_drift_mean"] == pytest.approx((0.13 + 0.11 + 0.12) / 3)
     assert result.n_duplicates == 3
     report = result.report()
-    assert "One run per config hash (latest FINISHED wins): 3 duplicate(s) dropped" in report
+    assert "Duplicate configs (same config hash; the latest FINISHED run kept): 3 dropped" in report
     assert any("deduplicated by config hash" in n for n in result.notes)
 
 
@@ -942,11 +956,11 @@ def test_axis_sweep_aggregates_along_the_swept_axis(axis_store, tmp_path, capfd,
         f"- diverged: 3 run(s) FAILED at {axis} = {_v(AXIS_VALUES[axis][-1])} (x3); "
         "e.g. loss diverged at step 7: " + "x" * 52 + "..."
     ]
-    first = next(x for x in lines if x.startswith(f"- {axis}={_v(AXIS_VALUES[axis][0])}: "))
+    first = next(x for x in lines if x.startswith(f"- {short}={_v(AXIS_VALUES[axis][0])}: "))
     assert "3/3 finished, lr phase: network lazy x3" in first
     mean = np.mean([0.01, 0.0105, 0.011])
     assert f"kernel_drift {mean:.3g} [" in first
-    third = next(x for x in lines if x.startswith(f"- {axis}={_v(AXIS_VALUES[axis][2])}: "))
+    third = next(x for x in lines if x.startswith(f"- {short}={_v(AXIS_VALUES[axis][2])}: "))
     if axis == "train.lr":
         assert "- 2N/lambda_max of the initial NTK (lr_max_stable, median): 0.91" in lines
         assert "lr/lr_max 1.32 (above 2N/lambda_max)" in third
@@ -1032,4 +1046,123 @@ def test_lr_max_median_only_when_the_runs_agree():
     lines = axis_verdict(runs, summary, "train.lr", ["train.lr"], ["kernel_drift"])
     assert any("ranges 0.05 to 6 over the runs" in x for x in lines)
     assert not any("median" in x and "2N/lambda_max" in x and "ranges" not in x for x in lines)
-    assert any(x.startswith("train.lr=0.1: ") and "lr/lr_max 1.82 (above" in x for x in lines)
+    assert any(x.startswith("lr=0.1: ") and "lr/lr_max 1.82 (above" in x for x in lines)
+
+
+# --------------------------------------------------------------------------------------------
+# issue 22: headline first, tables in 120 columns, equal metrics once, figures for 1-6 groups
+# --------------------------------------------------------------------------------------------
+
+
+def _groups_frame(n_groups: int, n_seeds: int = 3, seed: int = 0) -> pd.DataFrame:
+    """A synthetic sweep of ``n_groups`` (activation x alpha) groups over 4 widths; a long
+    alpha-less group label; lin_error_test == kernel_pred_error_test, as under GD + MSE."""
+    rng = np.random.default_rng(seed)
+    settings = [(a, al) for a in ("relu", "erf") for al in (math.nan, 0.1, 10.0)][:n_groups]
+    rows = []
+    for act, alpha in settings:
+        for w in (64, 256, 1024, 4096):
+            for s in range(n_seeds):
+                drift = 0.5 * w**-0.5 * np.exp(0.1 * rng.standard_normal())
+                lin = 0.3 * drift
+                rows.append({"model.activation": act, "model.alpha": alpha,
+                             "model.parameterization": "ntk", "model.width": w, "seed": s,
+                             "status": "FINISHED", "run_name": f"w={w} s={s}",
+                             "kernel_drift": drift, "kernel_distance": drift**2,
+                             "lin_error_test": lin,
+                             "kernel_pred_error_test": lin * (1 + 1e-9)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _result(n_groups: int):
+    from ntk_sweep.aggregate.report import AggregateResult, equal_metrics
+
+    df = _groups_frame(n_groups)
+    by = ["model.activation", "model.alpha", "model.width"][: 3 if n_groups > 1 else 0] or [
+        "model.width"
+    ]
+    metrics = ["kernel_drift", "kernel_distance", "lin_error_test", "kernel_pred_error_test"]
+    if n_groups == 1:
+        df = df.drop(columns=["model.alpha"])
+    summary = summarize(df, by, metrics)
+    fits = fit_power_laws(df, by, metrics)
+    return AggregateResult(
+        tracking_uri="sqlite://", experiment="ntk-sweep", experiment_id="0", sweep_id="abc",
+        filter_string=None, by=by, metrics=metrics, level=0.3, runs=df, summary=summary,
+        fits=fits, verdict=verdict(fits), same_as=equal_metrics(df, metrics),
+    )  # fmt: skip
+
+
+def test_report_headline_first_short_labels_notes_once_tables_in_120_columns():
+    res = _result(6)
+    text = res.report()
+    lines = text.splitlines()
+    heads = res.headline()
+    assert len(heads) == 6 and lines[:6] == heads  # one line per group, first
+    erf = next(h for h in heads if h.startswith("[act=erf alpha=none] "))
+    assert erf.startswith("[act=erf alpha=none] claim supported: kernel_drift slope -0.")
+    assert "(expected -1), lin_error_test slope" in erf
+    assert "model.activation=" not in text and "(missing)" not in text
+    # each note once: the seed warning of every group is one line saying where it applies
+    warning = [x for x in lines if "seed(s) at some width" in x]
+    assert len(warning) == 1 and warning[0].endswith("(all groups)"), warning
+    # kernel_pred_error_test equals lin_error_test: shown once, with a note
+    assert res.same_as == {"kernel_pred_error_test": ("lin_error_test", pytest.approx(1e-9))}
+    assert sum("kernel_pred_error_test" in x for x in lines) == 1
+    assert "kernel_pred_error_test equals lin_error_test in every run" in text
+    # every table line fits 120 columns (the fits table is split, not wrapped)
+    tables = lines[lines.index("Runs per group:") : lines.index("Verdict:")]
+    assert max(len(x) for x in tables if not x.startswith("- ")) <= 120
+    assert text.count("metric           group") >= 2  # the fits table in two parts
+    assert "Duplicate configs (same config hash; the latest FINISHED run kept): none" in text
+    assert res.verdict_text().splitlines()[:6] == heads
+    md = res.report(markdown=True)
+    assert md.splitlines()[2:8] == [f"- {h}" for h in heads]
+    assert "\n\n## Verdict\n\n" in md and "\n\n### Notes\n\n- " in md
+
+
+def test_text_table_splits_wide_tables_repeating_key_columns():
+    from ntk_sweep.aggregate.report import text_table
+
+    header = ["key", *(f"column{i}" for i in range(20))]
+    rows = [["a" * 30, *(1.23456789 * i for i in range(20))], ["b", *range(20)]]
+    text = text_table(header, rows, keep=1)
+    assert max(len(x) for x in text.splitlines()) <= 120
+    parts = text.split("\n\n")
+    assert len(parts) >= 2 and all(p.startswith("key") for p in parts)
+    assert all(f"column{i}" in text for i in range(20))
+
+
+@pytest.mark.parametrize("n_groups", [1, 3, 6])
+def test_aggregate_figures_fit_1600_px_and_clip_nothing(n_groups):
+    """drift vs width (a panel per metric), drift vs step (a panel per group, log step axis):
+    at most 1600 px wide, no text outside the figure (the run figures' check), lower error
+    bars above 0 on the log axis."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from ntk_sweep.aggregate.plots import plot_vs_step, plot_vs_width
+    from ntk_sweep.figure_style import text_outside
+
+    res = _result(n_groups)
+    title = "experiment 'ntk-sweep', filter " + "params.`model.activation` = 'relu' " * 8
+    widths_fig = plot_vs_width(
+        res.summary, res.fits, ["kernel_drift", "kernel_distance"], res.by, 0.3, title
+    )
+    steps = np.array([0, 1, 10, 100, 300])
+    hist = pd.DataFrame(
+        {"run_id": f"r{i}", "step": s, "value": 0.01 * s**0.5}
+        for i in range(len(res.runs))
+        for s in steps
+    )
+    runs = res.runs.assign(run_id=[f"r{i}" for i in range(len(res.runs))])
+    step_fig = plot_vs_step(hist, runs, res.by, "kernel_drift", title)
+    for fig in (widths_fig, step_fig):
+        FigureCanvasAgg(fig).draw()
+        w, h = fig.canvas.get_width_height()
+        assert 400 <= w <= 1600 and h <= 1600, (w, h)
+        assert not text_outside(fig), text_outside(fig)
+    for ax in widths_fig.axes:
+        assert ax.get_yscale() == "log" and ax.get_legend() is not None
+        assert ax.get_ylim()[0] > 0
+    assert all(ax.get_xscale() == "log" for ax in step_fig.axes)
+    assert len(step_fig.axes) == n_groups and len(widths_fig.axes) == 2

@@ -118,7 +118,7 @@ def test_real_lr_sweep_aggregates_along_lr(tmp_path):
     for lr, net, lin in (("0.1", "lazy", "lazy"), ("1.6", "catapult", "divergent"),
                          ("6.4", "divergent", "divergent")):  # fmt: skip
         phase = f"lr phase: network {net} x2; linearised {lin} x2"
-        assert f"train.lr={lr}: 2/2 finished, {phase}" in cli.stdout
+        assert f"lr={lr}: 2/2 finished, {phase}" in cli.stdout
     image = imread(out / "drift_vs_lr.png")
     assert image.ndim == 3 and image.shape[1] > 200
     summary = pd.read_csv(out / "summary.csv")

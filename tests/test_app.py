@@ -187,7 +187,8 @@ def test_multirun_2x2_one_parent_four_children_default_store(tmp_path, empty_db)
     )
     assert res.stdout.strip().splitlines()[-1] == (
         f"{parent.info.run_name}: 4/4 finished, 0 failed, 0 killed; "
-        f"aggregate: ntk-aggregate --sweep {parent.info.run_id}"
+        f"aggregate: ntk-aggregate --sweep {parent.info.run_id}; "
+        f"MLflow UI search: tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
     assert sorted(r.data.tags["ntk_sweep.job_num"] for r in children) == ["0", "1", "2", "3"]
     # Hydra's folders only: outputs/sweeps/<date>/<time>/{0..3, multirun.yaml, parent id}

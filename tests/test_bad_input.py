@@ -433,7 +433,7 @@ ROWS = [
         "width",
         "1000000000 (does not fit in memory)",
         ("width=1000000000",),
-        "width=1000000000 needs about 6.3 TiB of memory (activations 6.1 TiB, parameters 224 "
+        "width=1000000000 needs about 6.4 TiB of memory (activations 6.1 TiB, parameters 224 "
         "GiB) but this machine has 16 GiB (set by NTK_SWEEP_MEMORY_GIB): lower width",
         cli=True,
     ),
@@ -686,3 +686,20 @@ if __name__ == "__main__":
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ[MEMORY_ENV] = TABLE_MEMORY_GIB
     print(markdown_table())
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (("width=10", "modle.width=3"), "modle.width: no such config field"),
+        (("widht=10",), "widht: no such config field"),
+        (("width=1e3",), "width=1e3 is invalid: expected an integer (write 1000)"),
+    ],
+)
+def test_typos_without_plus_get_a_suggestion_and_1e3_is_quoted(overrides, expected, tmp_path):
+    """Issue 22 item 7: a misspelt section or key without `+` gets "did you mean", `1e3` for an
+    integer is refused quoting what was typed, with the integer to write."""
+    line = preflight_error(overrides, launch_dir(tmp_path))
+    assert expected in line and "\n" not in line, line
+    if "no such" in line:
+        assert line.endswith(f"did you mean {'model.' if 'modle' in line else ''}width?"), line

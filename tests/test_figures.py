@@ -8,9 +8,9 @@ import struct
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
-from matplotlib.text import Text
 
 from ntk_sweep import figures as F
+from ntk_sweep.figure_style import text_outside
 
 PAPER_FIGS = {
     "fig1_data_init",
@@ -111,43 +111,11 @@ def _main_axes(fig: Figure):
     return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
 
 
-def _text_outside(fig: Figure) -> list[str]:
-    """The text a drawn figure shows (titles, suptitle, axis and tick labels, offset texts,
-    legends, notes) that extends beyond the figure, as "what (x0, y0, x1, y1)" in pixels."""
-    renderer = fig.canvas.get_renderer()
-    inside = fig.bbox.padded(0.5)  # half a pixel of rounding
-
-    def out(bbox) -> bool:
-        if bbox is None or bbox.width == bbox.height == 0:
-            return False
-        return (
-            bbox.x0 < inside.x0 or bbox.y0 < inside.y0 or bbox.x1 > inside.x1 or bbox.y1 > inside.y1
-        )
-
-    bad, tick_labels = [], set()
-    axes = list(fig.axes) + [c for ax in fig.axes for c in ax.child_axes]  # + secondary axes
-    for ax in axes:
-        for axis in (ax.xaxis, ax.yaxis):
-            # tick labels: the axis' tight box covers exactly those drawn (a stale Tick
-            # outside the view is not drawn), with the axis label and offset text
-            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
-                tick_labels |= {id(tick.label1), id(tick.label2)}
-            if out(axis.get_tightbbox(renderer)):
-                bad.append(f"{ax.get_label() or 'axes'} {axis.axis_name}-axis tick labels")
-    for text in fig.findobj(Text):
-        if id(text) in tick_labels or not text.get_visible() or not text.get_text():
-            continue
-        box = text.get_window_extent(renderer)
-        if out(box):
-            bad.append(f"{text.get_text()!r} {tuple(round(v) for v in box.extents)}")
-    return bad
-
-
 def _check_figure(name: str, fig: Figure, width: int = WIDTH) -> None:
     assert isinstance(fig, Figure), name
     w, h = _png_size(F.figure_to_png_bytes(fig))  # draws the figure on its canvas
     assert 400 <= w <= 2000 and 300 <= h <= 1200, (name, w, h)
-    assert not _text_outside(fig), (name, _text_outside(fig))
+    assert not text_outside(fig), (name, text_outside(fig))
     axes = _main_axes(fig)
     assert axes, name
     for ax in axes:
@@ -219,7 +187,7 @@ def test_text_outside_detects_a_clipped_title():
     fig = F.figure_builders(make_record(d=1))["fig1_data_init"]()
     fig.axes[0].set_title("x" * 400)
     fig.canvas.draw()
-    assert any(s.startswith("'xxxx") for s in _text_outside(fig))
+    assert any(s.startswith("'xxxx") for s in text_outside(fig))
 
 
 @pytest.mark.parametrize("d", [1, 3])

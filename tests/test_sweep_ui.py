@@ -98,11 +98,12 @@ def test_sweep_end_line_counts_the_children_and_reused_runs(tmp_path, db):  # no
     line = sweep_ui.sweep_end_line(client, parent, db, str(tmp_path))
     assert line == (
         "sweep 2026-12-03 09:12:01: 4/6 finished (1 reused from earlier runs), 1 failed, "
-        f"1 killed; aggregate: ntk-aggregate --sweep {parent}"
+        f"1 killed; aggregate: ntk-aggregate --sweep {parent}; "
+        f"MLflow UI search: tags.mlflow.parentRunId = '{parent}'"
     )
     # launched elsewhere, the aggregate command names the store
     other = sweep_ui.sweep_end_line(client, parent, db, str(tmp_path / "elsewhere"))
-    assert other.endswith(f"--sweep {parent} --tracking-uri {db}")
+    assert f"--sweep {parent} --tracking-uri {db}; MLflow UI search: " in other
     # the experiment opens as a model-training one in the MLflow UI
     assert client.get_experiment(exp).tags["mlflow.experimentKind"] == "custom_model_development"
 
@@ -144,7 +145,8 @@ def test_preset_multirun_names_tags_and_end_line(tmp_path, db):  # noqa: F811
     last = res.stdout.strip().splitlines()[-1]
     assert last == (
         f"sweep {parent.info.run_name}: 2/2 finished, 0 failed, 0 killed; "
-        f"aggregate: ntk-aggregate --sweep {parent.info.run_id}"
+        f"aggregate: ntk-aggregate --sweep {parent.info.run_id}; "
+        f"MLflow UI search: tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
     assert "Traceback" not in res.stderr
 

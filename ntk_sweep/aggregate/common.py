@@ -9,6 +9,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from ntk_sweep.names import short_names
+
 DEFAULT_EXPERIMENT = "ntk-sweep"
 
 WIDTH_KEYS = ("model.width", "width")  # the first one present is the x axis of the fits
@@ -94,6 +96,8 @@ CONFIG_HASH_TAG = "ntk_sweep.config_hash"
 
 MAX_CELL = 90  # table cells longer than this are cut (the report has no line over ~200 chars)
 
+MAX_TABLE_WIDTH = 120  # text tables wider than this are split into several (report.text_table)
+
 FINISHED = "FINISHED"
 
 FIT_COLUMNS = (
@@ -161,12 +165,16 @@ def _groups(df: pd.DataFrame, keys: Sequence[str]) -> Iterator[tuple[tuple, pd.D
 
 
 def _label(keys: Sequence[str], values: Sequence) -> str:
-    return ", ".join(f"{k}={_fmt_value(v)}" for k, v in zip(keys, values, strict=True))
+    """A group's short label, ``act=relu alpha=none param=ntk``: common keys abbreviated, the
+    others by their last dotted component (:func:`ntk_sweep.names.short_names`), a missing
+    value ``none``."""
+    short = short_names(keys, reserved=())
+    return " ".join(f"{short[k]}={_fmt_value(v)}" for k, v in zip(keys, values, strict=True))
 
 
 def _fmt_value(v) -> str:
     if isinstance(v, float) and math.isnan(v):
-        return "(missing)"
+        return "none"
     if isinstance(v, float | np.floating) and float(v).is_integer():
         return str(int(v))
     return str(v)

@@ -250,6 +250,12 @@ def _resolve_selection(client, experiment, sweep_id, filter_string):
             run = None
         if run is None or run.info.lifecycle_stage == "deleted":
             raise AggregateError(f"--sweep: no run with id {sweep_id!r} in the tracking store")
+        sweep_of_job = run.data.tags.get(PARENT_TAG)
+        if sweep_of_job and run.data.tags.get(ROLE_TAG) != "sweep":
+            raise AggregateError(
+                f"--sweep: run {sweep_id} is a job of sweep {sweep_of_job}: "
+                f"use --sweep {sweep_of_job}"
+            )
         exp = client.get_experiment(run.info.experiment_id)
         if experiment and exp.name != experiment:
             raise AggregateError(

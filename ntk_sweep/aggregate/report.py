@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ from ntk_sweep.aggregate.common import (
     DRIFT_METRICS,
     FINISHED,
     LIN_METRICS,
+    MAX_TABLE_WIDTH,
     MEAN_CI_METHOD,
     ROLE_TAG,
     SEED_KEY,
@@ -59,19 +58,41 @@ from ntk_sweep.aggregate.verdict import (
     kink_note,
     verdict,
 )
+from ntk_sweep.names import short_names
 
 
-def text_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
-    """Aligned plain-text table."""
+def text_table(
+    header: Sequence[str], rows: Sequence[Sequence], max_width: int = MAX_TABLE_WIDTH, keep: int = 1
+) -> str:
+    """Aligned plain-text table no wider than ``max_width`` characters: a wider one is split
+    into several tables, one under the other, each repeating the first ``keep`` columns (cells
+    still too wide are cut)."""
     cells = [[str(h) for h in header]] + [[_fmt(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    keep = min(keep, len(header))
+    chunks: list[list[int]] = [[]]
+    for i in range(keep, len(header)):
+        used = sum(widths[j] + 2 for j in [*range(keep), *chunks[-1]])
+        if chunks[-1] and used + widths[i] > max_width:
+            chunks.append([])
+        chunks[-1].append(i)
+    tables = []
+    for chunk in chunks:
+        cols = [*range(keep), *chunk]
+        room = max_width - 2 * (len(cols) - 1)
+        w = [min(widths[i], max(3, room - sum(widths[j] for j in cols if j != i))) for i in cols]
+        lines = [
+            "  ".join(_cut(r[i], n).ljust(n) for i, n in zip(cols, w, strict=True)).rstrip()
+            for r in cells
+        ]
+        lines.insert(1, "  ".join("-" * n for n in w))
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
-    """GitHub-flavoured markdown table (``|`` in cells escaped)."""
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence], keep: int = 1) -> str:
+    """GitHub-flavoured markdown table (``|`` in cells escaped; ``keep`` is unused: rendered
+    tables are not split)."""
 
     def esc(c) -> str:
         return _fmt(c).replace("|", "\\|").replace("\n", " ")
@@ -82,8 +103,14 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join(lines)
 
 
+def _key_headers(by: Sequence[str]) -> list[str]:
+    """Column headers of the group keys: their short names (``act``, ``param``, ``width``)."""
+    short = short_names(by, reserved=())
+    return ["width" if k == _width_key(by) else short[k] for k in by]
+
+
 def _summary_rows(summary: pd.DataFrame, by: Sequence[str], metrics: Sequence[str]):
-    header = ["metric", *by, "n", "mean", "std", "95% CI", "ci_method"]
+    header = ["metric", *_key_headers(by), "n", "mean", "std", "95% CI"]
     rows = []
     for m in metrics:
         for _, r in summary.iterrows():
@@ -97,15 +124,14 @@ def _summary_rows(summary: pd.DataFrame, by: Sequence[str], metrics: Sequence[st
                     n_text,
                     r[f"{m}_mean"],
                     r[f"{m}_std"],
-                    ci,
-                    "t" if n > 1 else "-",
+                    ci if n > 1 else "-",
                 ]
             )
     return header, rows
 
 
 def _runs_rows(summary: pd.DataFrame, by: Sequence[str]):
-    header = [*by, "runs", "finished", "failed", "killed", "running", "not used"]
+    header = [*_key_headers(by), "runs", "finished", "failed", "killed", "running", "not used"]
     rows = [
         [
             *(_fmt_value(r[k]) for k in by),
@@ -134,7 +160,6 @@ def _fits_rows(fits: pd.DataFrame):
         "expected",
         "vs expected",
         "R^2",
-        "note",
     ]
     rows = []
     for _, f in fits.iterrows():
@@ -154,7 +179,6 @@ def _fits_rows(fits: pd.DataFrame):
                 _fmt(f["expected_slope"]),
                 f["comparison"] or "-",
                 f["r2"] if ok else "-",
-                _cut(f["reason"] or ("-" if ok else "")) or "-",
             ]
         )
     return header, rows
@@ -174,6 +198,113 @@ def _local_rows(fits: pd.DataFrame):
             slope, ci = rest.split(" ", 1)
             rows.append([f["metric"], f["group"] or "all runs", widths, slope, ci])
     return header, rows
+
+
+def _where(items: Sequence[tuple[str, str]], all_groups: Sequence[str]) -> str:
+    """Where a note applies, from (group, metric) pairs: ``kernel_drift in act=relu param=ntk``,
+    ``all groups``, or the metrics and groups listed once each."""
+    groups = list(dict.fromkeys(g for g, _ in items))
+    metrics = list(dict.fromkeys(m for _, m in items if m))
+    where = "all groups" if len(all_groups) > 1 and set(groups) >= set(all_groups) else ""
+    where = where or "; ".join(g for g in groups if g)
+    what = ", ".join(metrics)
+    return " in ".join(x for x in (what, where) if x)
+
+
+def _fit_notes(fits: pd.DataFrame, hidden: Sequence[str]) -> list[str]:
+    """Each distinct reason of the fits table once, with the metrics and groups it applies to."""
+    if fits is None or fits.empty:
+        return []
+    by_reason: dict[str, list[tuple[str, str]]] = {}
+    for _, f in fits.iterrows():
+        if f["reason"] and f["metric"] not in hidden:
+            by_reason.setdefault(str(f["reason"]), []).append((f["group"], f["metric"]))
+    groups = list(dict.fromkeys(fits["group"]))
+    return [f"{reason}: {_where(items, groups)}" for reason, items in by_reason.items()]
+
+
+def _split_verdict(lines: Sequence[str]) -> list[tuple[str, str, str]]:
+    """Verdict lines as (group, head, body): ``[g] kernel_drift: slope ...`` -> (g,
+    "kernel_drift", "slope ..."); a line without a group has group ""."""
+    out = []
+    for line in lines:
+        group, rest = "", line
+        if line.startswith("[") and "] " in line:
+            group, rest = line[1:].split("] ", 1)
+        head, sep, body = rest.partition(": ")
+        out.append((group, head, body) if sep else (group, "", rest))
+    return out
+
+
+def _is_claim(head: str) -> bool:
+    return head == "verdict"
+
+
+def headline(lines: Sequence[str], fits: pd.DataFrame) -> list[str]:
+    """One line per group: the claim's status (from the group's ``verdict:`` line) and its key
+    numbers, the asymptotic slope of the kernel drift with its 95 % CI (and the expected rate)
+    and that of the linearisation error. Empty without verdict lines (a sweep along lr)."""
+    out = []
+    for group, head, body in _split_verdict(lines):
+        if not _is_claim(head):
+            continue
+        status, sep, rest = body.partition(": ")
+        gf = fits[fits["group"] == group] if fits is not None and not fits.empty else fits
+        numbers = [_key_number(gf, ms) for ms in (DRIFT_METRICS, LIN_METRICS)]
+        numbers = [n for n in numbers if n]
+        text = f"{status}: {', '.join(numbers)}" if numbers else body if sep else status
+        out.append(f"[{group}] {text}" if group else text)
+    return out
+
+
+def _key_number(gf: pd.DataFrame | None, candidates: Sequence[str]) -> str:
+    """The first of ``candidates`` fitted in the group: ``kernel_drift slope -0.68 [-1.02,
+    -0.34] (expected -0.5)``, ``kernel_drift O(1) at every width``, or ``... no fit``."""
+    if gf is None or gf.empty:
+        return ""
+    rows = gf[gf["metric"].isin(candidates)]
+    if rows.empty:
+        return ""
+    f = rows.set_index("metric").loc[next(m for m in candidates if m in set(rows["metric"]))]
+    m = f.name
+    if f["status"] == "above level":
+        return f"{m} O(1) at every width"
+    if f["status"] != "ok":
+        return f"{m} no fit"
+    text = (
+        f"{m} slope {_fixed(f['asym_slope'], 2)} "
+        f"[{_fixed(f['asym_slope_ci_low'], 2)}, {_fixed(f['asym_slope_ci_high'], 2)}]"
+    )
+    e = f["expected_slope"]
+    return text + (f" (expected {e:g})" if m in DRIFT_METRICS and np.isfinite(e) else "")
+
+
+def verdict_details(lines: Sequence[str], hidden: Sequence[str] = ()) -> tuple[dict, list[str]]:
+    """The verdict lines grouped: ({group: [line without the group prefix, ...]}, notes), where
+    a line whose text repeats (the same note for several metrics or groups) becomes one note
+    saying where it applies, and the lines of the ``hidden`` metrics (equal to another one)
+    are left out."""
+    parts = [p for p in _split_verdict(lines) if p[1] not in hidden]
+
+    def note(head: str, body: str) -> str:  # what repeats: a warning's text, a metric's note
+        return f"{head}: {body}" if head == "warning" else body
+
+    count: dict[str, int] = {}
+    for _, head, body in parts:
+        if not _is_claim(head):
+            count[note(head, body)] = count.get(note(head, body), 0) + 1
+    per_group: dict[str, list[str]] = {}
+    repeated: dict[str, list[tuple[str, str]]] = {}
+    groups = list(dict.fromkeys(g for g, _, _ in parts))
+    for group, head, body in parts:
+        per_group.setdefault(group, [])
+        if count.get(note(head, body), 0) > 1:
+            metric = "" if head == "warning" else head
+            repeated.setdefault(note(head, body), []).append((group, metric))
+        else:
+            per_group[group].append(f"{head}: {body}" if head else body)
+    notes = [f"{t} ({w})" if (w := _where(items, groups)) else t for t, items in repeated.items()]
+    return per_group, notes
 
 
 @dataclass
@@ -198,6 +329,8 @@ class AggregateResult:
     files: dict[str, Path] = field(default_factory=dict)
     logged_run_id: str | None = None
     notes: list[str] = field(default_factory=list)
+    # metric -> (the metric it equals in every run, max relative difference): shown once
+    same_as: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     @property
     def selection(self) -> str:
@@ -208,81 +341,153 @@ class AggregateResult:
             parts.append(f"filter {self.filter_string!r}")
         return f"experiment {self.experiment!r}, " + ", ".join(parts)
 
+    @property
+    def shown_metrics(self) -> list[str]:
+        """The metrics of the tables: those equal to another one by construction (``same_as``)
+        are shown once, as that one."""
+        return [m for m in self.metrics if m not in self.same_as]
+
+    def headline(self) -> list[str]:
+        """One line per group: the claim's status and key numbers (:func:`headline`)."""
+        return headline(self.verdict, self.fits)
+
+    def verdict_text(self, markdown: bool = False, with_headline: bool = True) -> str:
+        """verdict.txt: the headline, then the verdict per group, then each repeated note once
+        (with the metrics and groups it applies to)."""
+        per_group, notes = verdict_details(self.verdict, hidden=list(self.same_as))
+        notes += self.equal_metric_notes()
+        heads = self.headline() if with_headline else []
+        out = ([f"- {h}" for h in heads] if markdown else heads) + ([""] if heads else [])
+        for group, lines in per_group.items():
+            name = group or "all runs"
+            if list(per_group) == [""]:  # one group, no labels: a plain list
+                out += [f"- {x}" for x in lines]
+            elif markdown:
+                out += [f"### {name}", ""] + [f"- {x}" for x in lines] + [""]
+            else:
+                out += [f"{name}:"] + [f"  {x}" for x in lines]
+        if notes and markdown:
+            out += ["### Notes", ""] + [f"- {n}" for n in notes]
+        elif notes:
+            out += ["notes:"] + [f"  {n}" for n in notes]
+        return "\n".join(out).rstrip() + "\n"
+
+    def equal_metric_notes(self) -> list[str]:
+        return [
+            f"{m} equals {kept} in every run (max relative difference {diff:.1e}): shown once, "
+            f"as {kept} (GD + MSE: the linearised model is the kernel predictor, docs/metrics.md)"
+            for m, (kept, diff) in self.same_as.items()
+        ]
+
     def report(self, markdown: bool = False) -> str:
-        """The readable report: selection, runs per group, summary, fits, verdict."""
+        """The readable report: the headline (one line per group), the selection, runs per
+        group, summary, fits, the verdict per group, notes. Text tables fit 120 columns."""
         table = markdown_table if markdown else text_table
         status_counts = self.runs["status"].value_counts().to_dict()
         counts = ", ".join(f"{n} {s}" for s, n in sorted(status_counts.items()))
         out = []
+        heads = self.headline()
         if markdown:
             what = f"along {self.axis}" if self.axis else "kernel drift vs width"
             out += [f"# Aggregate: {what}", ""]
-        dedup = f"{self.n_duplicates} duplicate(s) dropped" if self.n_duplicates else "none found"
-        out += [
+            out += [f"- {h}" for h in heads] + ([""] if heads else [])
+        else:
+            out += heads + ([""] if heads else [])
+        dedup = f"{self.n_duplicates} dropped" if self.n_duplicates else "none"
+        info = [
             f"Selection: {self.selection} ({len(self.runs)} runs: {counts})",
             f"Grouping keys: {', '.join(self.by) or '(none)'}; replicate key: {SEED_KEY}; "
             f"fit level {self.level:g}",
-            f"One run per config hash (latest FINISHED wins): {dedup}",
-            "",
+            f"Duplicate configs (same config hash; the latest FINISHED run kept): {dedup}",
         ]
+        out += [f"- {x}" for x in info] if markdown else info
+        out += [""]
+        shown = self.shown_metrics
+        fits = self.fits
+        if "metric" in fits:
+            fits = fits[~fits["metric"].isin(list(self.same_as))]
         sections = [
-            ("Runs per group", _runs_rows(self.summary, self.by)),
+            ("Runs per group", _runs_rows(self.summary, self.by), len(self.by)),
             (
                 f"Final metrics (mean over seeds, 95% CI: {MEAN_CI_METHOD})",
-                _summary_rows(self.summary, self.by, self.metrics),
+                _summary_rows(self.summary, self.by, shown),
+                1 + len(self.by),
             ),
         ]
-        if not self.fits.empty:
+        if not fits.empty:
             sections += [
                 (
                     f"Power-law fits (metric ~ prefactor * width^slope; 95% CI: {SLOPE_CI_METHOD})",
-                    _fits_rows(self.fits),
+                    _fits_rows(fits),
+                    2,
                 ),
-                ("Local slopes between consecutive widths", _local_rows(self.fits)),
+                ("Local slopes between consecutive widths", _local_rows(fits), 2),
             ]
-        for title, (header, rows) in sections:
-            out += [f"## {title}" if markdown else f"{title}:", "", table(header, rows), ""]
+        for title, (header, rows), keep in sections:
+            out += [f"## {title}" if markdown else f"{title}:", "", table(header, rows, keep=keep)]
+            out += [""]
+        fit_notes = _fit_notes(fits, list(self.same_as))
+        if fit_notes:
+            out += ["Fit notes:", ""]
+            out += [f"- {n}" for n in fit_notes] + [""]
         out += ["## Verdict" if markdown else "Verdict:", ""]
-        out += [f"- {line}" for line in self.verdict]
+        out += [self.verdict_text(markdown=markdown, with_headline=False)]
         if self.notes:
-            out += ["", "## Notes" if markdown else "Notes:", ""]
+            out += ["## Notes" if markdown else "Notes:", ""]
             out += [f"- {n}" for n in self.notes]
-        return "\n".join(out) + "\n"
+        return "\n".join(out).rstrip() + "\n"
 
 
-def _sanitize(text: str) -> str:
-    return re.sub(r"[^\w.\-]+", "_", str(text)).strip("_") or "x"
+VERDICT_TAG = "ntk_sweep.verdict"  # the headline, on the run the aggregate logs to
+
+NOTE_TAG = "mlflow.note.content"  # the run's description (MLflow UI: Overview)
+
+EQUAL_RTOL = 1e-6  # metrics closer than this in every run are one metric (shown once)
 
 
-def slope_metric_names(fits: pd.DataFrame, by: Sequence[str]) -> dict[str, float]:
-    """MLflow metric name -> value for the ok fits: ``slope_<metric>``, ``slope_<metric>_ci_low``,
-    ``slope_<metric>_ci_high``, ``slope_<metric>_r2``, ``slope_<metric>_asym`` (and its
-    ``_asym_ci_low`` / ``_asym_ci_high``: the widest-widths fit), suffixed
-    ``/<key>-<value>...`` (last component of the key) when there are several groups."""
+def equal_metrics(runs: pd.DataFrame, metrics: Sequence[str]) -> dict[str, tuple[str, float]]:
+    """Metrics equal to an earlier one of ``metrics`` in every finished run (max relative
+    difference below :data:`EQUAL_RTOL`, finite in the same runs): metric -> (the earlier one,
+    the max relative difference). E.g. ``kernel_pred_error_test`` and ``lin_error_test`` under
+    GD + MSE (docs/metrics.md: computed independently, mathematically equal)."""
+    ok = runs[_is_finished(runs)]
+    out: dict[str, tuple[str, float]] = {}
+    for i, b in enumerate(metrics):
+        for a in metrics[:i]:
+            if a in out or a not in ok or b not in ok:
+                continue
+            x, y = ok[a].to_numpy(float), ok[b].to_numpy(float)
+            both = np.isfinite(x) & np.isfinite(y)
+            if not both.any() or (np.isfinite(x) != np.isfinite(y)).any():
+                continue
+            scale = np.maximum(np.abs(x[both]), np.abs(y[both]))
+            diff = float(np.max(np.abs(x[both] - y[both]) / np.where(scale > 0, scale, 1.0)))
+            if diff < EQUAL_RTOL:
+                out[b] = (a, diff)
+                break
+    return out
+
+
+def slope_metric_names(fits: pd.DataFrame, by: Sequence[str] = ()) -> dict[str, float]:
+    """The few scalar metrics logged on the sweep's run when it has one group: the asymptotic
+    slope of the kernel drift and its 95 % CI (``kernel_drift_slope``, ``..._ci_low``,
+    ``..._ci_high``) and of the linearisation error (``lin_error_test_slope``). None with
+    several groups: their fits are the table ``aggregate/fits.json`` (no ``/`` in names)."""
     out: dict[str, float] = {}
-    if fits is None or fits.empty:
+    if fits is None or fits.empty or fits["group"].nunique() > 1:
         return out
-    others = [k for k in by if k != _width_key(by)]
-    several = fits["group"].nunique() > 1
-    for _, f in fits[fits["status"] == "ok"].iterrows():
-        suffix = ""
-        if several:
-            suffix = "/" + "/".join(
-                f"{_sanitize(k.rsplit('.', 1)[-1])}-{_sanitize(_fmt_value(f[k]))}" for k in others
-            )
-        base = f"slope_{_sanitize(f['metric'])}"
-        for name, col in (
-            ("", "slope"),
-            ("_ci_low", "slope_ci_low"),
-            ("_ci_high", "slope_ci_high"),
-            ("_r2", "r2"),
-            ("_asym", "asym_slope"),
-            ("_asym_ci_low", "asym_slope_ci_low"),
-            ("_asym_ci_high", "asym_slope_ci_high"),
-        ):
-            value = float(f[col])
+    ok = fits[fits["status"] == "ok"].set_index("metric")
+    for candidates, suffixes in (
+        (DRIFT_METRICS, ("", "_ci_low", "_ci_high")),
+        (LIN_METRICS, ("",)),
+    ):
+        m = next((c for c in candidates if c in ok.index), None)
+        if m is None:
+            continue
+        for suffix in suffixes:
+            value = float(ok.loc[m, f"asym_slope{suffix}"])
             if np.isfinite(value):
-                out[f"{base}{name}{suffix}"] = value
+                out[f"{m}_slope{suffix}"] = value
     return out
 
 
@@ -353,6 +558,7 @@ def aggregate_sweep(
         axis=axis,
         n_duplicates=n_dup,
         notes=notes,
+        same_as=equal_metrics(runs, metrics),
     )
     histories = None
     if step_metric and step_metric in metric_names:
@@ -488,7 +694,7 @@ def _write_and_log(
     result.fits.to_csv(out / "fits.csv", index=False)
     files["fits.csv"] = out / "fits.csv"
     _write_figures(result, out, files, histories, step_metric)
-    (out / "verdict.txt").write_text("\n".join(result.verdict) + "\n")
+    (out / "verdict.txt").write_text(result.verdict_text())
     files["verdict.txt"] = out / "verdict.txt"
     if log_to_mlflow:
         run_id = parent_id
@@ -522,7 +728,7 @@ def _write_figures(
     title = result.selection
 
     def save(fig, name: str) -> None:
-        fig.savefig(out / f"{name}.png", dpi=110)
+        fig.savefig(out / f"{name}.png", dpi=fig.dpi)
         files[f"{name}.png"] = out / f"{name}.png"
 
     for name, candidates in (
@@ -546,15 +752,28 @@ def _write_figures(
 
 
 def _log_outputs(client, result: AggregateResult, new_run: bool) -> None:
-    """The written files as artifacts under ``aggregate/`` and the slope metrics; a new
-    ``aggregate`` run is then terminated FINISHED."""
-    from mlflow.entities import Metric
+    """The written files as artifacts under ``aggregate/``, the fits as the table
+    ``aggregate/fits.json``, the headline as the run's description and tag
+    ``ntk_sweep.verdict``, the few claim metrics (:func:`slope_metric_names`); a new
+    ``aggregate`` run is then terminated FINISHED. Every write goes through
+    :mod:`ntk_sweep.tracking`."""
+    from ntk_sweep import tracking
 
+    run_id = result.logged_run_id
     for path in result.files.values():
-        client.log_artifact(result.logged_run_id, str(path), artifact_path="aggregate")
-    now = int(time.time() * 1000)
-    slopes = [Metric(k, v, now, 0) for k, v in slope_metric_names(result.fits, result.by).items()]
+        tracking.log_artifact(client, run_id, path, "aggregate")
+    if not result.fits.empty:
+        tracking.log_table(client, run_id, result.fits, "aggregate/fits.json")
+    heads = result.headline()
+    if heads:
+        tracking.set_tag(client, run_id, VERDICT_TAG, "\n".join(heads))
+        description = ["**ntk-aggregate verdict**", "", *(f"- {h}" for h in heads), ""]
+        description += ["Details: artifacts `aggregate/summary.md`, table `aggregate/fits.json`."]
+        tracking.set_tag(client, run_id, NOTE_TAG, "\n".join(description))
+    slopes = slope_metric_names(result.fits)
     if slopes:
-        client.log_batch(result.logged_run_id, metrics=slopes)
+        metrics = tracking.MetricLog(client, run_id)
+        metrics.log(slopes, step=0)
+        metrics.flush()
     if new_run:
-        client.set_terminated(result.logged_run_id, FINISHED)
+        tracking.end_run(client, run_id, FINISHED)

@@ -398,7 +398,10 @@ def fit_power_laws(
         return pd.DataFrame(columns=columns)
     ok = df[_is_finished(df)]
     rows = []
-    mechanisms = {values: flip_mechanism(sub, wkey) for values, sub in _groups(ok, others)}
+    # keyed by label: a NaN among a group's values (an unset alpha) never equals itself
+    mechanisms = {
+        _label(others, values): flip_mechanism(sub, wkey) for values, sub in _groups(ok, others)
+    }
     for m in metrics:
         # counts and fractions are not small quantities: the level applies to the others
         lvl = math.inf if m.startswith((FLIPPED_UNITS_METRIC, COHERENCE_METRIC)) else level
@@ -412,7 +415,7 @@ def fit_power_laws(
                 _setting(sub, "parameterization"),
                 _setting(sub, "optimizer", "train"),
             )
-            mechanism, why = mechanisms[values]
+            mechanism, why = mechanisms[row["group"]]
             terms = _for_mechanism(m, terms, mechanism)
             row["mechanism"] = why if m != SMOOTH_PART_METRIC and len(terms) == 1 else ""
             expected = terms[0].p if terms else math.nan
