@@ -102,7 +102,7 @@ def test_pipeline_gives_the_vectorised_outcome_and_relu_lines_say_no_slower():
     fit = fit_power_laws(df, ["model.width"], ["kernel_drift"]).iloc[0]
     used = [float(w) for w in fit["widths_used"].split(";")]
     cols = np.isin(widths, used)
-    relu = [Terms(-0.5, -1.0, "h", ""), Terms(-0.75, -1.0, "h", "")]
+    relu = [Terms(-0.5, -0.75, "h", ""), Terms(-0.75, -1.0, "h", "")]  # expected_terms' relu
     j = judge_rate(widths[cols], means[0, cols], var[0, cols], counts[0, cols], relu)
     assert fit["outcome"] == j["outcome"] == "consistent with correction"
     assert fit["tt_a_ci_low"] > 0 and fit["n_star"] == pytest.approx(float(j["n_star"]))
@@ -111,8 +111,8 @@ def test_pipeline_gives_the_vectorised_outcome_and_relu_lines_say_no_slower():
     assert "slower" not in text and "faster" not in text, text
     v = lines[-1]
     assert v.startswith("verdict: claim supported: the kernel tends to constant")
-    assert "consistent with -0.5 once the n^-1 term is included, n* " in v
-    assert any("kernel_drift: a n^-0.5 + b n^-1 over widths" in x and "widest pair" in x
+    assert "consistent with -0.5 once the n^-0.75 term is included, n* " in v
+    assert any("kernel_drift: a n^-0.5 + b n^-0.75 over widths" in x and "widest pair" in x
                for x in lines)  # fmt: skip
 
 

@@ -47,10 +47,11 @@ def expected_terms(
 
     - smooth activations (erf, tanh, ...): drift / linearisation error n^-1, next order n^-2
       (the 1/n expansion of Dyer & Gur-Ari 2019 goes in powers of 1/n; Huang & Yau 2019): a rate;
-    - relu-like, total drift: n^-1/2 if the activation flips add coherently, n^-3/4 if they
-      cancel (heuristic, MATH.md s.6), next order n^-1 (the smooth part). Lee et al. 2019's
-      n^-1/2 is a *bound* for every activation, not a rate;
-    - ``kernel_drift_flip``: n^-1/2 (coherent) or n^-3/4 (incoherent), next order n^-1;
+    - relu-like, total drift: n^-1/2 if the activation flips add coherently, next order n^-3/4
+      (their incoherent fluctuation); n^-3/4 if they cancel, next order n^-1 (the smooth part)
+      (heuristic, MATH.md s.6, docs/expected_rates.md). Lee et al. 2019's n^-1/2 is a *bound*
+      for every activation, not a rate;
+    - ``kernel_drift_flip``: n^-1/2 (coherent, next n^-3/4) or n^-3/4 (incoherent, next n^-1);
       ``kernel_drift_smooth``: n^-1, next n^-2; ``flipped_units*``: n^+1/2 (heuristic, no next
       order); ``flip_coherence``: n^0 (coherent) or n^-1/4 (incoherent);
     - kernel distance: twice the drift's exponents (1 - cos is quadratic in the drift);
@@ -73,7 +74,7 @@ def expected_terms(
     act = str(activation) if activation is not None else ""
     relu, smooth = act in RELU_LIKE, act in SMOOTH
     flips = (
-        Terms(-0.5, -1.0, "heuristic", f"{act}, coherent flips; Lee et al.: a bound"),
+        Terms(-0.5, -0.75, "heuristic", f"{act}, coherent flips; Lee et al.: a bound"),
         Terms(-0.75, -1.0, "heuristic", f"{act}, incoherent flips (MATH.md s.6)"),
     )
     if m.startswith(FLIPPED_UNITS_METRIC):
