@@ -140,6 +140,7 @@ FIT_COLUMNS = (
     "tt_delta_aic",
     "tt_p_aic",
     "n_star",
+    "mechanism_slope",
 )
 
 

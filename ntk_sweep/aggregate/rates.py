@@ -79,7 +79,9 @@ def expected_terms(
     )
     if m.startswith(FLIPPED_UNITS_METRIC):
         if relu:
-            return [Terms(0.5, nan, "heuristic", f"{act}: ~n^1/2 units flip (MATH.md s.6)")], ""
+            # next order: the flip probability's n^-1 term, a constant number of flips
+            why = f"{act}: ~n^1/2 units flip (MATH.md s.6)"
+            return [Terms(0.5, 0.0, "heuristic", why)], ""
         return [], f"no expected rate for {m} with activation {act or '(unknown)'}"
     if m == COHERENCE_METRIC:
         if relu:

@@ -34,6 +34,7 @@ from ntk_sweep.aggregate.common import (
 )
 from ntk_sweep.aggregate.rates import (
     COHERENCE_METRIC,
+    FLIP_METRIC,
     FLIPPED_UNITS_METRIC,
     SMOOTH_PART_METRIC,
     Terms,
@@ -208,6 +209,12 @@ def two_term_fit(
 
 
 OUTCOMES = ("consistent", "consistent with correction", "inconsistent")
+# Where the flips dominate the drift and their count is still settling towards n^1/2, the drift's
+# exponent in the window is the count's, less 1, plus the coherence's (the flip part is
+# #flips / n x coherence x the size of one flip): `explained_by_flips`.
+MECHANISM_OUTCOME = "consistent with the mechanism"
+# the metrics whose exponent is the drift's (docs/expected_rates.md)
+_DRIFT_LIKE = ("kernel_drift", "lin_error", "kernel_pred_error")
 
 P_ADEQUATE = 0.05  # the two-term model is adequate when neither bootstrap test rejects it at 5 %
 
@@ -429,7 +436,41 @@ def fit_power_laws(
             )
             row.update(_judge_row(_width_samples(sub, wkey, m), row, terms))
             rows.append(row)
+    explained_by_flips(rows)
     return pd.DataFrame(rows, columns=columns)
+
+
+def explained_by_flips(rows: list[dict]) -> None:
+    """Per group with the flip metrics: a drift-like fit (kernel drift, linearisation and kernel
+    prediction errors, the flip part) judged "inconsistent" becomes
+    :data:`MECHANISM_OUTCOME` when the flip part dominates at the widest width, the flipped-unit
+    count is itself judged consistent with n^1/2 (with or without its next order: a count
+    still settling), and the fit's slope CI contains ``mechanism_slope`` = the count's slope - 1
+    + the coherence's slope (asymptotic fits: the flip part is #flips / n x coherence x the size
+    of one flip, exactly at depth 1). The window is then not yet asymptotic, not a wrong rate.
+    In place on ``rows`` (dicts of :func:`fit_power_laws`)."""
+    by_group: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        by_group.setdefault(r["group"], {})[r["metric"]] = r
+    for fits in by_group.values():
+        units, coh = fits.get(FLIPPED_UNITS_METRIC), fits.get(COHERENCE_METRIC)
+        flip, smooth = fits.get(FLIP_METRIC), fits.get(SMOOTH_PART_METRIC)
+        if any(r is None or r["status"] != "ok" for r in (units, coh, flip, smooth)):
+            continue
+        if not units["outcome"] or units["outcome"] == OUTCOMES[2]:
+            continue
+        if not np.nan_to_num(flip.get("widest_mean", np.nan)) > np.nan_to_num(
+            smooth.get("widest_mean", np.nan)
+        ):
+            continue
+        predicted = units["asym_slope"] - 1 + coh["asym_slope"]
+        for r in fits.values():
+            if r["status"] != "ok" or not str(r["metric"]).startswith(_DRIFT_LIKE):
+                continue
+            r["mechanism_slope"] = predicted
+            lo, hi = r["asym_slope_ci_low"], r["asym_slope_ci_high"]
+            if r["outcome"] == OUTCOMES[2] and lo <= predicted <= hi:
+                r["outcome"] = MECHANISM_OUTCOME
 
 
 def flip_mechanism(sub: pd.DataFrame, wkey: str) -> tuple[str, str]:

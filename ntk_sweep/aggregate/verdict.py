@@ -28,6 +28,7 @@ from ntk_sweep.aggregate.rates import (
     SMOOTH_PART_METRIC,
 )
 from ntk_sweep.aggregate.statistics import (
+    MECHANISM_OUTCOME,
     axis_trends,
     lr_max_stable,
     lr_max_values,
@@ -77,6 +78,12 @@ def _outcome_text(row: pd.Series, short: bool = False) -> str:
     if outcome == "consistent with correction":
         n_star = f", n* {row['n_star']:.3g}" if np.isfinite(row["n_star"]) else ""
         return f"consistent with {e:g} once the n^{row['next_slope']:g} term is included{n_star}"
+    if outcome == MECHANISM_OUTCOME:
+        return (
+            f"{MECHANISM_OUTCOME}: the flipped units' count and coherence give "
+            f"n^{row['mechanism_slope']:.2f} at these widths (n^{e:g} once the count reaches "
+            "n^1/2): not yet asymptotic"
+        )
     if outcome == "inconsistent":
         why = f"{_COMPARISON_TEXT[cmp]} it" if cmp in ("faster", "slower") else ""
         if not short and np.isfinite(row["next_slope"]):
