@@ -175,3 +175,39 @@ def test_every_interval_of_a_positive_metric_is_positive():
     assert (summary["kernel_drift_ci_low"] > 0).all()
     assert (summary["kernel_drift_ci_low"] < summary["kernel_drift_mean"]).all()
     assert (summary["ntk_lambda_min_ci_low"] < 0).any()  # linear: may go below 0
+
+
+def _fit_row(metric: str, slope: float, half: float, outcome: str, widest: float = 1.0) -> dict:
+    return {"group": "", "metric": metric, "status": "ok", "asym_slope": slope,
+            "asym_slope_ci_low": slope - half, "asym_slope_ci_high": slope + half,
+            "outcome": outcome, "widest_mean": widest}  # fmt: skip
+
+
+def test_a_window_set_by_a_settling_flip_count_is_consistent_with_the_mechanism():
+    """The flip part dominates, the count grows as n^0.81 (still settling towards n^1/2: judged
+    consistent once its next order is included) and the coherence as n^-0.09: in this window
+    the drift falls as n^(0.81 - 1 - 0.09) = n^-0.28, which is not a wrong rate. A drift slope
+    whose CI misses that value stays inconsistent; so does everything when the count is
+    itself inconsistent, or when the smooth part dominates."""
+    from ntk_sweep.aggregate.statistics import MECHANISM_OUTCOME, explained_by_flips
+
+    def rows(count_outcome="consistent with correction", drift=-0.31, smooth_mean=0.0003):
+        return [
+            _fit_row("flipped_units", 0.81, 0.17, count_outcome),
+            _fit_row("flip_coherence", -0.09, 0.06, "consistent"),
+            _fit_row("kernel_drift_flip", -0.25, 0.12, "inconsistent", widest=0.0075),
+            _fit_row("kernel_drift_smooth", -0.94, 0.18, "consistent", widest=smooth_mean),
+            _fit_row("kernel_drift", drift, 0.14, "inconsistent"),
+            _fit_row("param_movement", -0.3, 0.01, "inconsistent"),
+        ]
+
+    r = rows()
+    explained_by_flips(r)
+    got = {x["metric"]: x["outcome"] for x in r}
+    assert got["kernel_drift"] == got["kernel_drift_flip"] == MECHANISM_OUTCOME
+    assert r[4]["mechanism_slope"] == pytest.approx(0.81 - 1 - 0.09)
+    assert got["param_movement"] == "inconsistent"  # not a drift-like metric
+    for kwargs in ({"drift": -0.6}, {"count_outcome": "inconsistent"}, {"smooth_mean": 0.1}):
+        r = rows(**kwargs)
+        explained_by_flips(r)
+        assert r[4]["outcome"] == "inconsistent", kwargs
