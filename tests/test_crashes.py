@@ -113,27 +113,36 @@ def parents(runs: list) -> list:
     return [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "sweep"]
 
 
-@pytest.mark.slow
-def test_joblib_worker_sigkilled_one_line_and_the_immediate_rerun_completes(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    joblib = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"tracking.uri={uri}")
-    proc = start_sweep(tmp_path, *joblib)
+def sigkill_one_job(tmp_path: Path, uri: str, launcher: tuple[str, ...], error: str, wait_s=0.0):
+    """Start a sweep, SIGKILL one job's process while it trains: the sweep exits 1 with one
+    line starting with `error`; within `wait_s` of its exit no run is RUNNING, the parent and
+    the killed job are KILLED. Returns (runs, the killed job's run)."""
+    proc = start_sweep(tmp_path, *launcher, f"tracking.uri={uri}")
     victim = training_run(uri, proc)
     os.kill(int(victim.data.tags[tracking.PID_TAG]), signal.SIGKILL)
-    assert proc.wait(timeout=120) == 1
+    assert proc.wait(timeout=240) == 1
     errors = error_lines(tmp_path)
-    assert len(errors) == 1 and errors[0].startswith(
-        "error: the sweep stopped: TerminatedWorkerError: A worker process"
-    ), errors
-    runs = settled(uri, timeout=0)  # the launching process settled its jobs before exiting
+    assert len(errors) == 1 and errors[0].startswith(error), errors
+    runs = settled(uri, timeout=wait_s)
     assert [p.info.status for p in parents(runs)] == ["KILLED"]
     killed = next(r for r in runs if r.info.run_id == victim.info.run_id)
     assert killed.info.status == "KILLED"
+    return runs, killed
+
+
+@pytest.mark.slow
+def test_joblib_worker_sigkilled_one_line_and_the_immediate_rerun_completes(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    joblib = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    error = "error: the sweep stopped: TerminatedWorkerError: A worker process"
+    # wait_s 0: the launching process settled its jobs before exiting
+    _, killed = sigkill_one_job(tmp_path, uri, joblib, error)
     assert killed.data.tags[tracking.FAILURE_TAG].startswith("process died: pid")
     end_line = (tmp_path / "sweep.out").read_text().splitlines()[-1]
     assert "run the same command again to finish it" in end_line
 
-    again = start_sweep(tmp_path, *joblib, name="rerun")  # at once: no heartbeat has gone stale
+    # at once: no heartbeat has gone stale
+    again = start_sweep(tmp_path, *joblib, f"tracking.uri={uri}", name="rerun")
     assert again.wait(timeout=240) == 0, error_lines(tmp_path, "rerun")
     assert error_lines(tmp_path, "rerun") == []
     runs = settled(uri, timeout=0)
@@ -180,16 +189,6 @@ def test_a_stopped_sweep_leaves_no_run_running_and_nothing_finishing_after_it(
 @pytest.mark.slow
 def test_submitit_task_sigkilled_ends_the_sweep_in_one_line(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = start_sweep(tmp_path, "hydra/launcher=submitit_local", f"tracking.uri={uri}")
-    victim = training_run(uri, proc)
-    os.kill(int(victim.data.tags[tracking.PID_TAG]), signal.SIGKILL)
-    assert proc.wait(timeout=240) == 1
-    errors = error_lines(tmp_path)
-    assert len(errors) == 1 and errors[0].startswith(
-        "error: the sweep stopped: UncompletedJobError: Job"
-    ), errors
-    runs = settled(uri)
-    assert [p.info.status for p in parents(runs)] == ["KILLED"]
-    killed = next(r for r in runs if r.info.run_id == victim.info.run_id)
-    assert killed.info.status == "KILLED"
+    error = "error: the sweep stopped: UncompletedJobError: Job"
+    runs, _ = sigkill_one_job(tmp_path, uri, ("hydra/launcher=submitit_local",), error, 30)
     assert set(finished_per_config(runs).values()) <= {1}
