@@ -504,9 +504,10 @@ def _shortcut_name(cfg: DictConfig, section: str, key: str) -> str:
 
 def check_memory(cfg: DictConfig, *, n_train: int, n_test: int, input_dim: int) -> None:
     """Refuse a run whose estimated peak memory (`core.memory.peak_bytes`) exceeds what this
-    machine has (`core.memory.machine_memory`): one line with the estimate, its main parts and
+    machine has (`machine.machine_memory`): one line with the estimate, its main parts and
     the fields that drive it (those whose halving would save a quarter of it)."""
-    from ntk_sweep.core.memory import format_bytes, machine_memory, peak_bytes
+    from ntk_sweep.core.memory import format_bytes, peak_bytes
+    from ntk_sweep.machine import machine_memory
 
     m, t = cfg.model, cfg.train
     sizes = {

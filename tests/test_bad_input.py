@@ -23,8 +23,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from ntk_sweep.config import describe_hydra_error
-from ntk_sweep.core.memory import MEMORY_ENV
 from ntk_sweep.experiment import preflight
+from ntk_sweep.machine import MEMORY_ENV
 from tests.test_tracking import damage
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,8 +15,9 @@ from omegaconf import OmegaConf
 from ntk_sweep.callbacks import expand_sweep
 from ntk_sweep.config import check_with_data, load_data, validate
 from ntk_sweep.core.measure import measure
-from ntk_sweep.core.memory import MEMORY_ENV, format_bytes, machine_memory, n_params, peak_bytes
+from ntk_sweep.core.memory import format_bytes, n_params, peak_bytes
 from ntk_sweep.experiment import build_network, schedule_of
+from ntk_sweep.machine import MEMORY_ENV, machine_memory
 
 ROOT = Path(__file__).resolve().parent.parent
 GIB = 2**30
