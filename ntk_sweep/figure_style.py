@@ -23,7 +23,7 @@ def text_outside(fig) -> list[str]:
 
     bad, tick_labels = [], set()
     axes = list(fig.axes) + [c for ax in fig.axes for c in ax.child_axes]  # + secondary axes
-    for ax in axes:
+    for ax in (a for a in axes if a.get_visible()):  # a hidden spare panel of a grid is not drawn
         for axis in (ax.xaxis, ax.yaxis):
             # tick labels: the axis' tight box covers exactly those drawn (a stale Tick
             # outside the view is not drawn), with the axis label and offset text
