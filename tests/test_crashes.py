@@ -68,16 +68,20 @@ def start_sweep(tmp_path: Path, *args: str, name: str = "sweep") -> subprocess.P
     )
 
 
-def training_run(uri: str, proc: subprocess.Popen, timeout: float = 120):
-    """The first job run that is RUNNING and has logged a training step."""
-    client = mlflow.MlflowClient(uri)
+def training_run(uri: str, proc: subprocess.Popen, sweep_dir: Path, timeout: float = 120):
+    """The first job run that is RUNNING and has logged a training step. The store is opened
+    only once the sweep has created it (its parent id is in the sweep folder): a client opening
+    a store that is being created would race the sweep's own table creation."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        if Path(uri.removeprefix("sqlite:///")).is_file():
-            for run in runs_of(uri):
-                if run.data.tags.get(tracking.ROLE_TAG) == "job" and run.info.status == "RUNNING":
-                    if len(client.get_metric_history(run.info.run_id, "loss")) >= 2:
-                        return run
+        if not (sweep_dir / tracking.PARENT_ID_FILE).is_file():
+            time.sleep(0.1)
+            continue
+        client = mlflow.MlflowClient(uri)
+        for run in runs_of(uri):
+            if run.data.tags.get(tracking.ROLE_TAG) == "job" and run.info.status == "RUNNING":
+                if len(client.get_metric_history(run.info.run_id, "loss")) >= 2:
+                    return run
         time.sleep(0.1)
     raise AssertionError(f"no job was caught training (exit {proc.poll()})")
 
@@ -118,7 +122,7 @@ def sigkill_one_job(tmp_path: Path, uri: str, launcher: tuple[str, ...], error: 
     line starting with `error`; within `wait_s` of its exit no run is RUNNING, the parent and
     the killed job are KILLED. Returns (runs, the killed job's run)."""
     proc = start_sweep(tmp_path, *launcher, f"tracking.uri={uri}")
-    victim = training_run(uri, proc)
+    victim = training_run(uri, proc, tmp_path / "sweep")
     os.kill(int(victim.data.tags[tracking.PID_TAG]), signal.SIGKILL)
     assert proc.wait(timeout=240) == 1
     errors = error_lines(tmp_path)
@@ -167,7 +171,7 @@ def test_a_stopped_sweep_leaves_no_run_running_and_nothing_finishing_after_it(
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
     proc = start_sweep(tmp_path, f"hydra/launcher={launcher}", *extra, f"tracking.uri={uri}")
-    training_run(uri, proc)
+    training_run(uri, proc, tmp_path / "sweep")
     if target == "group":  # Ctrl-C in a terminal: the whole foreground process group
         os.killpg(proc.pid, signum)
     else:
