@@ -28,23 +28,18 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from hydra import compose, initialize_config_dir
 
 from ntk_sweep import tracking
 from ntk_sweep.config import TrackingError
 from ntk_sweep.experiment import run_experiment
-from tests.test_app import empty_db, runs_of  # noqa: F401 - fixture
+from tests.conftest import compose_cfg
+from tests.test_app import runs_of
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_PY = ROOT / "run.py"
 # tiny and without numba: 8 processes compiling the fused kernel at once take minutes
 TINY = ("width=8", "train.steps=3", "train.n_log_points=3", "train.backend=numpy")
 SECRET = "s3cr3t-Pw"
-
-
-def compose_cfg(*overrides: str, hydra: bool = False):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
 
 def env_without(*names: str, **extra: str) -> dict[str, str]:

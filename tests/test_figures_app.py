@@ -12,7 +12,7 @@ import pytest
 
 from ntk_sweep import figures as F
 from ntk_sweep.experiment import run_experiment
-from tests.test_app import compose_cfg
+from tests.conftest import compose_cfg
 from tests.test_figures import COMMON_FIGS as COMMON_FIGURES
 from tests.test_figures import PAPER_FIGS as PAPER_FIGURES
 

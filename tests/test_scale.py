@@ -22,14 +22,14 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunTag
 from omegaconf import OmegaConf
 
 from ntk_sweep import tracking
 from ntk_sweep.aggregate import aggregate_sweep, load_runs
 from ntk_sweep.experiment import run_experiment
-from tests.test_app import empty_db, history, run_cli, runs_of  # noqa: F401 - fixture
+from tests.conftest import compose_cfg
+from tests.test_app import history, run_cli, runs_of
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_PY = ROOT / "run.py"
@@ -126,8 +126,7 @@ def test_a_run_leaves_no_global_state_behind(tmp_path, empty_db, monkeypatch):  
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     shutil.copy(empty_db, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["width=16", *TINY, f"tracking.uri={uri}"])
+    cfg = compose_cfg("width=16", *TINY, f"tracking.uri={uri}")
     first = run_experiment(cfg, output_dir=tmp_path / "job0")  # imports, caches, pools
     np.random.seed(123)
     before = {
@@ -162,12 +161,7 @@ def test_a_run_leaves_no_global_state_behind(tmp_path, empty_db, monkeypatch):  
 
 
 def test_slurm_preset_composes_with_its_fields():
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=["hydra/launcher=slurm", "hydra.launcher.partition=cpu"],
-            return_hydra_config=True,
-        )
+    cfg = compose_cfg("hydra/launcher=slurm", "hydra.launcher.partition=cpu", hydra=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert launcher.partition == "cpu"

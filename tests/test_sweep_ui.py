@@ -15,7 +15,7 @@ import mlflow
 import pytest
 
 from ntk_sweep import sweep_ui, tracking
-from tests.test_app import RUN_PY, db, empty_db, run_cli, runs_of  # noqa: F401 - fixtures
+from tests.test_app import RUN_PY, run_cli, runs_of
 
 ROOT = Path(__file__).resolve().parent.parent
 TIME_RE = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
