@@ -613,7 +613,7 @@ def test_missing_store_is_an_error_and_is_not_created(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------------------------
-# (3) honest intervals, asymptotic fits, verdict consistency, deduplication (issues 15, 10)
+# (3) honest intervals, asymptotic fits, verdict consistency, deduplication
 # --------------------------------------------------------------------------------------------
 
 SIM_WIDTHS = np.array([64.0, 256.0, 1024.0])
@@ -1053,7 +1053,7 @@ def test_lr_max_median_only_when_the_runs_agree():
 
 
 # --------------------------------------------------------------------------------------------
-# issue 22: headline first, tables in 120 columns, equal metrics once, figures for 1-6 groups
+# the report: headline first, tables in 120 columns, equal metrics once, figures for 1-6 groups
 # --------------------------------------------------------------------------------------------
 
 

@@ -696,7 +696,7 @@ if __name__ == "__main__":
     ],
 )
 def test_typos_without_plus_get_a_suggestion_and_1e3_is_quoted(overrides, expected, tmp_path):
-    """Issue 22 item 7: a misspelt section or key without `+` gets "did you mean", `1e3` for an
+    """A misspelt section or key without `+` gets "did you mean", `1e3` for an
     integer is refused quoting what was typed, with the integer to write."""
     line = preflight_error(overrides, launch_dir(tmp_path))
     assert expected in line and "\n" not in line, line

@@ -1,4 +1,4 @@
-"""The one measurement record (issue 12): `core.measure.measure` runs from plain Python with no
+"""The one measurement record: `core.measure.measure` runs from plain Python with no
 Hydra, MLflow or matplotlib, and the record it returns is what the app logs to MLflow and
 writes to arrays/ntk.npz."""
 
