@@ -1,5 +1,5 @@
 """Benchmark 4: the mission's command, `python run.py -m width=100,1000,10000`, against a plain
-NumPy training of the same networks measured in the same run (issue 12, item 4).
+NumPy training of the same networks measured in the same run.
 
 1. **The command**: `python run.py -m <overrides>` as a user types it (3000 steps, the default
    figures, MLflow tracking), each time in a fresh temporary directory, so with a fresh

@@ -1,4 +1,4 @@
-"""Figures benchmark: the cost of one paper run's figures against its training (issue 4).
+"""Figures benchmark: the cost of one paper run's figures against its training (target: under 20 %).
 
 Builds the record of `python run.py experiment=paper` (paper_toy: N = 4 points, 200-point test
 grid; one hidden ReLU layer of width 10 000, NTK parameterization, lr 0.1, 3000 steps, the app's
@@ -14,7 +14,7 @@ log steps) as the app does (`core.measure.measure`, `experiment.figure_inputs`),
   and mathtext caches are cold) and best of repeats; the `paper` set (the default: figs. 1-8
   and drift), best of repeats; and all through `run_figures` + `fig.savefig`,
 
-and prints the ratios figures / training. Issue 4 asks figures < 20 % of a paper run's time,
+and prints the ratios figures / training. The target is figures < 20 % of a paper run's time,
 which also includes kernel evaluation, MLflow logging and start-up. Importing Matplotlib (once
 per process) is printed apart. Timings are wall clock; on a loaded machine compare the CPU
 time printed for the best set.
@@ -139,7 +139,7 @@ def main() -> None:
         f"figures / training with measurements: first set {cold[0] / train_measured:.0%}, "
         f"best {wall / train_measured:.0%}"
     )
-    print("   (issue 4: figures < 20 % of a paper run: training, kernels, logging, start-up)")
+    print("   (target: figures < 20 % of a paper run: training, kernels, logging, start-up)")
     print(f"   PNGs in {folder}")
 
 

@@ -803,11 +803,11 @@ def plot_drift(
     log-log axes the O(width^-1/2)-type scaling reads as a straight line, which symlog
     would bend near its linear threshold. Relative parameter movement is added where logged.
 
-    Where the history has the kernel diagnostics (:data:`KERNEL_DIAGNOSTICS`, issue 10), two
+    Where the history has the kernel diagnostics (:data:`KERNEL_DIAGNOSTICS`), two
     panels below share the step axis: lambda_max of Theta_t (its step-0 value as a dotted
     line: the catapult lowers it) with the kernel-target alignment on a right-hand axis, and
-    the kernel velocity (log scale; NaN at step 0). Older records without them get the
-    single panel.
+    the kernel velocity (log scale; NaN at step 0). Records without them get the single
+    panel.
     """
     title = _title("NTK drift ‖Θ_t−Θ_0‖/‖Θ_0‖ and distance 1−cos(Θ_t,Θ_0)", meta, lr)
     steps = np.asarray(steps, dtype=float)

@@ -105,13 +105,13 @@ def _group_means(df: pd.DataFrame, par: str, metric: str) -> tuple[np.ndarray, n
 def synthetic():
     df = _synthetic()
     metrics = ["kernel_drift", "lin_error_test", "loss"]
-    fits = fit_power_laws(df, BY, metrics, level=0.3, n_boot=1000, seed=0)
+    fits = fit_power_laws(df, BY, metrics, level=0.3)
     return df, fits
 
 
 def test_summary_counts_and_excludes_failed_runs():
     df = _synthetic()
-    s = summarize(df, BY, ["kernel_drift", "loss"], n_boot=500, seed=0)
+    s = summarize(df, BY, ["kernel_drift", "loss"])
     assert len(s) == len(TRUE) * len(WIDTHS)
     assert (s["n_seeds"] == 8).all()
     row = s[(s["model.parameterization"] == "ntk") & (s["model.width"] == 256)].iloc[0]
@@ -192,7 +192,7 @@ def test_verdict_wording(synthetic):
 def test_level_excludes_small_widths_and_unavailable_fit_is_a_row():
     df = _synthetic()
     # ntk drift = width**-0.5: below 0.1 only for widths > 100
-    fits = fit_power_laws(df, BY, ["kernel_drift"], level=0.1, n_boot=200, seed=0)
+    fits = fit_power_laws(df, BY, ["kernel_drift"], level=0.1)
     ntk = fits[fits["model.parameterization"] == "ntk"].iloc[0]
     assert ntk["status"] == "ok" and ntk["widths_excluded"] == "64"
     assert ntk["widths_used"] == "128;256;512;1024;2048" and ntk["n_widths"] == 5
@@ -214,15 +214,15 @@ def test_level_excludes_small_widths_and_unavailable_fit_is_a_row():
     )
     # an ntk group whose drift stays O(1) does not support the claim
     ntk_big = df[df["model.parameterization"] == "ntk"].assign(kernel_drift=1.0)
-    lines = verdict(fit_power_laws(ntk_big, BY, ["kernel_drift"], level=0.3, n_boot=50))
+    lines = verdict(fit_power_laws(ntk_big, BY, ["kernel_drift"], level=0.3))
     assert any("verdict: claim not supported: kernel_drift stays O(1)" in x for x in lines)
     # a mixed group (some widths above, fewer than 2 below) is still "not available"
     few = df[(df["model.parameterization"] == "ntk") & df["model.width"].isin([64, 2048])]
-    f1 = fit_power_laws(few, BY, ["kernel_drift"], level=0.1, n_boot=50).iloc[0]
+    f1 = fit_power_laws(few, BY, ["kernel_drift"], level=0.1).iloc[0]
     assert f1["status"] == "not available" and "1 width(s)" in f1["reason"]
     # only two usable widths: a fit, flagged
     two = df[df["model.width"].isin([512, 1024])]
-    f2 = fit_power_laws(two, BY, ["kernel_drift"], n_boot=100).iloc[0]
+    f2 = fit_power_laws(two, BY, ["kernel_drift"]).iloc[0]
     assert f2["status"] == "ok" and "only 2 widths" in f2["reason"]
 
 
@@ -257,7 +257,7 @@ def test_slope_metric_names_and_markdown():
     """The sweep's run gets a few scalar claim metrics for one group, none for several (their
     fits are a table); no metric name has a '/'."""
     df = _synthetic()
-    fits = fit_power_laws(df, BY, ["kernel_drift"], n_boot=50)
+    fits = fit_power_laws(df, BY, ["kernel_drift"])
     assert slope_metric_names(fits, BY) == {}
     ntk = df[df["model.parameterization"] == "ntk"]
     single = fit_power_laws(ntk, ["model.width"], ["kernel_drift", "lin_error_test", "loss"])
@@ -419,7 +419,7 @@ def store(tmp_path_factory):
 def cli_run(store, tmp_path_factory):
     """`ntk-aggregate` with defaults (latest sweep) on the store, run once for the module."""
     out = tmp_path_factory.mktemp("agg") / "out"
-    rc = main(["--tracking-uri", store["uri"], "--out", str(out), "--n-boot", "300"])
+    rc = main(["--tracking-uri", store["uri"], "--out", str(out)])
     return rc, out
 
 
@@ -484,7 +484,12 @@ def test_cli_stdout_lists_failed_runs_and_verdict(store, tmp_path, capsys):
          str(tmp_path / "o"), "--n-boot", "50", "--no-log", "--metrics", "kernel_drift"]
     )  # fmt: skip
     assert rc == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    # the deprecated flag is still accepted, with one warning line that it is ignored
+    assert [ln for ln in captured.err.splitlines() if "warning" in ln] == [
+        "warning: --n-boot ignored (no bootstrap); the flags will be removed"
+    ]
     assert "model.parameterization=ntk,model.width=256,seed=3 [FAILED" in out
     assert "param=ntk:\n  kernel_drift: slope" in out
     assert "as expected for the mean_field negative control" in out
@@ -519,7 +524,7 @@ def test_cli_logs_artifacts_and_slopes_on_parent(store, cli_run):
 
 def test_params_cast_and_older_sweep_by_id(store, tmp_path):
     res = aggregate_sweep(
-        store["uri"], None, store["old_id"], tmp_path / "old", n_boot=50, log_to_mlflow=False
+        store["uri"], None, store["old_id"], tmp_path / "old", log_to_mlflow=False
     )
     assert res.sweep_id == store["old_id"] and res.experiment == "ntk-sweep"
     assert res.by == ["model.width"]
@@ -536,9 +541,7 @@ def test_params_cast_and_older_sweep_by_id(store, tmp_path):
 
 def test_filter_without_sweep_creates_aggregate_run(store, tmp_path):
     flt = "params.`model.parameterization` = 'ntk'"
-    res = aggregate_sweep(
-        store["uri"], "ntk-sweep", None, tmp_path / "f", filter_string=flt, n_boot=50
-    )
+    res = aggregate_sweep(store["uri"], "ntk-sweep", None, tmp_path / "f", filter_string=flt)
     assert res.sweep_id is None
     assert len(res.runs) == 3 * 3 + 1  # sweep parents never selected
     run = store["client"].get_run(res.logged_run_id)
@@ -552,7 +555,7 @@ def test_filter_without_sweep_creates_aggregate_run(store, tmp_path):
 def test_default_uri_from_env_and_default_out_dir(store, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store["uri"])
     monkeypatch.chdir(tmp_path)
-    assert main(["--n-boot", "20", "--no-log", "--metrics", "kernel_drift,loss"]) == 0
+    assert main(["--no-log", "--metrics", "kernel_drift,loss"]) == 0
     out = tmp_path / "outputs" / "aggregate" / store["parent_id"]
     assert (out / "summary.csv").exists() and (out / "fits.csv").exists()
 
@@ -610,7 +613,7 @@ def test_missing_store_is_an_error_and_is_not_created(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------------------------
-# (3) honest intervals, asymptotic fits, verdict consistency, deduplication (issues 15, 10)
+# (3) honest intervals, asymptotic fits, verdict consistency, deduplication
 # --------------------------------------------------------------------------------------------
 
 SIM_WIDTHS = np.array([64.0, 256.0, 1024.0])
@@ -1050,7 +1053,7 @@ def test_lr_max_median_only_when_the_runs_agree():
 
 
 # --------------------------------------------------------------------------------------------
-# issue 22: headline first, tables in 120 columns, equal metrics once, figures for 1-6 groups
+# the report: headline first, tables in 120 columns, equal metrics once, figures for 1-6 groups
 # --------------------------------------------------------------------------------------------
 
 

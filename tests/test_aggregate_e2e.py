@@ -1,4 +1,4 @@
-"""Aggregation of a real sweep made by the app (issue 5, acceptance 1)."""
+"""Aggregation of a real sweep made by the app: `ntk-aggregate` on the runs `run.py -m` logged."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def test_real_sweep_aggregates_one_row_per_width_and_polyfit_slope(tmp_path):
 
 @pytest.mark.slow
 def test_real_lr_sweep_aggregates_along_lr(tmp_path):
-    """A real 3-lr sweep at one width (lr_sweep's layout, issue 15 item 4): the CLI prints no
+    """A real 3-lr sweep at one width (lr_sweep's layout): the CLI prints no
     warnings and no line over 200 characters, and draws drift vs lr with 2N/lambda_max."""
     from matplotlib.image import imread
 
@@ -130,8 +130,8 @@ def test_real_lr_sweep_aggregates_along_lr(tmp_path):
     "case", ["out is a file", "malformed uri", "not a database", "damaged", "server down"]
 )
 def test_an_unusable_out_or_store_is_one_line_exit_2(case, finished_store, tmp_path):  # noqa: F811
-    """ntk-aggregate refuses, before reading or writing anything, with one line and exit code 2
-    (issue 21): --out naming a file, a malformed URI, a file that is no database, a damaged
+    """ntk-aggregate refuses, before reading or writing anything, with one line and exit code 2:
+    --out naming a file, a malformed URI, a file that is no database, a damaged
     store, a server that is down (the app's bounded check: seconds, not MLflow's retries)."""
     db = tmp_path / "mlflow.db"
     shutil.copy(finished_store, db)

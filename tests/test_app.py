@@ -15,11 +15,11 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
 from ntk_sweep.config import PAPER_SNAPSHOT_STEPS, compute_log_steps
 from ntk_sweep.core.datasets import load_dataset
 from ntk_sweep.experiment import run_experiment
+from tests.conftest import compose_cfg
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_PY = ROOT / "run.py"
@@ -50,20 +50,6 @@ INIT_METRICS = [
     "lr_max_stable",
     "lr_effective",
 ]
-
-
-@pytest.fixture(scope="module")
-def empty_db(tmp_path_factory) -> Path:
-    """An MLflow SQLite database with its tables but no experiment (creating one is slow)."""
-    path = tmp_path_factory.mktemp("template") / "mlflow.db"
-    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
-@pytest.fixture
-def db(tmp_path, empty_db) -> str:
-    shutil.copy(empty_db, tmp_path / "mlflow.db")
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -275,11 +261,6 @@ def test_sigterm_marks_the_run_and_its_sweep_killed_keeping_metrics(tmp_path, db
 
 
 # --------------------------------------------------------------------------- in process
-
-
-def compose_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
 """The architecture, checked: `ntk_sweep.core` is pure NumPy (no app module, no Hydra, MLflow or
-matplotlib, no import cycles), and importing it loads none of those (issue 12)."""
+matplotlib, no import cycles), and importing it loads none of those."""
 
 from __future__ import annotations
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
 from ntk_sweep.config import describe_hydra_error
 from ntk_sweep.experiment import preflight
 from ntk_sweep.machine import MEMORY_ENV
+from tests.conftest import compose_cfg
 from tests.test_tracking import damage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -555,12 +555,11 @@ def _format(text: str, tmp: Path) -> str:
 def preflight_error(overrides: tuple[str, ...], tmp: Path) -> str:
     """The stderr line `python run.py OVERRIDES` prints, computed in process: Hydra composes,
     then `preflight` checks (run.py -> run_experiment -> preflight)."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        try:
-            cfg = compose("config", overrides=[_format(o, tmp) for o in overrides])
-            preflight(cfg, str(tmp))
-        except Exception as exc:  # noqa: BLE001 - the message is what we inspect
-            return f"error: {describe_hydra_error(exc)}"
+    try:
+        cfg = compose_cfg(*(_format(o, tmp) for o in overrides))
+        preflight(cfg, str(tmp))
+    except Exception as exc:  # noqa: BLE001 - the message is what we inspect
+        return f"error: {describe_hydra_error(exc)}"
     raise AssertionError(f"{overrides} passed every check")
 
 
@@ -697,7 +696,7 @@ if __name__ == "__main__":
     ],
 )
 def test_typos_without_plus_get_a_suggestion_and_1e3_is_quoted(overrides, expected, tmp_path):
-    """Issue 22 item 7: a misspelt section or key without `+` gets "did you mean", `1e3` for an
+    """A misspelt section or key without `+` gets "did you mean", `1e3` for an
     integer is refused quoting what was typed, with the integer to write."""
     line = preflight_error(overrides, launch_dir(tmp_path))
     assert expected in line and "\n" not in line, line

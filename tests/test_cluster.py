@@ -1,4 +1,4 @@
-"""Real clusters (issue 14): secrets never logged, simultaneous starts on a fresh store, unique
+"""Real clusters: secrets never logged, simultaneous starts on a fresh store, unique
 sweep folders, a requeued SLURM task taking over its own run, stop signals during the marking,
 a fast message for an unreachable database, a sweep straight into a real PostgreSQL and one
 through `mlflow server` on it, and sweeps on a real SLURM (preemption, a killed and requeued
@@ -28,23 +28,18 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from hydra import compose, initialize_config_dir
 
 from ntk_sweep import tracking
 from ntk_sweep.config import TrackingError
 from ntk_sweep.experiment import run_experiment
-from tests.test_app import empty_db, runs_of  # noqa: F401 - fixture
+from tests.conftest import compose_cfg
+from tests.test_app import runs_of
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_PY = ROOT / "run.py"
 # tiny and without numba: 8 processes compiling the fused kernel at once take minutes
 TINY = ("width=8", "train.steps=3", "train.n_log_points=3", "train.backend=numpy")
 SECRET = "s3cr3t-Pw"
-
-
-def compose_cfg(*overrides: str, hydra: bool = False):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
 
 def env_without(*names: str, **extra: str) -> dict[str, str]:
@@ -126,7 +121,7 @@ def test_log_lines_and_tracebacks_are_redacted(caplog):
 
 
 @pytest.mark.slow
-def test_no_param_tag_artifact_or_log_line_holds_a_password(tmp_path, empty_db):  # noqa: F811
+def test_no_param_tag_artifact_or_log_line_holds_a_password(tmp_path, empty_db):
     """A credentialed URI in the config of a sweep on a real SQLite store (SQLite URIs carry no
     password, so the credential rides on `tracking.artifact_location`, which is logged the same
     way as `tracking.uri`: a param, the overrides tags, config/config.yaml, hydra/*.yaml, the
@@ -287,7 +282,7 @@ def test_two_sweeps_launched_together_each_parent_has_exactly_its_children(tmp_p
         assert tracking.read_parent_id(folder) == parent.info.run_id
 
 
-def test_a_sweep_dir_of_a_running_sweep_is_refused(tmp_path, empty_db):  # noqa: F811
+def test_a_sweep_dir_of_a_running_sweep_is_refused(tmp_path, empty_db):
     """An explicit `hydra.sweep.dir` whose sweep is still RUNNING is never taken over: its
     parent id file stays, the second sweep stops with one line and exit 2."""
     shutil.copy(empty_db, tmp_path / "mlflow.db")
@@ -340,7 +335,7 @@ def test_a_requeued_slurm_task_recognises_only_its_own_earlier_run():
 
 
 @pytest.mark.slow
-def test_a_requeued_task_takes_its_run_over_and_finishes_it(tmp_path, empty_db):  # noqa: F811
+def test_a_requeued_task_takes_its_run_over_and_finishes_it(tmp_path, empty_db):
     """A preempted SLURM task whose run stayed RUNNING (heartbeat fresh: the requeue came
     quickly) starts again with the same array id and SLURM_RESTART_COUNT=1: it marks that run
     KILLED (what it logged kept) and finishes the config; nothing is left RUNNING."""
@@ -498,7 +493,7 @@ def test_time_limit_marks_the_run_killed_and_returns(tmp_path, db_uri):
 
 
 @pytest.fixture
-def db_uri(tmp_path, empty_db) -> str:  # noqa: F811
+def db_uri(tmp_path, empty_db) -> str:
     shutil.copy(empty_db, tmp_path / "mlflow.db")
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from ntk_sweep import tracking
@@ -29,6 +28,7 @@ from ntk_sweep.config import (
 )
 from ntk_sweep.core import kernels
 from ntk_sweep.core.datasets import DATASET_OPTIONS, DATASETS, load_dataset
+from tests.conftest import compose_cfg
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -36,12 +36,7 @@ PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 @pytest.fixture(scope="module")
 def hydra_compose():
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-
-        def _compose(*overrides: str, hydra: bool = False):
-            return compose("config", overrides=list(overrides), return_hydra_config=hydra)
-
-        yield _compose
+    return compose_cfg
 
 
 def error_line(hydra_compose, *overrides: str) -> str:

@@ -398,8 +398,9 @@ def test_dataset_label_validation():
         Dataset("t", x, np.zeros(3), x, None, labels)
 
 
-def _digits_before_issue_11(seed, n_train, n_test):
-    """The digits dataset as it was built before class labels existed (the reference)."""
+def _digits_parity_reference(seed, n_train, n_test):
+    """The even/odd digits dataset built directly from sklearn (the reference): the class
+    labels of the multiclass variant must leave its arrays bit-identical."""
     from sklearn.datasets import load_digits
 
     images, labels = load_digits(return_X_y=True)
@@ -414,7 +415,7 @@ def _digits_before_issue_11(seed, n_train, n_test):
 
 
 def test_digits_parity_is_bit_identical_and_multiclass_has_the_ten_labels():
-    x_tr, y_tr, x_te, y_te, digit_tr, digit_te = _digits_before_issue_11(4, 150, 60)
+    x_tr, y_tr, x_te, y_te, digit_tr, digit_te = _digits_parity_reference(4, 150, 60)
     ds = load_dataset("digits", seed=4, n_train=150, n_test=60)
     for got, want in ((ds.x_train, x_tr), (ds.y_train, y_tr), (ds.x_test, x_te), (ds.y_test, y_te)):
         assert got.tobytes() == want.tobytes()

@@ -151,8 +151,8 @@ def test_run_figures_key_sets(kwargs, expected):
 @pytest.mark.parametrize("parameterization", ["ntk", "standard", "mean_field"])
 def test_every_figure_renders_inside_for_any_parameterization(parameterization):
     """Every figure passes _check_figure (PNG size, labels, nothing drawn outside the
-    figure). Regression (issue 15.6): titles were clipped for mean_field and standard, whose
-    metadata lines are longest (lr_eff = lr * width for mean_field, MATH.md s.1). With long
+    figure), titles included for mean_field and standard, whose metadata lines are longest
+    (lr_eff = lr * width for mean_field, MATH.md s.1). With long
     values everywhere, nothing drawn (titles, suptitle, labels, tick labels, legends) may
     extend outside the figure; the long metadata wraps onto more title lines. ntk draws the
     sets with the analytic NTK (figs. 4 and 7 exist for it only), the others without; d = 3

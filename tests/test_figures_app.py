@@ -1,4 +1,4 @@
-"""Figures logged by real runs (issue 4): the files in MLflow, and what figure 8 shows."""
+"""Figures logged by real runs: the files in MLflow, and what figure 8 shows."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from ntk_sweep import figures as F
 from ntk_sweep.experiment import run_experiment
-from tests.test_app import compose_cfg
+from tests.conftest import compose_cfg
 from tests.test_figures import COMMON_FIGS as COMMON_FIGURES
 from tests.test_figures import PAPER_FIGS as PAPER_FIGURES
 
@@ -111,7 +111,7 @@ def test_tracking_figures_paper_logs_the_paper_set(tmp_path):
 
 
 def test_drift_figure_draws_the_runs_kernel_diagnostics(run_without_figures):
-    """Issue 10.4: the drift figure of a real run's history (its logged per-step metrics,
+    """The drift figure of a real run's history (its logged per-step metrics,
     read back from MLflow) has the lambda_max / alignment and velocity panels, and they draw
     exactly the logged values at the steps > 0 (the log step axis cannot show step 0;
     lambda_max at step 0 is the dotted reference line)."""

@@ -1,4 +1,4 @@
-"""The constant-kernel iteration (`kernel_dynamics`, issue 11) against the trained linearised
+"""The constant-kernel iteration (`kernel_dynamics`) against the trained linearised
 network (cross-entropy, SGD, momentum), against the closed form for full-batch GD on the MSE,
 and for K > 1 softmax outputs against linear models with explicit feature matrices."""
 
@@ -21,7 +21,7 @@ LOG = [0, 1, 2, 9, 30, 60]
     ids=["gd", "sgd", "momentum", "momentum-full"],
 )
 def test_xent_kernel_iteration_equals_the_trained_linearised_network(optimizer, batch_size):
-    """Acceptance (issue 11): the binary cross-entropy's constant-kernel prediction equals the
+    """The binary cross-entropy's constant-kernel prediction equals the
     linearised network trained by `train_trajectory` to 1e-6 at every log step, on train and
     test inputs."""
     rng = np.random.default_rng(0)

@@ -119,9 +119,10 @@ def test_kernels_between_two_sets_match_the_reference(activation):
         assert max_relative_error(k, ref, slice(0, 4), slice(1, None)) < 1e-12
 
 
-def test_issue_13_reproducer_theta_x_x_in_a_batch_of_4_equals_theta_x_x_alone():
-    """relu, depth 2, sigma_w 1.5, sigma_b 1, d 3: differed by 3.2e-9 before the determinant got
-    its own recursion (from layer 2 on, s11 s22 - s12^2 cancelled to ~1e-16 s11 s22)."""
+def test_relu_theta_x_x_in_a_batch_of_4_equals_theta_x_x_alone():
+    """relu, depth 2, sigma_w 1.5, sigma_b 1, d 3: from layer 2 on s11 s22 - s12^2 cancels to
+    ~1e-16 s11 s22, so the determinant needs its own recursion (from the products the batch and
+    the single input differ by 3.2e-9)."""
     net = MLP(3, 10, 2, "relu", sigma_w=1.5, sigma_b=1.0)
     x = np.random.default_rng(18).standard_normal((4, 3))
     batch = np.diag(analytic_ntk(net, x))

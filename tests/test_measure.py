@@ -1,4 +1,4 @@
-"""The one measurement record (issue 12): `core.measure.measure` runs from plain Python with no
+"""The one measurement record: `core.measure.measure` runs from plain Python with no
 Hydra, MLflow or matplotlib, and the record it returns is what the app logs to MLflow and
 writes to arrays/ntk.npz."""
 
@@ -13,12 +13,12 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
 from ntk_sweep.core import kernels
 from ntk_sweep.core.datasets import load_dataset
 from ntk_sweep.core.measure import Schedule, measure, measure_steps, rms
 from ntk_sweep.core.network import MLP, forward, init_params
+from tests.conftest import compose_cfg
 from tests.test_network import explicit_jacobian
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,8 +69,7 @@ def test_a_notebook_measures_without_any_app_framework_and_the_app_logs_the_same
         "tracking.progress=false",
         f"tracking.uri={uri}",
     ]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose_cfg(*overrides)
     summary = run_experiment(cfg, output_dir=tmp_path / "run")
     assert summary["status"] == "FINISHED"
     client = mlflow.MlflowClient(uri)

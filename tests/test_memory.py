@@ -18,6 +18,7 @@ from ntk_sweep.core.measure import measure
 from ntk_sweep.core.memory import format_bytes, n_params, peak_bytes
 from ntk_sweep.experiment import build_network, schedule_of
 from ntk_sweep.machine import MEMORY_ENV, machine_memory
+from tests.conftest import compose_cfg
 
 ROOT = Path(__file__).resolve().parent.parent
 GIB = 2**30
@@ -35,8 +36,7 @@ GIB = 2**30
     ],
 )
 def test_estimate_is_within_a_factor_2_of_the_measured_peak(overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[*overrides, "train.steps=2"])
+    cfg = compose_cfg(*overrides, "train.steps=2")
     data = load_data(cfg)
     net = build_network(cfg, data.input_dim)
     m = cfg.model

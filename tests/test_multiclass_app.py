@@ -13,13 +13,12 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
 from ntk_sweep.core.datasets import load_dataset, predicted_labels
 from ntk_sweep.core.flips import flip_names
 from ntk_sweep.experiment import run_experiment
+from tests.conftest import compose_cfg
 
-ROOT = Path(__file__).resolve().parents[1]
 # Metric histories logged by commit 3460839 (before K outputs, optimisers and the cross-entropy
 # existed) for three one-output configs: the fused and the NumPy GD paths, a classification
 # dataset and the centred model.
@@ -59,8 +58,7 @@ def _run(
 ) -> tuple[dict, mlflow.MlflowClient]:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     quiet = [f"tracking.figures={figures}", "tracking.progress=false", f"tracking.uri={uri}"]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[*overrides, *quiet])
+    cfg = compose_cfg(*overrides, *quiet)
     return run_experiment(cfg, output_dir=tmp_path / "run"), mlflow.MlflowClient(uri)
 
 

@@ -1,4 +1,4 @@
-"""Networks with K > 1 outputs (issue 11): each output a scalar network on shared hidden layers,
+"""Networks with K > 1 outputs: each output a scalar network on shared hidden layers,
 the full and output-averaged empirical NTK against an explicit Jacobian, the infinite-width
 limit `Theta_inf (x) I_K` by Monte Carlo, and constant-kernel dynamics and GD with (N, K)
 targets against explicit iterations."""

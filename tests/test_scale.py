@@ -22,14 +22,14 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunTag
 from omegaconf import OmegaConf
 
 from ntk_sweep import tracking
 from ntk_sweep.aggregate import aggregate_sweep, load_runs
 from ntk_sweep.experiment import run_experiment
-from tests.test_app import empty_db, history, run_cli, runs_of  # noqa: F401 - fixture
+from tests.conftest import compose_cfg
+from tests.test_app import history, run_cli, runs_of
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_PY = ROOT / "run.py"
@@ -58,11 +58,11 @@ def by_name(runs: list) -> dict:
 
 
 @pytest.mark.slow
-def test_joblib_sweep_on_a_new_database_equals_the_sequential_sweep(tmp_path, empty_db):  # noqa: F811
-    """Issue 7, acceptance 1 and 2 in one (one joblib start-up instead of two): an 8-job
-    multirun with `hydra/launcher=joblib` and 2 workers, starting on a database that does not
-    exist yet: 1 parent, 8 FINISHED children, no lock errors, and metric histories equal, bit
-    for bit, to the same sweep run sequentially (basic launcher)."""
+def test_joblib_sweep_on_a_new_database_equals_the_sequential_sweep(tmp_path, empty_db):
+    """Two checks with one joblib start-up instead of two: an 8-job multirun with
+    `hydra/launcher=joblib` and 2 workers, starting on a database that does not exist yet:
+    1 parent, 8 FINISHED children, no lock errors, and metric histories equal, bit for bit, to
+    the same sweep run sequentially (basic launcher)."""
     grid = ("-m", "width=16,24,32,48", "seed=0,1", *TINY)
     seq_dir, par_dir = tmp_path / "seq", tmp_path / "par"
     seq_dir.mkdir()
@@ -120,14 +120,13 @@ def test_joblib_sweep_on_a_new_database_equals_the_sequential_sweep(tmp_path, em
             assert ha[key] == hb[key], (name, key)
 
 
-def test_a_run_leaves_no_global_state_behind(tmp_path, empty_db, monkeypatch):  # noqa: F811
+def test_a_run_leaves_no_global_state_behind(tmp_path, empty_db, monkeypatch):
     """What a reused worker process would carry into its next job: signal handlers, logging
     handlers, the global RNG, MLflow's fluent state, threads, the environment, the cwd."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     shutil.copy(empty_db, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["width=16", *TINY, f"tracking.uri={uri}"])
+    cfg = compose_cfg("width=16", *TINY, f"tracking.uri={uri}")
     first = run_experiment(cfg, output_dir=tmp_path / "job0")  # imports, caches, pools
     np.random.seed(123)
     before = {
@@ -162,12 +161,7 @@ def test_a_run_leaves_no_global_state_behind(tmp_path, empty_db, monkeypatch):  
 
 
 def test_slurm_preset_composes_with_its_fields():
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=["hydra/launcher=slurm", "hydra.launcher.partition=cpu"],
-            return_hydra_config=True,
-        )
+    cfg = compose_cfg("hydra/launcher=slurm", "hydra.launcher.partition=cpu", hydra=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert launcher.partition == "cpu"
@@ -177,7 +171,7 @@ def test_slurm_preset_composes_with_its_fields():
 
 
 @pytest.mark.slow
-def test_submitit_local_sweep_is_tracked(tmp_path, empty_db):  # noqa: F811
+def test_submitit_local_sweep_is_tracked(tmp_path, empty_db):
     shutil.copy(empty_db, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     res = run_cli(
@@ -280,7 +274,7 @@ class MlflowServer:
 
 
 @pytest.fixture
-def mlflow_server(tmp_path, empty_db):  # noqa: F811
+def mlflow_server(tmp_path, empty_db):
     folder = tmp_path / "server"
     folder.mkdir()
     server = MlflowServer(folder, empty_db)
@@ -368,7 +362,7 @@ def test_resume_plan():
 
 def test_aggregate_counts_a_stale_running_run_as_killed_and_includes_resumed_runs(
     tmp_path,
-    empty_db,  # noqa: F811
+    empty_db,
 ):
     shutil.copy(empty_db, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -424,7 +418,7 @@ RESUME_STEPS = 20000  # ~1-2 s of training per job: long enough to kill one mid-
 @pytest.mark.slow
 def test_resume_after_sigkill_skips_finished_reruns_the_dead_and_force_reruns(
     tmp_path,
-    empty_db,  # noqa: F811
+    empty_db,
 ):
     shutil.copy(empty_db, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

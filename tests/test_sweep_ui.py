@@ -1,4 +1,4 @@
-"""What the user sees (issue 15, items 7 and 10): run names and preset tags read back from real
+"""What the user sees: run names and preset tags read back from real
 SQLite stores, the line that ends a multirun, Ctrl-C, `python run.py --help` and `--cfg job`."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import mlflow
 import pytest
 
 from ntk_sweep import sweep_ui, tracking
-from tests.test_app import RUN_PY, db, empty_db, run_cli, runs_of  # noqa: F401 - fixtures
+from tests.test_app import RUN_PY, run_cli, runs_of
 
 ROOT = Path(__file__).resolve().parent.parent
 TIME_RE = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
@@ -78,7 +78,7 @@ def test_job_names_follow_the_parent_tags_and_presets():
 
 
 @pytest.mark.slow  # an MLflow store (about 5 s to create)
-def test_sweep_end_line_counts_the_children_and_reused_runs(tmp_path, db):  # noqa: F811
+def test_sweep_end_line_counts_the_children_and_reused_runs(tmp_path, db):
     client, exp = tracking.open_store(db, "ntk-sweep")
     parent = tracking.create_run(
         client, exp, "sweep 2026-12-03 09:12:01", {tracking.TAG + "n_jobs": "6"}
@@ -119,7 +119,7 @@ def test_swept_values_comment():
 
 
 @pytest.mark.slow
-def test_preset_multirun_names_tags_and_end_line(tmp_path, db):  # noqa: F811
+def test_preset_multirun_names_tags_and_end_line(tmp_path, db):
     """A real 2-job multirun of the width_sweep preset: parent named by preset and time, children
     by width and seed, the preset tagged on all, one end line naming the aggregate command."""
     res = run_cli(
@@ -162,7 +162,7 @@ def _wait_for_line(proc: subprocess.Popen, text: str) -> str:
 
 
 @pytest.mark.slow
-def test_ctrl_c_marks_the_run_killed_with_one_line_and_no_traceback(tmp_path, db):  # noqa: F811
+def test_ctrl_c_marks_the_run_killed_with_one_line_and_no_traceback(tmp_path, db):
     env = {
         k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")
     }

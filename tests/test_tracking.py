@@ -1,5 +1,5 @@
 """MetricLog: per-step metrics batched into few requests, nothing lost (real SQLite store);
-damaged, vanished and full stores (issue 21)."""
+damaged, vanished and full stores."""
 
 import contextlib
 import hashlib
@@ -42,7 +42,7 @@ def test_metric_log_batches_and_flushes_everything(tmp_path):
 
 
 # --------------------------------------------------------------------------- damaged / full stores
-# (issue 21: real SQLite stores, real processes; the full disk is a real 6 MB tmpfs)
+# (real SQLite stores, real processes; the full disk is a real 6 MB tmpfs)
 
 # MLflow's own log lines (`2026/01/31 12:00:00 INFO mlflow...`) and Hydra's (`[2026-01-31 ...`)
 LOG_LINE = re.compile(r"^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d [A-Z]+ |\[\d{4}-\d\d-\d\d )")

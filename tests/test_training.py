@@ -1,4 +1,4 @@
-"""`train_trajectory` (issue 11): the network and its linearisation trained by SGD/momentum on the
+"""`train_trajectory`: the network and its linearisation trained by SGD/momentum on the
 same seeded minibatches, against a direct first-order Taylor model built from an explicit
 Jacobian and trained by the test's own loop; reruns bit-identical."""
 
@@ -59,7 +59,7 @@ def taylor_model(net, params0, x, x_test, y, lr, optimizer, loss):
     ids=["sgd-mse", "momentum-mse-mf", "sgd-xent", "momentum-xent", "momentum-xent-alpha"],
 )
 def test_linearised_model_equals_a_direct_taylor_model_on_the_same_batches(optimizer, loss, net):
-    """Acceptance (issue 11): to 1e-9."""
+    """Equal to 1e-9 at every log step."""
     x, x_test, y = problem(loss)
     params0 = init_params(net, 1)
     lr = 0.1 / net.lr_scale  # the same effective step in every parameterization

@@ -1,4 +1,4 @@
-"""The rate verdict on simulated sweeps (issue 22): `judge_rate` says "consistent" /
+"""The rate verdict on simulated sweeps: `judge_rate` says "consistent" /
 "consistent with correction" / "inconsistent" for 500 simulated sweeps per case, drawn from
 ``a n^-1/2 + b n^-1`` (b < 0, like the relu paper_fixed sweep: a 0.9, b -16), from ``a n^-1/2``
 and from ``a n^-0.3``, lognormal seed noise, 3 or 5 seeds; two designs: 6 widths 1024..65536

@@ -79,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.3,
         help="fit only widths whose mean metric is below this (default 0.3)",
     )
-    p.add_argument("--n-boot", type=int, default=2000, help="accepted, unused (t intervals)")
-    p.add_argument("--seed", type=int, default=0, help="accepted, unused (t intervals)")
+    p.add_argument("--n-boot", type=int, default=None, help="ignored (deprecated, to be removed)")
+    p.add_argument("--seed", type=int, default=None, help="ignored (deprecated, to be removed)")
     p.add_argument(
         "--step-metric",
         default=DEFAULT_STEP_METRIC,
@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point. Exit 2 with a one-line ``error: ...`` on stderr for bad input."""
     args = build_parser().parse_args(argv)
+    ignored = [f for f, v in (("--n-boot", args.n_boot), ("--seed", args.seed)) if v is not None]
+    if ignored:  # the intervals are Student-t intervals: there is no bootstrap to configure
+        print(
+            f"warning: {'/'.join(ignored)} ignored (no bootstrap); the flags will be removed",
+            file=sys.stderr,
+        )
     try:
         result = aggregate_sweep(
             tracking_uri=args.tracking_uri,
@@ -105,8 +111,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             by=_csv_list(args.by),
             metrics=_csv_list(args.metrics),
             level=args.level,
-            n_boot=args.n_boot,
-            seed=args.seed,
             step_metric=args.step_metric,
             log_to_mlflow=not args.no_log,
         )

@@ -501,8 +501,6 @@ def aggregate_sweep(
     by: Sequence[str] | None = None,
     metrics: Sequence[str] | None = None,
     level: float = 0.3,
-    n_boot: int = 2000,
-    seed: int = 0,
     step_metric: str | None = DEFAULT_STEP_METRIC,
     log_to_mlflow: bool = True,
     write: bool = True,
@@ -520,8 +518,6 @@ def aggregate_sweep(
     """
     if not (level > 0):
         raise AggregateError(f"--level: must be > 0, got {level}")
-    if n_boot < 0:
-        raise AggregateError(f"--n-boot: must be >= 0, got {n_boot}")
     if write:
         _check_out_dir(out_dir)
     uri = resolve_tracking_uri(tracking_uri)

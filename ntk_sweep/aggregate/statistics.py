@@ -301,8 +301,6 @@ def summarize(
     df: pd.DataFrame,
     by: Sequence[str],
     metrics: Sequence[str],
-    n_boot: int = 2000,
-    seed: int = 0,
 ) -> pd.DataFrame:
     """One row per group: counts by status and, per metric, n / mean / std / Student-t 95 % CI.
 
@@ -315,9 +313,7 @@ def summarize(
     Student-t interval of the seed mean, :func:`mean_ci`; column ``ci_method`` says so). A
     metric whose finished values are all positive (drift, errors, movement) gets the interval
     on the log scale (positive lower bound); one that can be negative (``ntk_lambda_min``) the
-    linear one.
-    ``n_boot`` / ``seed`` are accepted for older callers and unused (no bootstrap any more:
-    with 3 seeds it covered 74 %).
+    linear one. No bootstrap: with 3 seeds a percentile bootstrap covers about 74 %.
     """
     by, metrics = list(by), list(metrics)
     finished = _is_finished(df)
@@ -374,8 +370,6 @@ def fit_power_laws(
     by: Sequence[str],
     metrics: Sequence[str],
     level: float = 0.3,
-    n_boot: int = 2000,
-    seed: int = 0,
     min_widths: int = 2,
 ) -> pd.DataFrame:
     """Power law ``metric ~ prefactor * width**slope`` per metric and per group of the other keys.
@@ -391,7 +385,7 @@ def fit_power_laws(
     the group's activation / parameterization (:func:`expected_rate`) and ``comparison`` of the
     asymptotic CI with it; ``window`` says when the slope still changes with width.
     Fewer than ``min_widths`` usable widths gives a row with ``status = "not available"`` and
-    the reason, not an exception. ``n_boot`` / ``seed``: accepted, unused.
+    the reason, not an exception.
 
     The width key is the first of ``model.width`` / ``width`` in ``by``; the other keys of ``by``
     split the fits. Returns one row per (metric, group): ``metric``, the other keys, ``group``

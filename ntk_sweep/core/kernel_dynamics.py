@@ -27,8 +27,8 @@ Time: discrete optimiser steps, with the effective learning rate `lr = lr_user *
 (MATH.md section 4 "gradient descent, exact for the linearised model"), not the flow time.
 
 Shapes: f0/y of shape (N,) for one output, (N, K) for K outputs. For K > 1 the kernel is either
-the full (N K, N K) matrix in sample-major order (index i K + a, issue 11's contract) or the
-(N, N) output-averaged kernel, read as `Theta_avg (x) I_K`.
+the full (N K, N K) matrix in sample-major order (index i K + a, as `empirical_ntk` returns it)
+or the (N, N) output-averaged kernel, read as `Theta_avg (x) I_K`.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def loss_value(loss: str, f: np.ndarray, y: np.ndarray) -> float:
     n = len(f)
     if loss == "mse":
         r = f - y
-        # the 1-D form is the one the project always used, kept for its bits
+        # 1-D: `r @ r`, whose rounding the stored one-output histories (tests/data) were logged with
         return float(r @ r) / (2 * n) if r.ndim == 1 else float(np.vdot(r, r)) / (2 * n)
     if _binary(f):
         # log(1 + exp(-y f)) = logaddexp(0, -y f): no overflow for large margins

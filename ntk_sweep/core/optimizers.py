@@ -17,7 +17,7 @@ with the effective learning rate `lr` (the caller passes `lr * net.lr_scale`, MA
   size, so at a fixed lr the function moves faster the wider the net (~ sqrt(width) per step
   in NTK parameterization) and the relative parameter movement does not fall as width^-1/2
   (MATH.md s.6: "Parameter movement is n^-1/2" for GD). Measured (erf and relu, sigma_b 0.5,
-  N = 8, 100 steps, widths 64..4096, 3 seeds, issue 11): at fixed lr = 1e-3 the movement
+  N = 8, 100 steps, widths 64..4096, 3 seeds): at fixed lr = 1e-3 the movement
   slope is -0.2 (GD: -0.5) and the final loss falls from 0.4 to 0.04 with width; with
   lr ~ width^-1/2 (matched function speed) the kernel drift falls at GD's rates (erf -0.9,
   relu -0.7). So Adam breaks the kernel *prediction*, not necessarily the drift's decay.
