@@ -86,7 +86,9 @@ def cli() -> None:
         # Ctrl-C: a run in progress has logged its one line and is marked KILLED; no traceback
         sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:
-        if not _is_multirun(sys.argv[1:]):
+        from ntk_sweep.callbacks import sweep_launched
+
+        if not sweep_launched():  # a single run's bug keeps its traceback
             raise
         # The launcher gave up (a joblib worker or a submitit task died, ...): one line; the
         # sweep callback's exit hook records what ran and tells the user how to finish it.
@@ -98,10 +100,6 @@ def cli() -> None:
         sys.exit(EXIT_RUN_FAILED)
     if _shows_job_config(sys.argv[1:]):
         _print_swept_values()
-
-
-def _is_multirun(argv: list[str]) -> bool:
-    return any(a in ("-m", "--multirun") for a in argv)
 
 
 def _shows_job_config(argv: list[str]) -> bool:

@@ -44,6 +44,15 @@ log = logging.getLogger(__name__)
 EXIT_CONFIG_ERROR = 2
 # How long a stopped sweep waits for its jobs in other processes to mark their runs KILLED
 STOP_WAIT_S = 10.0
+_launched_here: list[str] = []  # parent run ids of the sweeps this process launched
+
+
+def sweep_launched() -> bool:
+    """Whether this process launched a sweep (`-m`, or a preset with `hydra.mode: MULTIRUN`)
+    whose parent run exists: a launcher's error then ends that sweep, not a single run."""
+    return bool(_launched_here)
+
+
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
@@ -185,6 +194,7 @@ class MlflowSweepCallback(Callback):
         tracking.write_parent_id(sweep_dir, self.parent_id)
         self.uri, self.sweep_dir = uri, sweep_dir
         self.ended = False
+        _launched_here.append(self.parent_id)
         # the launching process shows life like a job, so a dead one is seen from anywhere
         every = tracking.heartbeat_interval(stale_after)
         self.heartbeat = tracking.Heartbeat(self.client, self.parent_id, every).__enter__()

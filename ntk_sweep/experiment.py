@@ -506,8 +506,8 @@ def _run_and_close(
         stop = _stop_reason(exc)
         if stop:
             status, reason = "KILLED", f"killed by {stop}"
-        elif tracking.store_full_reason(exc):
-            status, reason = "FAILED", f"tracking store full: {tracking.store_full_reason(exc)}"
+        elif full := tracking.store_full_reason(exc):
+            status, reason = "FAILED", f"tracking store full: {full}"
         else:
             status, reason = "FAILED", f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         try:

@@ -67,6 +67,7 @@ DEAD_REASON = "no heartbeat: process died"
 HOST_TAG = TAG + "host"
 PID_TAG = TAG + "pid"
 PROCESS_TAG = TAG + "process"
+STALE_PARAM = "tracking.stale_after_s"  # a run's own staleness threshold, as logged
 TAKEOVER_REASON = "requeued: the same SLURM task started again and took the run over"
 HEARTBEAT_EVERY_S = 30.0  # a running job refreshes its heartbeat at least this often
 # Config keys that never change results: left out of the fingerprint (and `force` of the params).
@@ -586,8 +587,8 @@ def open_store(uri: str, experiment: str, artifact_location: str | None = None):
     except TrackingError:
         raise
     except Exception as exc:
-        if store_full_reason(exc):
-            raise store_full_error(uri, store_full_reason(exc)) from None
+        if reason := store_full_reason(exc):
+            raise store_full_error(uri, reason) from None
         raise TrackingError(
             f"tracking store {shown} failed: {redact_uri(_one_line(exc))}"
         ) from None
@@ -989,6 +990,14 @@ def process_gone(tags: Mapping[str, str]) -> str:
     return ""
 
 
+def stale_after_of(run, default: float) -> float:
+    """The run's own `tracking.stale_after_s` param, else `default`."""
+    try:
+        return float(run.data.params.get(STALE_PARAM, default))
+    except ValueError:
+        return default
+
+
 def death_reason(run, now: float, stale_after_s: float, task: tuple[str, int] = ("", 0)) -> str:
     """Why a RUNNING run's process is over ('' if it is not RUNNING or may still be alive): an
     earlier attempt of this SLURM `task` (see `slurm_task`), a process of this host that is gone
@@ -1001,11 +1010,6 @@ def death_reason(run, now: float, stale_after_s: float, task: tuple[str, int] = 
     if gone:
         return gone
     return DEAD_REASON if now - last_heartbeat(run) > stale_after_s else ""
-
-
-def is_dead(run, now: float, stale_after_s: float) -> bool:
-    """A RUNNING run whose process died (`death_reason`)."""
-    return bool(death_reason(run, now, stale_after_s))
 
 
 def search_all_runs(client, experiment_id: str, filter_string: str) -> list:
@@ -1123,11 +1127,7 @@ def close_dead_runs(client, experiment_id: str, stale_after_s: float) -> list[tu
     `stale_after_s`). Returns (run id, reason) of each."""
     closed, now = [], time.time()
     for run in running_runs(client, experiment_id):
-        try:
-            stale = float(run.data.params.get("tracking.stale_after_s", stale_after_s))
-        except ValueError:
-            stale = stale_after_s
-        reason = death_reason(run, now, stale)
+        reason = death_reason(run, now, stale_after_of(run, stale_after_s))
         if reason:
             mark_dead(client, run, reason)
             closed.append((run.info.run_id, reason))

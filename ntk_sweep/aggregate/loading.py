@@ -21,7 +21,6 @@ from ntk_sweep.aggregate.common import (
     PHASE_TAGS,
     RESUMED_RUN_TAG,
     ROLE_TAG,
-    STALE_PARAM,
     AggregateError,
     _is_finished,
 )
@@ -175,13 +174,9 @@ def _death_reason(run, now: float) -> str:
     """Why a RUNNING run is over ('' if it may be alive): its process on this host is gone, or
     no heartbeat (else since its start) for longer than its stale_after_s."""
     # the app's rule, imported here: tracking loads Hydra, which importing the aggregate must not
-    from ntk_sweep.tracking import death_reason
+    from ntk_sweep.tracking import death_reason, stale_after_of
 
-    try:
-        stale_after = float(run.data.params.get(STALE_PARAM, DEFAULT_STALE_AFTER_S))
-    except ValueError:
-        stale_after = DEFAULT_STALE_AFTER_S
-    return death_reason(run, now, stale_after)
+    return death_reason(run, now, stale_after_of(run, DEFAULT_STALE_AFTER_S))
 
 
 def load_histories(client, runs: pd.DataFrame, metric: str) -> pd.DataFrame:
