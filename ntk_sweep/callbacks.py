@@ -197,7 +197,13 @@ class MlflowSweepCallback(Callback):
         _launched_here.append(self.parent_id)
         # the launching process shows life like a job, so a dead one is seen from anywhere
         every = tracking.heartbeat_interval(stale_after)
-        self.heartbeat = tracking.Heartbeat(self.client, self.parent_id, every).__enter__()
+        # ... and closes its jobs on this host that die without marking themselves (SIGKILL)
+        self.heartbeat = tracking.Heartbeat(
+            self.client,
+            self.parent_id,
+            every,
+            also=lambda: tracking.close_gone_children(self.client, self.parent_id),
+        ).__enter__()
         atexit.register(self._abandoned)
         self._exit_on_sigterm()
         log.info(

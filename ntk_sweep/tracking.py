@@ -905,8 +905,11 @@ class Heartbeat:
     seconds while the block runs (so slow steps such as a huge kernel still show life). The
     thread is stopped and joined on exit: nothing outlives the job in a reused worker."""
 
-    def __init__(self, client, run_id: str, every_s: float) -> None:
-        self.client, self.run_id, self.every_s = client, run_id, every_s
+    def __init__(
+        self, client, run_id: str, every_s: float, also: Callable[[], object] | None = None
+    ) -> None:
+        """`also`: called at each beat too (a sweep's parent closes its dead jobs)."""
+        self.client, self.run_id, self.every_s, self.also = client, run_id, every_s, also
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -914,6 +917,8 @@ class Heartbeat:
         while not self._stop.wait(self.every_s):
             try:
                 self.client.set_tag(self.run_id, HEARTBEAT_TAG, heartbeat_tags()[HEARTBEAT_TAG])
+                if self.also is not None:
+                    self.also()
             except Exception as exc:  # noqa: BLE001 - a missed beat is not an error
                 log.debug("heartbeat of run %s failed: %s", self.run_id, _one_line(exc))
 
@@ -1134,20 +1139,30 @@ def close_dead_runs(client, experiment_id: str, stale_after_s: float) -> list[tu
     return closed
 
 
+def close_gone_children(client, parent_id: str, note: str = "") -> list:
+    """Mark KILLED the RUNNING jobs of sweep `parent_id` whose process is certainly gone
+    (`process_gone`: this host only), the reason followed by `note`; returns the jobs still
+    RUNNING. A job killed without a chance to mark itself (SIGKILL after SLURM's KillWait, the
+    OOM killer) is closed by its sweep's launcher, not left RUNNING until the next sweep."""
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    left = []
+    for run in running_runs(client, experiment_id, parent_id):
+        reason = process_gone(run.data.tags)
+        if reason:
+            mark_dead(client, run, reason + note)
+            log.warning("run %s stopped without a word (%s): marked KILLED", run.info.run_id, reason)
+        else:
+            left.append(run)
+    return left
+
+
 def settle_children(client, parent_id: str, wait_s: float) -> list[str]:
     """After a sweep stopped early: wait up to `wait_s` for its RUNNING jobs on this host to end
     (they mark themselves KILLED, see STOP_FILE), marking KILLED those whose process is gone.
     Returns the ids of the runs still RUNNING then (alive, or on other hosts)."""
-    experiment_id = client.get_run(parent_id).info.experiment_id
     deadline = time.monotonic() + wait_s
     while True:
-        left = []
-        for run in running_runs(client, experiment_id, parent_id):
-            reason = process_gone(run.data.tags)
-            if reason:
-                mark_dead(client, run, f"{reason} (the sweep stopped)")
-            else:
-                left.append(run)
+        left = close_gone_children(client, parent_id, " (the sweep stopped)")
         local = [r for r in left if r.data.tags.get(HOST_TAG) == socket.gethostname()]
         if not local or time.monotonic() > deadline:
             return [r.info.run_id for r in left]

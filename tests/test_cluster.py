@@ -727,7 +727,11 @@ def test_real_slurm_cancelling_the_array_kills_every_run_and_sigterm_kills_the_p
 ):
     """`scancel <array job>` while both tasks train: SLURM's SIGTERM marks each run KILLED with
     what it logged kept; SIGTERM of the launcher (still waiting for results that will not come)
-    marks the sweep's parent KILLED. Nothing is left RUNNING."""
+    marks the sweep's parent KILLED. Nothing is left RUNNING.
+
+    A task SLURM SIGKILLs after KillWait without its SIGTERM having reached the Python process
+    (seen on this one-node cluster under load: the task trained on until SIGKILL) is closed by
+    the launcher's heartbeat instead, as `process died: ...`."""
     launcher = slurm_sweep("seed=0,1")
     running = _wait_until("2 tasks training", lambda: _training(db_uri, 2), launcher)
     (array,) = {task.split("_")[0] for task in running}
@@ -744,7 +748,8 @@ def test_real_slurm_cancelling_the_array_kills_every_run_and_sigterm_kills_the_p
     assert rc != 0
     client = mlflow.MlflowClient(db_uri)
     for run in _job_runs(db_uri):
-        assert run.data.tags[tracking.FAILURE_TAG] == "killed by SIGTERM"
+        reason = run.data.tags[tracking.FAILURE_TAG]
+        assert reason == "killed by SIGTERM" or reason.startswith("process died: pid "), reason
         assert client.get_metric_history(run.info.run_id, "loss")
     (parent,) = [r for r in runs_of(db_uri) if r.data.tags.get("ntk_sweep.role") != "job"]
     assert parent.info.status == "KILLED"

@@ -47,6 +47,35 @@ def test_a_gone_process_of_this_host_is_dead_at_once_and_other_hosts_keep_the_he
     assert tracking.process_gone(rebooted) == ""  # a reboot or another machine: heartbeat rule
 
 
+def test_a_sweeps_heartbeat_closes_its_jobs_that_died_without_a_word(db):
+    """A job SIGKILLed before it could mark itself (SLURM's KillWait, the OOM killer) is closed
+    by its sweep's launcher at the next beat; a live job and another sweep's job are not."""
+    client = mlflow.MlflowClient(db)
+    experiment = client.create_experiment("e")
+    parent = tracking.create_run(client, experiment, "sweep", {tracking.ROLE_TAG: "sweep"})
+    other = tracking.create_run(client, experiment, "other", {tracking.ROLE_TAG: "sweep"})
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    dead = {**tracking.host_tags(), tracking.PID_TAG: str(done.pid)}
+    dead.pop(tracking.PROCESS_TAG)
+    killed = tracking.create_run(client, experiment, "dead", dead, parent_id=parent)
+    alive = tracking.create_run(client, experiment, "alive", tracking.host_tags(), parent)
+    elsewhere = tracking.create_run(client, experiment, "x", dead, parent_id=other)
+    with tracking.Heartbeat(
+        client, parent, 0.1, also=lambda: tracking.close_gone_children(client, parent)
+    ):
+        deadline = time.monotonic() + 30
+        while client.get_run(killed).info.status == "RUNNING" and time.monotonic() < deadline:
+            time.sleep(0.1)
+    run = client.get_run(killed)
+    assert run.info.status == "KILLED"
+    assert run.data.tags[tracking.FAILURE_TAG] == (
+        f"process died: pid {done.pid} on host {socket.gethostname()} no longer exists"
+    )
+    assert client.get_run(alive).info.status == "RUNNING"
+    assert client.get_run(elsewhere).info.status == "RUNNING"
+
+
 # --------------------------------------------------------------------------- real sweeps
 
 
