@@ -25,7 +25,6 @@ import math
 import os
 import re
 import signal
-import sys
 import tempfile
 import threading
 import time
@@ -49,12 +48,12 @@ from ntk_sweep.config import (
     nearest_step,
     validate,
 )
+from ntk_sweep.progress import Progress, progress_mode
 
 # matplotlib is imported once per process, with the app, not inside the first run's figure time
 
 log = logging.getLogger(__name__)
 
-PROGRESS_DELAY_S = 3.0  # show the progress bar once a run has taken this long
 PROGRESS_TICKS = 200  # progress / interrupt granularity, in fractions of the run
 
 
@@ -162,89 +161,6 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-class Progress:
-    """Progress of a run, shown once it has lasted a few seconds: a carriage-return bar on
-    stderr (`mode="bar"`), or a log line every `LOG_EVERY_S` seconds (`mode="log"`, for
-    non-terminals such as SLURM logs), or nothing (`mode="off"`).
-
-    The ETA is `remaining steps / GD step rate + remaining log steps x mean log-step time`:
-    the step rate leaves out the work done at log steps (kernels, metrics: `log_step_done`),
-    which is dense early on, and the steps before `restart_rate` (numba's one-time compile in
-    the first step, announced by `status("compiling (once)")`)."""
-
-    LOG_EVERY_S = 30.0
-
-    def __init__(self, total: int, label: str, mode: str, n_log_steps: int = 0) -> None:
-        self.total, self.label, self.mode = max(total, 1), label, mode
-        self.start = self.last = time.monotonic()
-        self.shown = False
-        self.n_log_steps, self.n_logged, self.log_work_s = n_log_steps, 0, 0.0
-        self.base_step, self.base_gd_s = 0, 0.0
-
-    def _gd_seconds(self, now: float) -> float:
-        """Wall time so far spent outside log-step work (GD steps, compilation)."""
-        return now - self.start - self.log_work_s
-
-    def log_step_done(self, seconds: float) -> None:
-        """A log step's measurements took `seconds` (left out of the step rate)."""
-        self.log_work_s += seconds
-        self.n_logged += 1
-
-    def restart_rate(self, step: int) -> None:
-        """Measure the step rate from here on (after a one-time cost such as compilation)."""
-        self.base_step, self.base_gd_s = step, self._gd_seconds(time.monotonic())
-
-    def eta(self, step: int, now: float) -> float:
-        """Seconds left (NaN before any step was timed); see the class docstring."""
-        steps_timed = step - self.base_step
-        gd_s = self._gd_seconds(now) - self.base_gd_s
-        if steps_timed <= 0 or gd_s <= 0:
-            return float("nan")
-        left_logs = max(self.n_log_steps - self.n_logged, 0)
-        per_log = self.log_work_s / self.n_logged if self.n_logged else 0.0
-        return (self.total - step) * gd_s / steps_timed + left_logs * per_log
-
-    def _text(self, step: int, now: float) -> str:
-        frac = min(step / self.total, 1.0)
-        elapsed = now - self.start
-        eta = self.eta(step, now)
-        return f"{step}/{self.total} steps {100 * frac:3.0f}%  {elapsed:5.1f}s  ETA {eta:5.1f}s"
-
-    def status(self, text: str) -> None:
-        """Show `text` now (e.g. "compiling (once)" before a long one-time step)."""
-        if self.mode == "off":
-            return
-        if self.mode == "log":
-            log.info("%s: %s", self.label, text)
-            return
-        self.shown = True
-        sys.stderr.write(f"\r{self.label} {text:<60}")
-        sys.stderr.flush()
-
-    def update(self, step: int, force: bool = False) -> None:
-        if self.mode == "off":
-            return
-        now = time.monotonic()
-        every = 0.25 if self.mode == "bar" else self.LOG_EVERY_S
-        if now - self.start < PROGRESS_DELAY_S or (now - self.last < every and not force):
-            return
-        self.last = now
-        if self.mode == "log":
-            if not force:
-                log.info("%s: %s", self.label, self._text(step, now))
-            return
-        self.shown = True
-        bar = "#" * int(30 * min(step / self.total, 1.0))
-        sys.stderr.write(f"\r{self.label} [{bar:<30}] {self._text(step, now)} ")
-        sys.stderr.flush()
-
-    def close(self, step: int) -> None:
-        if self.shown:
-            self.update(step, force=True)
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
 class _Closer:
     """Ends the progress bar's line however the training loop exits."""
 
@@ -253,16 +169,6 @@ class _Closer:
 
     def close(self) -> None:
         self.progress.close(self.step())
-
-
-def _progress_mode(setting: Any) -> str:
-    """tracking.progress: true -> bar, false -> off, auto -> bar on a terminal, else log."""
-    s = str(setting).lower()
-    if s == "true":
-        return "bar"
-    if s == "false":
-        return "off"
-    return "bar" if sys.stderr.isatty() else "log"
 
 
 # --------------------------------------------------------------------------- the run
@@ -661,7 +567,7 @@ def _measure_and_log(
     progress = Progress(
         schedule.steps,
         f"train {run_id[:8]}",
-        _progress_mode(cfg.tracking.progress),
+        progress_mode(cfg.tracking.progress),
         len(schedule.log_steps),
     )
     compiling = fused_compile_pending(net, data.n_train, schedule.backend)
