@@ -1,5 +1,6 @@
-"""Figures of the aggregate (``matplotlib.figure.Figure``, no pyplot). Matplotlib is imported
-inside the functions, so importing :mod:`ntk_sweep.aggregate` does not import it."""
+"""Figures of the aggregate (``matplotlib.figure.Figure``, no pyplot), in the style every figure
+of ntk-sweep shares (:mod:`ntk_sweep.figure_style`). Matplotlib is imported inside the
+functions, so importing :mod:`ntk_sweep.aggregate` does not import it."""
 
 from __future__ import annotations
 
@@ -16,11 +17,10 @@ from ntk_sweep.aggregate.common import (
     _label,
     _width_key,
 )
+from ntk_sweep.figure_style import GRID_DPI, MAX_WIDTH_IN, new_figure
 
-# Aggregate figures: a grid of panels at DPI, at most MAX_WIDTH_IN wide (1600 px), legends
-# outside the axes (below each panel, or one for the figure below the grid).
-DPI = 100
-MAX_WIDTH_IN = 16.0
+# Aggregate figures: a grid of panels at figure_style.GRID_DPI, at most MAX_WIDTH_IN wide
+# (1600 px), legends outside the axes (below each panel, or one for the figure below the grid).
 PANEL_IN = (7.4, 3.6)  # one panel's axes and labels, inches
 LEGEND_ROW_IN = 0.19  # one legend row (7 pt)
 TITLE_CHARS_PER_IN = 13  # 9 pt suptitle: characters per inch of figure width before it wraps
@@ -32,14 +32,12 @@ def _new_figure(n_panels: int, legend_rows: int = 0, max_cols: int = 2, title: s
     panels; the title wrapped to the width. Returns (figure, flat list of the panels' axes)."""
     import textwrap
 
-    from matplotlib.figure import Figure
-
     n = max(1, n_panels)
     ncols = min(n, max_cols)
     nrows = math.ceil(n / ncols)
     width = min(MAX_WIDTH_IN, PANEL_IN[0] * ncols)
     height = nrows * (PANEL_IN[1] + LEGEND_ROW_IN * legend_rows) + 0.4
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    fig = new_figure((width, height), GRID_DPI, layout="constrained")
     axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
     for ax in axes[n:]:
         ax.set_visible(False)

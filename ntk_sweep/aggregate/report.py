@@ -58,6 +58,7 @@ from ntk_sweep.aggregate.verdict import (
     kink_note,
     verdict,
 )
+from ntk_sweep.figure_style import save_png
 from ntk_sweep.names import short_names
 
 
@@ -724,7 +725,7 @@ def _write_figures(
     title = result.selection
 
     def save(fig, name: str) -> None:
-        fig.savefig(out / f"{name}.png", dpi=fig.dpi)
+        save_png(fig, out / f"{name}.png")
         files[f"{name}.png"] = out / f"{name}.png"
 
     for name, candidates in (
