@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import sys
 import time
 from typing import Any
@@ -56,6 +57,9 @@ class Progress:
         self.base_step, self.base_gd_s = 0, 0.0
         self.bar = None
         if mode == "bar":
+            # the terminal's size, 80 x 24 where it reports none (a pty of size 0 x 0, where
+            # tqdm would draw nothing)
+            columns, lines = shutil.get_terminal_size()
             self.bar = tqdm(
                 total=self.total,
                 desc=label,
@@ -63,6 +67,8 @@ class Progress:
                 delay=DELAY_S,
                 mininterval=BAR_EVERY_S,
                 bar_format=BAR_FORMAT,
+                ncols=columns,
+                nrows=lines,
                 leave=True,
             )
 
