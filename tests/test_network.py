@@ -294,3 +294,34 @@ def test_invalid_training_arguments():
         next(gd_trajectory(net, p, x, y, lr=0.1, steps=0, log_steps=[0]))
     with pytest.raises(ValueError, match="seed=-1"):
         init_params(net, -1)
+
+
+@pytest.mark.parametrize("depth,outputs", [(1, 1), (2, 1), (2, 3)])
+def test_row_blocked_evaluation_agrees_with_the_whole_batch(monkeypatch, depth, outputs):
+    """A wide network evaluates a batch in row blocks (`row_blocks`): every row's output, cached
+    layer, slope and JVP is the whole-batch one to rounding, and `forward` equals
+    `forward_cache(...).f` bit for bit (the centred model subtracts one from the other)."""
+    from ntk_sweep.core import network
+
+    net = MLP(input_dim=3, width=40, depth=depth, activation="erf", outputs=outputs)
+    params = init_params(net, seed=1)
+    x = np.random.default_rng(2).standard_normal((23, 3))
+    tangent = [(0.1 * w, 0.1 * b) for w, b in init_params(net, seed=5)]
+    whole = forward_cache(net, params, x)
+    whole_jvp = jvp(net, params, whole, tangent)
+    monkeypatch.setattr(network, "BLOCK_ELEMENTS", 200)  # 5 rows of width 40 a block
+    assert [(s.start, s.stop) for s in network.row_blocks(net, 23)] == [
+        (0, 5),
+        (5, 10),
+        (10, 15),
+        (15, 20),
+        (20, 23),
+    ]
+    blocked = forward_cache(net, params, x)
+    np.testing.assert_array_equal(forward(net, params, x), blocked.f)
+    np.testing.assert_allclose(blocked.f, whole.f, rtol=1e-13, atol=1e-15)
+    for a, b in zip(blocked.inputs + blocked.slopes, whole.inputs + whole.slopes, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+    blocked_jvp = jvp(net, params, blocked, tangent)
+    assert blocked_jvp.shape == whole_jvp.shape == ((23,) if outputs == 1 else (23, outputs))
+    np.testing.assert_allclose(blocked_jvp, whole_jvp, rtol=1e-13, atol=1e-15)
