@@ -149,7 +149,7 @@ from ntk_sweep.tracking.writing import (
     log_text,
 )
 
-# Earlier private names, still used by callers outside the project's own modules.
+# The names these had while private, for code written against them (a test quotes the URI forms).
 _one_line = one_line
 _retry = retry
 _EXPECTED_URI = EXPECTED_URI

@@ -44,6 +44,9 @@ TAKEOVER_REASON = "requeued: the same SLURM task started again and took the run 
 HEARTBEAT_EVERY_S = 30.0  # a running job refreshes its heartbeat at least this often
 
 
+# --------------------------------------------------------------------------- the sweep folder
+
+
 def write_parent_id(sweep_dir: str | Path, run_id: str) -> Path:
     path = Path(sweep_dir) / PARENT_ID_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -203,6 +206,9 @@ def death_reason(run, now: float, stale_after_s: float, task: tuple[str, int] = 
     return DEAD_REASON if now - last_heartbeat(run) > stale_after_s else ""
 
 
+# --------------------------------------------------------------------------- SLURM attempts
+
+
 def slurm_task(env: Mapping[str, str] | None = None) -> tuple[str, int]:
     """(`<SLURM_ARRAY_JOB_ID>_<SLURM_ARRAY_TASK_ID>` for a task of a job array, else
     `SLURM_JOB_ID`, or '' outside SLURM; the attempt, SLURM_RESTART_COUNT or 0)."""
@@ -227,6 +233,9 @@ def is_earlier_attempt(run, task: tuple[str, int]) -> bool:
         return int(tags.get(SLURM_RESTART_TAG, "0")) < restart
     except ValueError:
         return False
+
+
+# --------------------------------------------------------------------------- closing dead runs
 
 
 def mark_dead(client, run, reason: str = DEAD_REASON) -> None:
