@@ -353,11 +353,13 @@ def _replace_everywhere(original, wrapped) -> None:
 
 
 def _wrap_functions(ledger: Ledger, module, category: str, names=None) -> None:
+    """Time `module`'s public functions as `category` (a package's: those of its modules)."""
+    own = (module.__name__, module.__name__ + ".")
     for name, obj in list(vars(module).items()):
         if (
             (names is None or name in names)
             and inspect.isfunction(obj)
-            and obj.__module__ == module.__name__
+            and (obj.__module__ == own[0] or obj.__module__.startswith(own[1]))
             and not name.startswith("_")
             and not hasattr(obj, "__wrapped__")  # already given a category
         ):

@@ -105,14 +105,14 @@ def validate_sweep(config: DictConfig) -> int:
 def _preset_tags(config: DictConfig) -> dict[str, str]:
     """The parent's `ntk_sweep.preset` (the jobs' preset; several joined by commas if swept) and
     `ntk_sweep.swept` (the overridden keys that vary across jobs; absent if unknown)."""
-    from ntk_sweep import sweep_ui
+    from ntk_sweep import sweep_ui, tracking
 
     jobs = expand_sweep(config)
     chosen = str(OmegaConf.select(config, "hydra.runtime.choices.experiment", default="") or "")
-    tags = {sweep_ui.PRESET_TAG: sweep_ui.sweep_presets(jobs, sweep_ui.preset_of([], chosen))}
+    tags = {tracking.PRESET_TAG: sweep_ui.sweep_presets(jobs, sweep_ui.preset_of([], chosen))}
     swept = sweep_ui.swept_keys(jobs)
     if swept is not None:
-        tags[sweep_ui.SWEPT_TAG] = ",".join(swept)
+        tags[tracking.SWEPT_TAG] = ",".join(swept)
     return tags
 
 
@@ -178,16 +178,16 @@ class MlflowSweepCallback(Callback):
             sweep_dir = Path(cwd) / sweep_dir
         tags = {
             tracking.ROLE_TAG: "sweep",
-            tracking.TAG + "sweep_dir": str(sweep_dir),
-            tracking.TAG + "overrides": " ".join(config.hydra.overrides.task),
-            tracking.TAG + "git_commit": tracking.git_commit(),
-            tracking.TAG + "n_jobs": str(n_jobs),
-            tracking.TAG + "force": str(bool(OmegaConf.select(config, "force", default=False))),
+            tracking.SWEEP_DIR_TAG: str(sweep_dir),
+            tracking.OVERRIDES_TAG: " ".join(config.hydra.overrides.task),
+            tracking.GIT_COMMIT_TAG: tracking.git_commit(),
+            tracking.N_JOBS_TAG: str(n_jobs),
+            tracking.FORCE_TAG: str(bool(OmegaConf.select(config, "force", default=False))),
             **tracking.host_tags(),
             **tracking.heartbeat_tags(),
         }
         tags.update(_preset_tags(config))
-        name = sweep_ui.sweep_run_name(tags[sweep_ui.PRESET_TAG], datetime.now())
+        name = sweep_ui.sweep_run_name(tags[tracking.PRESET_TAG], datetime.now())
         self._claim(sweep_dir)
         with tracking.full_store_is_fatal(uri):
             self.parent_id = tracking.create_run(self.client, experiment_id, name, tags)

@@ -30,6 +30,7 @@ from ntk_sweep.core.datasets import DATASET_OPTIONS, DATASETS, declared_sizes
 from ntk_sweep.core.losses import LOSSES
 from ntk_sweep.core.network import ACTIVATIONS, BACKENDS, DTYPES, PARAMETERIZATIONS
 from ntk_sweep.core.optimizers import OPTIMIZERS
+from ntk_sweep.errors import ConfigError, TrackingError  # noqa: F401 - raised by callers too
 
 # The paper's snapshot steps (MATH.md section 1): always logged when <= train.steps.
 PAPER_SNAPSHOT_STEPS = (2, 20, 100, 500, 1000, 3000)
@@ -41,14 +42,6 @@ FIGURES_CHOICES = ("paper", "all", "none", "true", "false")
 # Where a closed-form infinite-width NTK exists (kernels.has_analytic_ntk; kept in sync by a test).
 ANALYTIC_ACTIVATIONS = ("relu", "erf", "linear")
 ANALYTIC_PARAMETERIZATIONS = ("ntk",)
-
-
-class ConfigError(ValueError):
-    """An invalid configuration. `str(err)` is one line naming the field and what is allowed."""
-
-
-class TrackingError(ConfigError):
-    """The tracking store is malformed, unreachable or unwritable (one line)."""
 
 
 # --------------------------------------------------------------------------- rules

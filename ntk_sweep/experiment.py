@@ -279,13 +279,13 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path | None = None) -> dic
             return {**base_summary, **skipped, "total_time_s": time.perf_counter() - t_start}
     tags = {
         tracking.ROLE_TAG: "job",
-        tracking.TAG + "sweep_id": parent_id,
-        tracking.TAG + "git_commit": tracking.git_commit(),
-        tracking.TAG + "job_num": str(ctx.job_num),
-        tracking.TAG + "output_dir": str(Path(ctx.output_dir).resolve()),
-        tracking.TAG + "overrides": " ".join(ctx.overrides),
+        tracking.SWEEP_ID_TAG: parent_id,
+        tracking.GIT_COMMIT_TAG: tracking.git_commit(),
+        tracking.JOB_NUM_TAG: str(ctx.job_num),
+        tracking.OUTPUT_DIR_TAG: str(Path(ctx.output_dir).resolve()),
+        tracking.OVERRIDES_TAG: " ".join(ctx.overrides),
         tracking.CONFIG_HASH_TAG: chash,
-        sweep_ui.PRESET_TAG: ctx.preset,
+        tracking.PRESET_TAG: ctx.preset,
         **tracking.host_tags(),
         **tracking.heartbeat_tags(),
     }
@@ -306,8 +306,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path | None = None) -> dic
         "train_time_s": outcome.train_time_s,
         "figures_time_s": outcome.figures_time_s,
         "total_time_s": time.perf_counter() - t_start,
-        "phase_net": outcome.phases.get(PHASE_NET_TAG, ""),
-        "phase_lin": outcome.phases.get(PHASE_LIN_TAG, ""),
+        "phase_net": outcome.phases.get(tracking.PHASE_NET_TAG, ""),
+        "phase_lin": outcome.phases.get(tracking.PHASE_LIN_TAG, ""),
     }
     print(tracking.redact_uri(format_summary(cfg, data, net, summary)), flush=True)
     return summary
@@ -466,7 +466,7 @@ def _mark_quietly(client, run_id: str, status: str, reason: str) -> None:
     try:
         tracking.set_tag(client, run_id, tracking.FAILURE_TAG, reason)
     except Exception as exc:  # pragma: no cover - store vanished mid-run
-        log.error("could not tag run %s: %s", run_id, tracking._one_line(exc))
+        log.error("could not tag run %s: %s", run_id, tracking.one_line(exc))
     tracking.end_run(client, run_id, status)
 
 
@@ -499,7 +499,7 @@ def _flush_quietly(metric_log: tracking.MetricLog) -> None:
     try:
         metric_log.flush()
     except Exception as exc:  # pragma: no cover - store vanished mid-run
-        log.error("could not send the last metrics: %s", tracking._one_line(exc))
+        log.error("could not send the last metrics: %s", tracking.one_line(exc))
 
 
 def _without_hydra(cfg: DictConfig) -> DictConfig:
@@ -611,10 +611,10 @@ def _train_and_record(
     t0 = time.perf_counter()
     record = _measure_and_log(cfg, data, net, run_id, metric_log, ctx.sweep_dir)
     train_time = time.perf_counter() - t0
-    phases = {PHASE_NET_TAG: record.phase_net, PHASE_LIN_TAG: record.phase_lin}
+    phases = {tracking.PHASE_NET_TAG: record.phase_net, tracking.PHASE_LIN_TAG: record.phase_lin}
     tags = {**tracking.heartbeat_tags(), **phases}
     if net.outputs > 1:  # which K-output kernel the kernel metrics use (docs/metrics.md)
-        tags[KERNEL_FORM_TAG] = record.kernel_form
+        tags[tracking.KERNEL_FORM_TAG] = record.kernel_form
     metric_log.flush(tags=tags)
     last_step = record.final_step
     if record.failure:
@@ -725,19 +725,16 @@ def _record_figures(cfg, data, net, record, client, run_id: str, folder: Path) -
         )
         tracking.log_artifacts(client, run_id, folder, "figures")
         if failed:
-            tracking.set_tag(client, run_id, tracking.TAG + "figures_failed", ",".join(failed))
+            tracking.set_tag(client, run_id, tracking.FIGURES_FAILED_TAG, ",".join(failed))
     except Exception as exc:  # a plotting bug must not fail a finished experiment
         if tracking.store_full_reason(exc):
             raise  # nor hide a full store: the run cannot be recorded
         log.exception("figures failed: %s", exc)
-        tracking.set_tag(client, run_id, tracking.TAG + "figures_failed", repr(exc)[:500])
+        tracking.set_tag(client, run_id, tracking.FIGURES_FAILED_TAG, repr(exc)[:500])
     return names
 
 
 UNSTABLE_WARNING = r"lr=.* >= 2N/lambda_max=.*: gradient descent diverges"
-PHASE_NET_TAG = tracking.TAG + "phase_net"
-PHASE_LIN_TAG = tracking.TAG + "phase_lin"
-KERNEL_FORM_TAG = tracking.TAG + "kernel_form"
 
 
 def _unstable_lr_message(lr: float, lr_eff: float, lr_max: float, lr_scale: float) -> str:

@@ -19,9 +19,8 @@ from typing import Any
 
 from ntk_sweep import tracking
 from ntk_sweep.names import ALWAYS_SHOWN, SHORT_KEYS, short_names
+from ntk_sweep.tracking import PRESET_TAG, SWEPT_TAG
 
-PRESET_TAG = tracking.TAG + "preset"
-SWEPT_TAG = tracking.TAG + "swept"  # on a sweep's parent: keys (comma-separated) that vary
 PRESET_KEY = "experiment"
 # launch settings that never change results (the config hash leaves them out too)
 _NOT_NAMED = ("tracking.", "hydra.", "hydra/", "force")
@@ -157,7 +156,7 @@ def sweep_end_line(client, parent_id: str, uri: str, launch_dir: str) -> str:
     resumed = [v for k, v in sorted(tags.items()) if k.startswith(tracking.RESUMED_RUN_TAG)]
     statuses = _child_statuses(client, parent_id, resumed)
     try:
-        n_jobs = max(int(tags.get(tracking.TAG + "n_jobs", "0")), len(statuses))
+        n_jobs = max(int(tags.get(tracking.N_JOBS_TAG, "0")), len(statuses))
     except ValueError:
         n_jobs = len(statuses)
     count = {s: statuses.count(s) for s in ("FINISHED", "FAILED", "KILLED", "RUNNING")}

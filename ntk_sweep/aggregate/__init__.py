@@ -4,7 +4,8 @@ Command line: ``python -m ntk_sweep.aggregate`` or ``ntk-aggregate`` (see ``--he
 
 Layout (pure statistics separate from I/O; imports flow down this list, no cycles):
 
-- :mod:`.common`: tag / param names, default metrics, :class:`AggregateError`, small helpers;
+- :mod:`.common`: default metrics, :class:`AggregateError`, small helpers (the MLflow tag /
+  param names are the store layer's, :mod:`ntk_sweep.tracking`, re-exported here);
 - :mod:`.rates`: the width exponents the theory expects (:func:`expected_rate`);
 - :mod:`.statistics`: plain DataFrames in and out (one row per run; columns = group keys,
   ``seed``, ``status``, ``run_name``, one column per metric): :func:`summarize`,
@@ -28,17 +29,13 @@ from ntk_sweep.aggregate.cli import (
 from ntk_sweep.aggregate.common import (
     AXIS_KEYS,
     CI_LEVEL,
-    CONFIG_HASH_TAG,
-    DEAD_REASON,
     DEFAULT_EXPERIMENT,
     DEFAULT_METRICS,
     DEFAULT_STALE_AFTER_S,
     DEFAULT_STEP_METRIC,
     DRIFT_METRICS,
-    FAILURE_TAG,
     FINISHED,
     FIT_COLUMNS,
-    HEARTBEAT_TAG,
     IGNORED_PARAM_PREFIXES,
     LIN_METRICS,
     LR_MAX_METRIC,
@@ -48,13 +45,9 @@ from ntk_sweep.aggregate.common import (
     MIN_SEEDS_WARN,
     MIN_WIDTHS_FOR_WINDOW,
     MLFLOW_INF,
-    PARENT_TAG,
     PHASE_TAGS,
-    RESUMED_RUN_TAG,
-    ROLE_TAG,
     SEED_KEY,
     SLOPE_CI_METHOD,
-    STALE_PARAM,
     VANISHING_PREFIXES,
     WIDTH_KEYS,
     AggregateError,
@@ -105,6 +98,16 @@ from ntk_sweep.aggregate.verdict import (
     kink_note,
     slope_trend,
     verdict,
+)
+from ntk_sweep.tracking import (
+    CONFIG_HASH_TAG,
+    DEAD_REASON,
+    FAILURE_TAG,
+    HEARTBEAT_TAG,
+    PARENT_TAG,
+    RESUMED_RUN_TAG,
+    ROLE_TAG,
+    STALE_PARAM,
 )
 
 __all__ = [

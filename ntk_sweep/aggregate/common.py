@@ -1,5 +1,6 @@
-"""Shared vocabulary of the aggregation: MLflow tag / param names, default metrics, the
-fit columns, :class:`AggregateError`, and small grouping / formatting helpers (no I/O)."""
+"""Shared vocabulary of the aggregation: default metrics, the fit columns,
+:class:`AggregateError`, and small grouping / formatting helpers (no I/O). The MLflow tag and
+param names it reads are the store layer's (:mod:`ntk_sweep.tracking.names`)."""
 
 from __future__ import annotations
 
@@ -17,24 +18,9 @@ WIDTH_KEYS = ("model.width", "width")  # the first one present is the x axis of 
 
 SEED_KEY = "seed"  # replicate key
 
-ROLE_TAG = "ntk_sweep.role"
-
-PARENT_TAG = "mlflow.parentRunId"
-
-FAILURE_TAG = "ntk_sweep.failure_reason"
-
-# Resume (ntk_sweep.tracking): a resumed sweep's parent lists the earlier runs its jobs reused as
-# tags `ntk_sweep.resumed_run.<job num>` = run id; they belong to the sweep. A RUNNING run whose
-# heartbeat (tag, unix time) is older than its `tracking.stale_after_s` param is dead: KILLED.
-RESUMED_RUN_TAG = "ntk_sweep.resumed_run."
-
-HEARTBEAT_TAG = "ntk_sweep.heartbeat"
-
-STALE_PARAM = "tracking.stale_after_s"
-
+# A RUNNING run whose heartbeat is older than its own `tracking.stale_after_s` param (this, for
+# a run that did not log it) is dead: counted KILLED (tracking.death_reason).
 DEFAULT_STALE_AFTER_S = 120.0
-
-DEAD_REASON = "no heartbeat: process died"
 
 # Final values of these (what search_runs returns as metrics.<name>) are summarised by default.
 DEFAULT_METRICS = (
@@ -90,9 +76,8 @@ AXIS_KEYS = ("train.lr", "lr", "model.alpha", "alpha")
 
 LR_MAX_METRIC = "lr_max_stable"
 
-PHASE_TAGS = ("phase_net", "phase_lin")  # tags ntk_sweep.phase_net / phase_lin, when logged
-
-CONFIG_HASH_TAG = "ntk_sweep.config_hash"
+# Columns of the runs' frame: tags tracking.PHASE_NET_TAG / PHASE_LIN_TAG, when logged
+PHASE_TAGS = ("phase_net", "phase_lin")
 
 MAX_CELL = 90  # table cells longer than this are cut (the report has no line over ~200 chars)
 

@@ -1,28 +1,33 @@
-"""Reading the MLflow store: the tracking URI and store checks, the selection (experiment,
-sweep, filter), runs as a DataFrame (``MlflowClient.search_runs``, params cast to numbers),
-per-step histories, one run per config hash."""
+"""Reading the MLflow store: the selection (experiment, sweep, filter), runs as a DataFrame
+(params cast to numbers), per-step histories, one run per config hash. The store is located,
+checked and searched by the store layer (:mod:`ntk_sweep.tracking`: its URI rules, checks,
+``search_all_runs`` and liveness rule), its errors turned into :class:`AggregateError`."""
 
 from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pandas as pd
 
+from ntk_sweep import tracking
 from ntk_sweep.aggregate.common import (
-    CONFIG_HASH_TAG,
     DEFAULT_EXPERIMENT,
     DEFAULT_STALE_AFTER_S,
-    FAILURE_TAG,
-    PARENT_TAG,
     PHASE_TAGS,
-    RESUMED_RUN_TAG,
-    ROLE_TAG,
     AggregateError,
     _is_finished,
+)
+from ntk_sweep.errors import ConfigError
+from ntk_sweep.tracking import (
+    CONFIG_HASH_TAG,
+    FAILURE_TAG,
+    PARENT_TAG,
+    RESUMED_RUN_TAG,
+    ROLE_TAG,
+    RUN_NAME_TAG,
+    TAG,
 )
 
 
@@ -74,18 +79,6 @@ def _cast_column(s: pd.Series) -> pd.Series:
     return s
 
 
-def _search_all(client, experiment_id: str, filter_string: str) -> list:
-    runs, token = [], None
-    while True:
-        page = client.search_runs(
-            [experiment_id], filter_string=filter_string, max_results=1000, page_token=token
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 def load_runs(
     client, experiment_id: str, parent_id: str | None = None, filter_string: str | None = None
 ) -> tuple[pd.DataFrame, list[str], list[str]]:
@@ -105,7 +98,7 @@ def load_runs(
         clauses.append(f"tags.`{PARENT_TAG}` = '{parent_id}'")
     if filter_string and filter_string.strip():
         clauses.append(filter_string.strip())
-    runs = _search_all(client, experiment_id, " and ".join(clauses))
+    runs = tracking.search_all_runs(client, experiment_id, " and ".join(clauses))
     if parent_id:
         runs += _resumed_runs(client, experiment_id, parent_id, filter_string, runs)
     now = time.time()
@@ -120,7 +113,7 @@ def load_runs(
             status, reason = "KILLED", dead
         rec = {
             "run_id": run.info.run_id,
-            "run_name": run.info.run_name or tags.get("mlflow.runName", ""),
+            "run_name": run.info.run_name or tags.get(RUN_NAME_TAG, ""),
             "status": status,
             "start_time": run.info.start_time,
             "failure_reason": reason,
@@ -128,7 +121,7 @@ def load_runs(
             "config_hash": tags.get(CONFIG_HASH_TAG, ""),
         }
         for name in PHASE_TAGS:  # the run's learning-rate phase, where the run logged it
-            rec[name] = tags.get(f"ntk_sweep.{name}", tags.get(name, ""))
+            rec[name] = tags.get(TAG + name, tags.get(name, ""))
         rec.update({("p", k): v for k, v in run.data.params.items()})
         rec.update({("m", k): v for k, v in run.data.metrics.items()})
         params.update(dict.fromkeys(run.data.params))
@@ -166,17 +159,14 @@ def _resumed_runs(client, experiment_id: str, parent_id: str, filter_string, hav
         clause = f"attributes.run_id IN ({chunk})"
         if filter_string and filter_string.strip():
             clause += f" and {filter_string.strip()}"
-        out += _search_all(client, experiment_id, clause)
+        out += tracking.search_all_runs(client, experiment_id, clause)
     return out
 
 
 def _death_reason(run, now: float) -> str:
     """Why a RUNNING run is over ('' if it may be alive): its process on this host is gone, or
-    no heartbeat (else since its start) for longer than its stale_after_s."""
-    # the app's rule, imported here: tracking loads Hydra, which importing the aggregate must not
-    from ntk_sweep.tracking import death_reason, stale_after_of
-
-    return death_reason(run, now, stale_after_of(run, DEFAULT_STALE_AFTER_S))
+    no heartbeat (else since its start) for longer than its stale_after_s (the app's rule)."""
+    return tracking.death_reason(run, now, tracking.stale_after_of(run, DEFAULT_STALE_AFTER_S))
 
 
 def load_histories(client, runs: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -195,41 +185,23 @@ def load_histories(client, runs: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def resolve_tracking_uri(tracking_uri: str | None) -> str:
     """``tracking_uri``, else env ``MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/mlflow.db``
-    (relative SQLite paths made absolute); a malformed URI is an :class:`AggregateError` (the
-    app's own check, ``ntk_sweep.tracking.resolve_tracking_uri``)."""
-    from ntk_sweep.config import ConfigError
-    from ntk_sweep.tracking import resolve_tracking_uri as resolve
-
+    (relative SQLite paths made absolute); a malformed URI is an :class:`AggregateError`.
+    The app's rules (:func:`ntk_sweep.tracking.resolve_tracking_uri`), relative to the working
+    directory (the aggregate runs outside Hydra) and naming the ``--tracking-uri`` option."""
     try:
-        return resolve(tracking_uri, os.getcwd(), option="--tracking-uri")
+        return tracking.resolve_tracking_uri(tracking_uri, os.getcwd(), option="--tracking-uri")
     except ConfigError as exc:
         raise AggregateError(str(exc)) from None
 
 
 def _check_store(uri: str, writable: bool = True) -> None:
-    """Before reading: a local store must exist (reading must not create an empty database) and
-    be an intact database; a server must answer within a few seconds (the app's own checks,
-    ``ntk_sweep.tracking.check_tracking_uri``); with ``writable`` (the outputs are logged to
-    MLflow), an SQLite store must be writable."""
-    from ntk_sweep.config import ConfigError
-    from ntk_sweep.tracking import check_tracking_uri, sqlite_path
-
-    parsed = urlparse(uri)
-    db = sqlite_path(uri)
-    if db is not None:
-        path, missing = str(db), not db.exists() or (db.is_file() and db.stat().st_size == 0)
-    elif parsed.scheme in ("", "file"):
-        path = unquote(parsed.path) if parsed.scheme == "file" else uri
-        missing = not Path(path).exists()
-    else:
-        path, missing = "", False
-    if missing:
-        empty = " (an empty file)" if Path(path).is_file() else ""
-        raise AggregateError(
-            f"no MLflow store at {path}{empty} (pass --tracking-uri or set MLFLOW_TRACKING_URI)"
-        )
+    """Before reading: the store's checks (:func:`ntk_sweep.tracking.check_tracking_uri`) with
+    ``must_exist``, since reading must not create an empty database; with ``writable`` (the
+    outputs are logged to MLflow), an SQLite store must be writable."""
     try:
-        check_tracking_uri(uri, option="--tracking-uri", writable=writable)
+        tracking.check_tracking_uri(
+            uri, option="--tracking-uri", writable=writable, must_exist=True
+        )
     except ConfigError as exc:
         raise AggregateError(str(exc)) from None
 
@@ -266,7 +238,8 @@ def _resolve_selection(client, experiment, sweep_id, filter_string):
         )
     if filter_string and sweep_id is None:
         return exp.name, exp.experiment_id, None
-    sweeps = client.search_runs(
+    sweeps = tracking.retry(
+        client.search_runs,
         [exp.experiment_id],
         filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
         order_by=["attributes.start_time DESC"],

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ntk_sweep import tracking
 from ntk_sweep.aggregate.common import (
-    CONFIG_HASH_TAG,
     DEFAULT_METRICS,
     DEFAULT_STEP_METRIC,
     DRIFT_METRICS,
@@ -22,7 +22,6 @@ from ntk_sweep.aggregate.common import (
     LIN_METRICS,
     MAX_TABLE_WIDTH,
     MEAN_CI_METHOD,
-    ROLE_TAG,
     SEED_KEY,
     SLOPE_CI_METHOD,
     AggregateError,
@@ -60,6 +59,13 @@ from ntk_sweep.aggregate.verdict import (
 )
 from ntk_sweep.figure_style import save_png
 from ntk_sweep.names import short_names
+from ntk_sweep.tracking import (
+    AGGREGATE_FILTER_TAG,
+    CONFIG_HASH_TAG,
+    NOTE_TAG,
+    ROLE_TAG,
+    VERDICT_TAG,
+)
 
 
 def text_table(
@@ -439,10 +445,6 @@ class AggregateResult:
         return "\n".join(out).rstrip() + "\n"
 
 
-VERDICT_TAG = "ntk_sweep.verdict"  # the headline, on the run the aggregate logs to
-
-NOTE_TAG = "mlflow.note.content"  # the run's description (MLflow UI: Overview)
-
 EQUAL_RTOL = 1e-6  # metrics closer than this in every run are one metric (shown once)
 
 
@@ -524,9 +526,7 @@ def aggregate_sweep(
     uri = resolve_tracking_uri(tracking_uri)
     _check_store(uri, writable=write and log_to_mlflow)
 
-    import mlflow
-
-    client = mlflow.MlflowClient(uri)
+    client = tracking.connect(uri)
     exp_name, exp_id, parent_id = _resolve_selection(client, experiment, sweep_id, filter_string)
     runs, params, metric_names = _load_selection(client, exp_name, exp_id, parent_id, filter_string)
     notes: list[str] = []
@@ -563,12 +563,10 @@ def aggregate_sweep(
     elif step_metric:
         notes.append(f"no per-step view: {step_metric!r} is not logged by the selected runs")
     if write:
-        from ntk_sweep.tracking import StoreFullError, full_store_is_fatal
-
         try:
-            with full_store_is_fatal(uri, "free space, then run the same command again"):
+            with tracking.full_store_is_fatal(uri, "free space, then run the same command again"):
                 _write_and_log(result, client, out_dir, histories, step_metric, log_to_mlflow)
-        except StoreFullError as exc:  # --out is written first: say where it is
+        except tracking.StoreFullError as exc:  # --out is written first: say where it is
             written = f"; the outputs are in {result.out_dir}" if result.out_dir else ""
             raise AggregateError(f"{exc} (or pass --no-log{written})") from None
     return result
@@ -696,15 +694,12 @@ def _write_and_log(
     if log_to_mlflow:
         run_id = parent_id
         if run_id is None:
-            run = client.create_run(
+            run_id = tracking.create_run(
+                client,
                 result.experiment_id,
-                run_name="aggregate",
-                tags={
-                    ROLE_TAG: "aggregate",
-                    "ntk_sweep.aggregate_filter": result.filter_string or "",
-                },
+                "aggregate",
+                {ROLE_TAG: "aggregate", AGGREGATE_FILTER_TAG: result.filter_string or ""},
             )
-            run_id = run.info.run_id
         result.logged_run_id = run_id
         result.notes.append(f"logged to MLflow run {run_id} (artifacts under aggregate/)")
     (out / "summary.md").write_text(result.report(markdown=True))
@@ -754,8 +749,6 @@ def _log_outputs(client, result: AggregateResult, new_run: bool) -> None:
     ``ntk_sweep.verdict``, the few claim metrics (:func:`slope_metric_names`); a new
     ``aggregate`` run is then terminated FINISHED. Every write goes through
     :mod:`ntk_sweep.tracking`."""
-    from ntk_sweep import tracking
-
     run_id = result.logged_run_id
     for path in result.files.values():
         tracking.log_artifact(client, run_id, path, "aggregate")
