@@ -1150,7 +1150,9 @@ def close_gone_children(client, parent_id: str, note: str = "") -> list:
         reason = process_gone(run.data.tags)
         if reason:
             mark_dead(client, run, reason + note)
-            log.warning("run %s stopped without a word (%s): marked KILLED", run.info.run_id, reason)
+            log.warning(
+                "run %s stopped without a word (%s): marked KILLED", run.info.run_id, reason
+            )
         else:
             left.append(run)
     return left

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from ntk_sweep.config import PAPER_SNAPSHOT_STEPS, compute_log_steps
-from ntk_sweep.core.datasets import load_dataset
+from ntk_sweep.dataset_sources import load_dataset
 from ntk_sweep.experiment import run_experiment
 from tests.conftest import compose_cfg
 

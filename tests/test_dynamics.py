@@ -5,7 +5,6 @@ import warnings
 import numpy as np
 import pytest
 
-from ntk_sweep.core.datasets import load_dataset
 from ntk_sweep.core.dynamics import (
     kernel_predictions,
     kernel_regression,
@@ -16,6 +15,7 @@ from ntk_sweep.core.dynamics import (
 from ntk_sweep.core.kernels import analytic_ntk, empirical_ntk, kernel_drift
 from ntk_sweep.core.network import MLP, PARAMETERIZATIONS, Linearization, forward, init_params
 from ntk_sweep.core.training import gd_trajectory
+from ntk_sweep.dataset_sources import load_dataset
 
 
 @pytest.mark.parametrize(

@@ -214,8 +214,8 @@ def test_centred_model_is_alpha_times_the_change_of_the_network(parameterization
 
 def test_alpha_scales_the_kernel_and_drift_grows_as_alpha_decreases():
     """The lazy_rich_alpha preset's setting (paper_toy, sigma_b 1, width 256), shorter."""
-    from ntk_sweep.core.datasets import load_dataset
     from ntk_sweep.core.kernels import analytic_ntk, empirical_ntk, kernel_drift
+    from ntk_sweep.dataset_sources import load_dataset
 
     data = load_dataset("paper_toy")
     x, y = data.x_train, data.y_train

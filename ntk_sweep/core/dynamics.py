@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ntk_sweep.core.network import check_positive
+from ntk_sweep.core.checks import check_positive
 
 MODES = ("discrete", "flow")
 

@@ -37,8 +37,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from ntk_sweep.core.checks import check_choice, check_positive
 from ntk_sweep.core.losses import LOSSES, loss_gradient
-from ntk_sweep.core.network import _check_choice, check_positive
 from ntk_sweep.core.optimizers import (
     KERNEL_OPTIMIZERS,
     OPTIMIZERS,
@@ -50,7 +50,7 @@ from ntk_sweep.core.optimizers import (
 
 def has_kernel_form(optimizer: str) -> bool:
     """Whether the linearised model's training under `optimizer` is a constant-kernel map."""
-    _check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_choice("optimizer", optimizer, OPTIMIZERS)
     return optimizer in KERNEL_OPTIMIZERS
 
 
@@ -97,7 +97,7 @@ def kernel_trajectory(
             f"optimizer={optimizer!r} has no constant-kernel form (its per-parameter "
             f"normalisation is not a function of the NTK): allowed {', '.join(KERNEL_OPTIMIZERS)}"
         )
-    _check_choice("loss", loss, LOSSES)
+    check_choice("loss", loss, LOSSES)
     check_positive("lr", lr)
     opt = Optimizer(optimizer, lr, momentum)
     f = np.array(f0_train, dtype=np.float64)

@@ -7,11 +7,11 @@ import math
 
 import numpy as np
 
+from ntk_sweep.core.checks import check_choice
 from ntk_sweep.core.network import (
     BACKENDS,
     MLP,
     Params,
-    _check_choice,
     as_inputs,
     fused_available,
     phi,
@@ -84,7 +84,7 @@ output-averaged kernel `(1/K) sum_a Theta[(i,a),(j,a)]` (equal for K = 1)."""
 def ntk_bytes(n1: int, n2: int, outputs: int = 1, kernel: str = "full") -> int:
     """Bytes of one float64 empirical NTK between n1 and n2 inputs of a network with `outputs`
     outputs: `8 n1 n2 K^2` for the full kernel, `8 n1 n2` for the output-averaged one."""
-    _check_choice("kernel", kernel, OUTPUT_KERNELS)
+    check_choice("kernel", kernel, OUTPUT_KERNELS)
     k = outputs if kernel == "full" else 1
     return 8 * n1 * k * n2 * k
 
@@ -95,7 +95,7 @@ def output_kernel_within(n1: int, n2: int, outputs: int, budget_bytes: int) -> s
 
 
 def _choose_fused(backend: str) -> bool:
-    _check_choice("backend", backend, BACKENDS)
+    check_choice("backend", backend, BACKENDS)
     if backend == "fused" and not fused_available():
         raise ValueError("backend='fused' needs numba, which is not installed")
     return backend == "fused" or (backend == "auto" and fused_available())
@@ -230,7 +230,7 @@ def empirical_ntk(
             raise ValueError(f"slopes has {len(slopes)} layers: expected depth={net.depth}")
         backend = "numpy"
     fused = _choose_fused(backend)
-    _check_choice("outputs", outputs, OUTPUT_KERNELS)
+    check_choice("outputs", outputs, OUTPUT_KERNELS)
     mean, k_out = outputs == "mean" and net.outputs > 1, net.outputs
     x1 = as_inputs(net, x1)
     same = x2 is None

@@ -35,11 +35,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ntk_sweep.core.checks import check_choice, check_int, check_positive
 from ntk_sweep.core.network import (
     Params,
-    _check_choice,
-    _check_int,
-    check_positive,
     sgd_update,
     zeros_like,
 )
@@ -63,7 +61,7 @@ class Optimizer:
     eps: float = 1e-8
 
     def __post_init__(self) -> None:
-        _check_choice("optimizer", self.name, OPTIMIZERS)
+        check_choice("optimizer", self.name, OPTIMIZERS)
         check_positive("lr", self.lr)
         if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
             raise ValueError(f"momentum={self.momentum!r} is invalid: expected 0 <= momentum < 1")
@@ -109,7 +107,7 @@ def check_batch_size(optimizer: str, batch_size: int | None, n: int) -> None:
     """Raise ValueError unless `batch_size` fits the optimiser and the N training samples:
     gd takes none (it is full batch), sgd needs one, momentum and adam take one or none
     (None: full batch). A batch size must be an integer in [1, N]."""
-    _check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_choice("optimizer", optimizer, OPTIMIZERS)
     if optimizer == "gd" and batch_size is not None:
         raise ValueError(
             f"batch_size={batch_size!r} is invalid for optimizer='gd' (full batch): "
@@ -118,7 +116,7 @@ def check_batch_size(optimizer: str, batch_size: int | None, n: int) -> None:
     if optimizer == "sgd" and batch_size is None:
         raise ValueError("batch_size=None is invalid for optimizer='sgd': expected an integer")
     if batch_size is not None:
-        _check_int("batch_size", batch_size, 1)
+        check_int("batch_size", batch_size, 1)
         if batch_size > n:
             raise ValueError(
                 f"batch_size={batch_size!r} is invalid: expected an integer in [1, N={n}]"
@@ -139,14 +137,14 @@ def minibatches(
     every sample is visited exactly once per epoch); its loss is still its own mean, so its
     samples weigh more in that step.
     """
-    _check_int("n", n, 1)
-    _check_int("steps", steps, 0)
-    _check_int("seed", seed, 0)
+    check_int("n", n, 1)
+    check_int("steps", steps, 0)
+    check_int("seed", seed, 0)
     if batch_size is None or batch_size == n:
         for _ in range(steps):
             yield slice(None)
         return
-    _check_int("batch_size", batch_size, 1)
+    check_int("batch_size", batch_size, 1)
     if batch_size > n:
         raise ValueError(f"batch_size={batch_size!r} is invalid: expected an integer in [1, N={n}]")
     rng = np.random.default_rng([seed, _BATCH_STREAM])
