@@ -147,7 +147,7 @@ def test_importing_core_loads_no_framework():
     code = (
         "import sys, ntk_sweep.core, ntk_sweep.core.network, ntk_sweep.core.kernels, "
         "ntk_sweep.core.dynamics, ntk_sweep.core.datasets, ntk_sweep.core.training, "
-        "ntk_sweep.core.losses, ntk_sweep.core.optimizers, ntk_sweep.core.kernel_dynamics, "
+        "ntk_sweep.core.losses, ntk_sweep.core.optimizers, ntk_sweep.core.kernel_predictions, "
         "ntk_sweep.core.checks\n"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r}))"
     )

@@ -4,7 +4,7 @@
 Two message styles, kept as the callers' messages were:
 
 * ``check_int``, ``check_choice``, ``check_positive`` (network, kernels, training, optimizers,
-  kernel_dynamics): ``"name=value is invalid: expected ..."``; they only check.
+  kernel_predictions): ``"name=value is invalid: expected ..."``; they only check.
 * ``int_option``, ``float_option``, ``choice_option``, ``bool_option``, ``optional_int``
   (datasets and their app-level sources): ``"option must be ..., got value"``; they return the
   value normalised (an integral float becomes an int, a NumPy bool a bool).

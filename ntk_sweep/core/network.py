@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ntk_sweep.core.checks import check_choice, check_int, check_positive
+from ntk_sweep.core.losses import loss_value
 
 ACTIVATIONS = ("relu", "erf", "tanh", "linear")
 PARAMETERIZATIONS = ("ntk", "standard", "mean_field")
@@ -305,22 +306,12 @@ def _as_targets(net: MLP, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return y
 
 
-def half_mean_square(r: np.ndarray) -> float:
-    """`(1/2N) sum_i ||r_i||^2` of residuals r of shape (N,) or (N, K)."""
-    return float(r @ r if r.ndim == 1 else np.vdot(r, r)) / (2 * len(r))
-
-
-def mse_loss(f: np.ndarray, y: np.ndarray) -> float:
-    """`L = (1/2N) sum_i ||f(x_i) - y_i||^2` (paper eq. 2; summed over the K outputs)."""
-    return half_mean_square(f - y)
-
-
 def gradient(net: MLP, params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
     """Loss and its gradient with respect to every parameter."""
     cache = forward_cache(net, params, x)
     y = _as_targets(net, cache.inputs[0], y)
     r = cache.f - y
-    return mse_loss(cache.f, y), vjp(net, params, cache, r / len(r))
+    return loss_value("mse", cache.f, y), vjp(net, params, cache, r / len(r))
 
 
 def sgd_update(params: Params, grads: Params, lr: float) -> Params:
@@ -370,7 +361,7 @@ class Linearization:
         f = self.predict(delta)
         y = _as_targets(self.net, self.cache.inputs[0], y)
         r = f - y
-        return mse_loss(f, y), vjp(self.net, self.params0, self.cache, r / len(r))
+        return loss_value("mse", f, y), vjp(self.net, self.params0, self.cache, r / len(r))
 
 
 def zeros_like(params: Params) -> Params:

@@ -13,7 +13,7 @@ with the effective learning rate `lr` (the caller passes `lr * net.lr_scale`, MA
   constant-kernel picture: its per-parameter normalisation makes the update a non-linear
   function of the gradient (about `lr sign(g)` early on), so neither the network nor its
   linearisation follows `f <- f - lr Theta_0 dL/df`: there is no constant-kernel prediction
-  (`kernel_dynamics` refuses it). Every parameter moves O(lr) per step whatever its gradient's
+  (`kernel_predictions` refuses it). Every parameter moves O(lr) per step whatever its gradient's
   size, so at a fixed lr the function moves faster the wider the net (~ sqrt(width) per step
   in NTK parameterization) and the relative parameter movement does not fall as width^-1/2
   (MATH.md s.6: "Parameter movement is n^-1/2" for GD). Measured (erf and relu, sigma_b 0.5,
@@ -24,7 +24,7 @@ with the effective learning rate `lr` (the caller passes `lr * net.lr_scale`, MA
 
 The first three are linear in the gradient with a state that is itself linear in past
 gradients: this is what lets the linearised model's training be written in function space
-(`kernel_dynamics`).
+(`kernel_predictions`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from ntk_sweep.core.network import (
 )
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
-# the optimisers whose linearised-model training has a constant-kernel form (kernel_dynamics)
+# the optimisers whose linearised-model training has a constant-kernel form (kernel_predictions)
 KERNEL_OPTIMIZERS = ("gd", "sgd", "momentum")
 # mixed into the minibatch seed so the batch order is independent of init_params(seed)'s draws
 _BATCH_STREAM = 0x5EED_BA7C
