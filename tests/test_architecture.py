@@ -80,6 +80,19 @@ def test_core_has_no_import_cycles():
             visit(mod, [])
 
 
+def test_core_modules_share_only_public_names():
+    """A core module imports no private (`_name`) function or constant of another: what two
+    modules share is public (`checks` holds the argument checks). `_fused`, the private numba
+    module, is imported whole by the modules it serves."""
+    bad = set()
+    for path in sorted(CORE.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ntk_sweep"):
+                private = {a.name for a in node.names if a.name.startswith("_")} - {"_fused"}
+                bad.update(f"{path.name}: {node.module}.{name}" for name in private)
+    assert not bad, f"private names imported across core modules: {sorted(bad)}"
+
+
 def test_the_boundary_check_catches_a_violation(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from ntk_sweep.tracking import open_store\n    import mlflow\n")

@@ -288,7 +288,7 @@ def jvp(net: MLP, params: Params, cache: ForwardCache, tangent: Params) -> np.nd
     return dz[:, 0] if net.outputs == 1 else dz
 
 
-def _as_targets(net: MLP, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def as_targets(net: MLP, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Targets in the shape of f: (N,) for one output (any shape with N values), (N, K)."""
     if net.outputs == 1:
         y = np.asarray(y, dtype=net.dtype).reshape(-1)
@@ -309,7 +309,7 @@ def _as_targets(net: MLP, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def gradient(net: MLP, params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
     """Loss and its gradient with respect to every parameter."""
     cache = forward_cache(net, params, x)
-    y = _as_targets(net, cache.inputs[0], y)
+    y = as_targets(net, cache.inputs[0], y)
     r = cache.f - y
     return loss_value("mse", cache.f, y), vjp(net, params, cache, r / len(r))
 
@@ -359,7 +359,7 @@ class Linearization:
     def gradient(self, delta: Params, y: np.ndarray) -> tuple[float, Params]:
         """Loss of the linearised model and its gradient with respect to delta."""
         f = self.predict(delta)
-        y = _as_targets(self.net, self.cache.inputs[0], y)
+        y = as_targets(self.net, self.cache.inputs[0], y)
         r = f - y
         return loss_value("mse", f, y), vjp(self.net, self.params0, self.cache, r / len(r))
 

@@ -20,8 +20,8 @@ from ntk_sweep.core.network import (
     ForwardCache,
     Linearization,
     Params,
-    _as_targets,
     as_inputs,
+    as_targets,
     forward_cache,
     fused_available,
     vjp,
@@ -113,7 +113,7 @@ def train_trajectory(
     if not log or min(log) < 0 or max(log) > steps:
         raise ValueError(f"log_steps must be a non-empty set of steps in [0, {steps}]")
     x = as_inputs(net, x)
-    y = _as_targets(net, x, y)
+    y = as_targets(net, x, y)
     check_batch_size(optimizer, batch_size, len(x))
     opt = Optimizer(optimizer, lr * net.lr_scale, momentum)
     plain_gd = optimizer == "gd" and loss == "mse"
