@@ -70,9 +70,9 @@ MODES = ("discrete", "flow")
 
 
 def max_stable_lr(k: np.ndarray, n: int | None = None) -> float:
-    """Largest stable learning rate of gradient descent on the MSE loss, `2N / lambda_max`.
-    `n` defaults to the kernel's size; pass the number of samples N for the full (N K, N K)
-    kernel of K outputs."""
+    """Largest stable learning rate of gradient descent on the MSE loss, `2N / lambda_max`
+    (MATH.md s.4: GD is stable only for `lr < 2 N / lambda_max(Theta)`). `n` defaults to the
+    kernel's size; pass the number of samples N for the full (N K, N K) kernel of K outputs."""
     n = k.shape[0] if n is None else n
     return 2 * n / kernel_spectrum(k).lambda_max
 
