@@ -17,9 +17,9 @@ from __future__ import annotations
 from _common import apply_threads, best_times, header, parser
 
 from ntk_sweep.config import compute_log_steps
-from ntk_sweep.core.datasets import load_dataset
 from ntk_sweep.core.measure import Schedule, measure
 from ntk_sweep.core.network import MLP
+from ntk_sweep.dataset_sources import load_dataset
 
 STEPS, N_LOG, N = 500, 12, 100
 

@@ -23,7 +23,8 @@ NumPy training of the same networks measured in the same run.
    - numba: compiling the fused kernels or loading them from numba's disk cache (numba's
      `numba:compiler_lock` events; "of which compiling": its `numba:compile` events);
    - training: `training.train_trajectory` (network + linearised model, every step);
-   - kernels: `kernels.*`, `dynamics.*` (NTKs at init and at log steps, spectra, predictions);
+   - kernels: `kernels.*`, `dynamics.*`, `kernel_predictions.*` (NTKs at init and at log steps,
+     spectra, predictions);
    - network evaluation: `network.forward`, `forward_cache`, `param_movement`,
      `Linearization.predict` (test-input predictions at log steps);
    - logging: `ntk_sweep.tracking` but `open_store` (params, metrics, tags, artifacts);
@@ -431,11 +432,11 @@ def timed_run(overrides: list[str], sweep_dir: str) -> None:
     numba_compile = [0.0]
     _install_import_timer(ledger, numba_compile)
     from ntk_sweep import experiment, tracking
-    from ntk_sweep.core import dynamics, kernel_dynamics, kernels, measure, network, training
+    from ntk_sweep.core import dynamics, kernel_predictions, kernels, measure, network, training
 
     assert measure  # loaded now, so that its `from ... import` names get wrapped below
     _wrap_functions(ledger, training, "training", ["gd_trajectory", "train_trajectory"])
-    _wrap_functions(ledger, kernel_dynamics, "kernels")
+    _wrap_functions(ledger, kernel_predictions, "kernels")
     _wrap_functions(
         ledger, network, "network evaluation", ["forward", "param_movement", "forward_cache"]
     )

@@ -31,9 +31,9 @@ from pathlib import Path
 from _common import ROOT, apply_threads, header, parser
 
 from ntk_sweep.config import compute_log_steps
-from ntk_sweep.core.datasets import load_dataset
 from ntk_sweep.core.network import MLP, init_params
 from ntk_sweep.core.training import gd_trajectory
+from ntk_sweep.dataset_sources import load_dataset
 
 WIDTH, STEPS, LR = 10_000, 3000, 0.1
 SNAPSHOTS = [2, 20, 100, 500, 1000, 3000]

@@ -5,8 +5,8 @@ the wrong type (`width=abc`) fails while Hydra composes the config. Ranges and a
 live next to each field (the `rule` metadata) and are checked by `validate(cfg)`, which raises
 `ConfigError` with one line naming the dotted field, the bad value and what is allowed, e.g.
 `model.width=0 is invalid: expected an integer >= 1`. The allowed activations,
-parameterizations, dtypes and datasets come from the numerical core and the datasets module;
-the dataset schemas are generated from `datasets.DATASET_OPTIONS` (types from the defaults).
+parameterizations, dtypes and datasets come from the numerical core and the dataset sources;
+the dataset schemas are generated from `dataset_sources.DATASET_OPTIONS` (types from the defaults).
 
 `describe_hydra_error(exc)` turns Hydra's own composition errors (unknown config group option,
 value of the wrong type, unknown key, malformed override) into the same one-line form.
@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from ntk_sweep.core.datasets import DATASET_OPTIONS, DATASETS, declared_sizes
 from ntk_sweep.core.losses import LOSSES
 from ntk_sweep.core.network import ACTIVATIONS, BACKENDS, DTYPES, PARAMETERIZATIONS
 from ntk_sweep.core.optimizers import OPTIMIZERS
+from ntk_sweep.dataset_sources import DATASET_OPTIONS, DATASETS, declared_sizes
 from ntk_sweep.errors import ConfigError, TrackingError  # noqa: F401 - raised by callers too
 
 # The paper's snapshot steps (MATH.md section 1): always logged when <= train.steps.
@@ -264,7 +264,7 @@ def validation_rules() -> list[tuple[str, str]]:
     rows += [(k, r.describe()) for k, r in _rules_of(TrackingConfig, "tracking.")]
     rows.append(("dataset", f"one of {', '.join(DATASETS)}"))
     rows.append(("dataset.seed", "an integer >= 0"))
-    rows.append(("dataset.<option>", "checked by ntk_sweep.core.datasets.load_dataset"))
+    rows.append(("dataset.<option>", "checked by ntk_sweep.dataset_sources.load_dataset"))
     return rows
 
 
@@ -683,7 +683,7 @@ def load_data(cfg: DictConfig, base_dir: str | None = None):
     launch directory). Classification targets follow the training loss `train.loss` (mse
     where the config has none; `datasets.class_targets`).
     """
-    from ntk_sweep.core.datasets import load_dataset
+    from ntk_sweep.dataset_sources import load_dataset
 
     name, seed, options = dataset_options(cfg)
     for option in PATH_OPTIONS:

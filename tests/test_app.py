@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from ntk_sweep.config import PAPER_SNAPSHOT_STEPS, compute_log_steps
-from ntk_sweep.core.datasets import load_dataset
+from ntk_sweep.dataset_sources import load_dataset
 from ntk_sweep.experiment import run_experiment
 from tests.conftest import compose_cfg
 
@@ -320,7 +320,7 @@ def test_paper_fits_the_least_squares_line_and_paper_fixed_fits_far_better(tmp_p
 def test_phases_and_kernel_diagnostics_read_back_from_the_store(tmp_path, db):
     """Three learning rates straddling 2N/lambda_max (width 128, where the catapult exists),
     then the lazy limit alpha = 1e12 of a linear network (a constant kernel)."""
-    from ntk_sweep.core.dynamics import max_stable_lr
+    from ntk_sweep.core.kernel_predictions import max_stable_lr
     from ntk_sweep.core.kernels import empirical_ntk
     from ntk_sweep.core.network import MLP, init_params
 

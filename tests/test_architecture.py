@@ -1,5 +1,5 @@
 """The architecture, checked: `ntk_sweep.core` is pure NumPy (no app module, no Hydra, MLflow or
-matplotlib, no import cycles), and importing it loads none of those."""
+matplotlib, no import cycles, no file or network I/O), and importing it loads none of those."""
 
 from __future__ import annotations
 
@@ -9,8 +9,23 @@ import sys
 from pathlib import Path
 
 CORE = Path(__file__).resolve().parents[1] / "ntk_sweep" / "core"
-# pandas is allowed: `datasets` reads a user's CSV file with it (lazily, on that path only).
 FORBIDDEN = ("hydra", "omegaconf", "mlflow", "matplotlib")
+# File and network I/O is the app's (`ntk_sweep.dataset_sources` reads the data files): core
+# imports none of these modules (a dotted name forbids that module and its submodules) ...
+IO_MODULES = (
+    "os", "pathlib", "io", "shutil", "tempfile", "glob", "fileinput", "urllib", "http",
+    "socket", "ssl", "requests", "ftplib", "json", "csv", "pickle", "shelve", "marshal",
+    "sqlite3", "dbm", "zipfile", "tarfile", "gzip", "bz2", "lzma", "subprocess", "pandas",
+    "h5py", "sklearn.datasets",
+)  # fmt: skip
+# ... calls no builtin that opens a file or reads stdin ...
+IO_BUILTINS = ("open", "input")
+# ... and calls or touches no attribute that reads, writes or fetches: NumPy's file readers and
+# writers (on `np` / `numpy`), any `read_*` of pandas (`pd` / `pandas`), and these on anything.
+NUMPY_IO = ("load", "save", "savez", "savez_compressed", "loadtxt", "savetxt", "genfromtxt",
+            "fromfile", "fromregex", "memmap")  # fmt: skip
+IO_ATTRIBUTES = ("environ", "getenv", "putenv", "tofile", "urlopen", "install_opener",
+                 "read_text", "read_bytes", "write_text", "write_bytes")  # fmt: skip
 
 
 def _imports(path: Path) -> set[str]:
@@ -65,17 +80,88 @@ def test_core_has_no_import_cycles():
             visit(mod, [])
 
 
+def test_core_modules_share_only_public_names():
+    """A core module imports no private (`_name`) function or constant of another: what two
+    modules share is public (`checks` holds the argument checks). `_fused`, the private numba
+    module, is imported whole by the modules it serves."""
+    bad = set()
+    for path in sorted(CORE.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ntk_sweep"):
+                private = {a.name for a in node.names if a.name.startswith("_")} - {"_fused"}
+                bad.update(f"{path.name}: {node.module}.{name}" for name in private)
+    assert not bad, f"private names imported across core modules: {sorted(bad)}"
+
+
 def test_the_boundary_check_catches_a_violation(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from ntk_sweep.tracking import open_store\n    import mlflow\n")
     assert {"ntk_sweep.tracking", "mlflow"} <= _imports(bad)
 
 
+def _io_violations(path: Path) -> list[str]:
+    """Each file or network I/O in a source file, as "line: what" (lazy imports included)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        line = getattr(node, "lineno", 0)
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+            for mod in filter(None, mods):
+                if any(mod == m or mod.startswith(f"{m}.") for m in IO_MODULES):
+                    found.append(f"{line}: import {mod}")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id in IO_BUILTINS:
+                found.append(f"{line}: {node.func.id}(...)")
+        elif isinstance(node, ast.Attribute):
+            base = node.value.id if isinstance(node.value, ast.Name) else None
+            if base in ("np", "numpy") and node.attr in NUMPY_IO:
+                found.append(f"{line}: {base}.{node.attr}")
+            elif base in ("pd", "pandas") and node.attr.startswith("read_"):
+                found.append(f"{line}: {base}.{node.attr}")
+            elif node.attr in IO_ATTRIBUTES:
+                found.append(f"{line}: .{node.attr}")
+    return found
+
+
+def test_core_does_no_file_or_network_io():
+    bad = {f"{path.name}:{v}" for path in sorted(CORE.glob("*.py")) for v in _io_violations(path)}
+    assert not bad, f"file or network I/O in ntk_sweep.core (the app's job): {sorted(bad)}"
+
+
+def test_the_io_check_catches_a_violation(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "import os.path\nimport numpy as np\nimport pandas as pd\n"
+        "def f(p):\n"
+        "    from urllib.request import urlopen\n"
+        "    with open(p) as h:\n        h.read()\n"
+        "    np.savez(p, x=1)\n    a = np.load(p)\n    pd.read_csv(p)\n"
+        "    return os.environ['HOME'], a\n"
+    )
+    found = [v.split(": ", 1)[1] for v in _io_violations(bad)]
+    assert sorted(found) == sorted(
+        [
+            "import os.path",
+            "import pandas",
+            "import urllib.request",
+            "open(...)",
+            "np.savez",
+            "np.load",
+            "pd.read_csv",
+            ".environ",
+        ]
+    ), found
+    ok = tmp_path / "ok.py"  # NumPy arithmetic and names alike are not I/O
+    ok.write_text("import numpy as np\ndef f(x, load):\n    return np.linalg.norm(x) + load\n")
+    assert _io_violations(ok) == []
+
+
 def test_importing_core_loads_no_framework():
     code = (
         "import sys, ntk_sweep.core, ntk_sweep.core.network, ntk_sweep.core.kernels, "
         "ntk_sweep.core.dynamics, ntk_sweep.core.datasets, ntk_sweep.core.training, "
-        "ntk_sweep.core.losses, ntk_sweep.core.optimizers, ntk_sweep.core.kernel_dynamics\n"
+        "ntk_sweep.core.losses, ntk_sweep.core.optimizers, ntk_sweep.core.kernel_predictions, "
+        "ntk_sweep.core.checks\n"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r}))"
     )
     out = subprocess.run(

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from ntk_sweep.aggregate import fit_power_laws, verdict
-from ntk_sweep.core.datasets import load_dataset
 from ntk_sweep.core.kernels import empirical_ntk, kernel_drift
 from ntk_sweep.core.network import MLP, init_params
 from ntk_sweep.core.training import gd_trajectory
+from ntk_sweep.dataset_sources import load_dataset
 
 WIDTHS = (1024, 4096, 16384)
 SEEDS = (0, 1, 2)

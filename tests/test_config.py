@@ -27,7 +27,7 @@ from ntk_sweep.config import (
     validation_rules,
 )
 from ntk_sweep.core import kernels
-from ntk_sweep.core.datasets import DATASET_OPTIONS, DATASETS, load_dataset
+from ntk_sweep.dataset_sources import DATASET_OPTIONS, DATASETS, load_dataset
 from tests.conftest import compose_cfg
 
 CONF = Path(__file__).resolve().parent.parent / "conf"

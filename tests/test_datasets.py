@@ -1,4 +1,5 @@
-"""Tests for ntk_sweep.core.datasets: shapes, determinism, scaling conventions, error messages."""
+"""Tests for ntk_sweep.core.datasets and ntk_sweep.dataset_sources: shapes, determinism, scaling
+conventions, error messages."""
 
 from __future__ import annotations
 
@@ -6,17 +7,15 @@ import numpy as np
 import pytest
 
 from ntk_sweep.core.datasets import (
-    DATASET_OPTIONS,
-    DATASETS,
     PAPER_TOY_X,
     PAPER_TOY_Y,
     Dataset,
     class_targets,
-    load_dataset,
     predicted_labels,
     prepare_dataset,
     standardize_inputs,
 )
+from ntk_sweep.dataset_sources import DATASET_OPTIONS, DATASETS, load_dataset
 
 # openml needs a cached download, which tests never make: its loading is tested through
 # prepare_dataset (the same code after the fetch) and its errors below.
@@ -647,7 +646,7 @@ def test_openml_option_errors_before_any_fetch(options, pattern, tmp_path):
 
 
 def test_openml_class_names_become_integer_labels():
-    from ntk_sweep.core.datasets import _openml_labels
+    from ntk_sweep.dataset_sources import _openml_labels
 
     labels, classes = _openml_labels(
         "data_name", np.array(["3", "8", "3", "1"], dtype=object), [8, 3]

@@ -5,17 +5,12 @@ import warnings
 import numpy as np
 import pytest
 
-from ntk_sweep.core.datasets import load_dataset
-from ntk_sweep.core.dynamics import (
-    kernel_predictions,
-    kernel_regression,
-    kernel_spectrum,
-    lr_phase,
-    max_stable_lr,
-)
+from ntk_sweep.core.dynamics import kernel_spectrum, lr_phase
+from ntk_sweep.core.kernel_predictions import kernel_predictions, kernel_regression, max_stable_lr
 from ntk_sweep.core.kernels import analytic_ntk, empirical_ntk, kernel_drift
 from ntk_sweep.core.network import MLP, PARAMETERIZATIONS, Linearization, forward, init_params
 from ntk_sweep.core.training import gd_trajectory
+from ntk_sweep.dataset_sources import load_dataset
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,10 @@ import pytest
 from scipy.special import erf
 
 from ntk_sweep.core import kernels
-from ntk_sweep.core.datasets import load_dataset
 from ntk_sweep.core.flips import flip_coherence, flip_metrics, flip_names
 from ntk_sweep.core.measure import Schedule, history_names, measure
 from ntk_sweep.core.network import MLP, forward_cache, gd_step, init_params
+from ntk_sweep.dataset_sources import load_dataset
 from tests.test_network import flatten, unflatten
 
 ACT = {"relu": lambda z: np.maximum(z, 0), "erf": erf}

@@ -1,12 +1,16 @@
-"""The constant-kernel iteration (`kernel_dynamics`) against the trained linearised
-network (cross-entropy, SGD, momentum), against the closed form for full-batch GD on the MSE,
-and for K > 1 softmax outputs against linear models with explicit feature matrices."""
+"""The constant-kernel iteration (`kernel_predictions.kernel_trajectory`) against the trained
+linearised network (cross-entropy, SGD, momentum), against the closed form for full-batch GD on
+the MSE, and for K > 1 softmax outputs against linear models with explicit feature matrices."""
 
 import numpy as np
 import pytest
 
-from ntk_sweep.core.dynamics import kernel_predictions, max_stable_lr
-from ntk_sweep.core.kernel_dynamics import has_kernel_form, kernel_trajectory
+from ntk_sweep.core.kernel_predictions import (
+    has_kernel_form,
+    kernel_predictions,
+    kernel_trajectory,
+    max_stable_lr,
+)
 from ntk_sweep.core.kernels import empirical_ntk
 from ntk_sweep.core.network import MLP, Linearization, forward, init_params
 from ntk_sweep.core.optimizers import minibatches

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from ntk_sweep.core import kernels
-from ntk_sweep.core.datasets import load_dataset
 from ntk_sweep.core.measure import Schedule, measure, measure_steps, rms
 from ntk_sweep.core.network import MLP, forward, init_params
+from ntk_sweep.dataset_sources import load_dataset
 from tests.conftest import compose_cfg
 from tests.test_network import explicit_jacobian
 
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 NOTEBOOK = """
 import json, sys
-from ntk_sweep.core.datasets import load_dataset
+from ntk_sweep.dataset_sources import load_dataset
 from ntk_sweep.core.measure import Schedule, measure
 from ntk_sweep.core.network import MLP
 data = load_dataset("sine", seed=1, n_train=12, n_test=30, noise=0.0, frequency=1.0)

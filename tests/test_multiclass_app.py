@@ -14,8 +14,9 @@ import mlflow
 import numpy as np
 import pytest
 
-from ntk_sweep.core.datasets import load_dataset, predicted_labels
+from ntk_sweep.core.datasets import predicted_labels
 from ntk_sweep.core.flips import flip_names
+from ntk_sweep.dataset_sources import load_dataset
 from ntk_sweep.experiment import run_experiment
 from tests.conftest import compose_cfg
 

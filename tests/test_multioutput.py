@@ -10,7 +10,12 @@ import math
 import numpy as np
 import pytest
 
-from ntk_sweep.core.dynamics import MODES, kernel_predictions, kernel_regression, max_stable_lr
+from ntk_sweep.core.kernel_predictions import (
+    MODES,
+    kernel_predictions,
+    kernel_regression,
+    max_stable_lr,
+)
 from ntk_sweep.core.kernels import (
     OUTPUT_KERNELS,
     analytic_ntk,

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from ntk_sweep.core.losses import loss_value
 from ntk_sweep.core.network import (
     ACTIVATIONS,
     MLP,
@@ -14,7 +15,6 @@ from ntk_sweep.core.network import (
     gradient,
     init_params,
     jvp,
-    mse_loss,
     param_movement,
     vjp,
 )
@@ -44,8 +44,8 @@ def finite_difference_gradient(net, params, x, y, h: float = 1e-6) -> np.ndarray
         tp, tm = theta.copy(), theta.copy()
         tp[k] += h
         tm[k] -= h
-        lp = mse_loss(forward(net, unflatten(tp, params), x), y)
-        lm = mse_loss(forward(net, unflatten(tm, params), x), y)
+        lp = loss_value("mse", forward(net, unflatten(tp, params), x), y)
+        lm = loss_value("mse", forward(net, unflatten(tm, params), x), y)
         fd[k] = (lp - lm) / (2 * h)
     return fd
 
@@ -164,7 +164,7 @@ def test_gd_trajectory_logs_requested_steps_and_stops_on_divergence():
     x, y = rng.uniform(0, 1, (4, 1)), rng.standard_normal(4)
     states = list(gd_trajectory(net, params0, x, y, 0.1, 30, [0, 5, 30], backend="numpy"))
     assert [s.step for s in states] == [0, 5, 30]
-    assert states[0].loss == pytest.approx(mse_loss(forward(net, params0, x), y))
+    assert states[0].loss == pytest.approx(loss_value("mse", forward(net, params0, x), y))
     # the trajectory is plain gradient descent
     params = params0
     for _ in range(5):
@@ -214,8 +214,8 @@ def test_centred_model_is_alpha_times_the_change_of_the_network(parameterization
 
 def test_alpha_scales_the_kernel_and_drift_grows_as_alpha_decreases():
     """The lazy_rich_alpha preset's setting (paper_toy, sigma_b 1, width 256), shorter."""
-    from ntk_sweep.core.datasets import load_dataset
     from ntk_sweep.core.kernels import analytic_ntk, empirical_ntk, kernel_drift
+    from ntk_sweep.dataset_sources import load_dataset
 
     data = load_dataset("paper_toy")
     x, y = data.x_train, data.y_train

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from ntk_sweep.core.kernels import _by_output, _gram, _times_inputs, empirical_ntk, kernel_drift
+from ntk_sweep.core.kernels import by_output, empirical_ntk, kernel_drift, output_gram, times_inputs
 from ntk_sweep.core.network import MLP, Params, as_inputs, forward_cache
 
 # activations whose phi' is piecewise constant: a change of phi' is a flip across a kink
@@ -84,10 +84,10 @@ def flip_coherence(
     df_dh = c[L] * params[L][0][units]  # (m, K)
     s, s0 = slopes[:, units], slopes0[:, units]
     if flip_norm is None:
-        g, g0 = _by_output(s, df_dh), _by_output(s0, df_dh)
+        g, g0 = by_output(s, df_dh), by_output(s0, df_dh)
         # g g^T - g0 g0^T as the symmetric part of (g - g0)(g + g0)^T: one product, not two
-        total = _gram(g - g0, g + g0, n, n, k, mean)
-        flip_norm = float(np.linalg.norm(_times_inputs((total + total.T) / 2, p, k, mean)))
+        total = output_gram(g - g0, g + g0, n, n, k, mean)
+        flip_norm = float(np.linalg.norm(times_inputs((total + total.T) / 2, p, k, mean)))
     # ||F_u||_F: the (N, N) pattern term times ||df/dh_u (df/dh_u)^T||_F = ||df/dh_u||^2, or
     # for the output average (1/K) ||df/dh_u||^2
     weight = np.sum(df_dh * df_dh, axis=1) / (k if mean else 1)

@@ -7,11 +7,11 @@ import math
 
 import numpy as np
 
+from ntk_sweep.core.checks import check_choice
 from ntk_sweep.core.network import (
     BACKENDS,
     MLP,
     Params,
-    _check_choice,
     as_inputs,
     fused_available,
     phi,
@@ -19,7 +19,7 @@ from ntk_sweep.core.network import (
 )
 
 # Bytes one (N x chunk) work array may take in `empirical_ntk`; a handful are alive at once.
-_CHUNK_BYTES = 32 * 2**20
+CHUNK_BYTES = 32 * 2**20
 # Largest fan-in for which `empirical_ntk` forms the pre-activations in the fused kernel (a
 # matrix product with so few terms runs at a fraction of BLAS's peak); above, BLAS forms them.
 _FUSED_MAX_FAN_IN = 64
@@ -84,7 +84,7 @@ output-averaged kernel `(1/K) sum_a Theta[(i,a),(j,a)]` (equal for K = 1)."""
 def ntk_bytes(n1: int, n2: int, outputs: int = 1, kernel: str = "full") -> int:
     """Bytes of one float64 empirical NTK between n1 and n2 inputs of a network with `outputs`
     outputs: `8 n1 n2 K^2` for the full kernel, `8 n1 n2` for the output-averaged one."""
-    _check_choice("kernel", kernel, OUTPUT_KERNELS)
+    check_choice("kernel", kernel, OUTPUT_KERNELS)
     k = outputs if kernel == "full" else 1
     return 8 * n1 * k * n2 * k
 
@@ -95,13 +95,13 @@ def output_kernel_within(n1: int, n2: int, outputs: int, budget_bytes: int) -> s
 
 
 def _choose_fused(backend: str) -> bool:
-    _check_choice("backend", backend, BACKENDS)
+    check_choice("backend", backend, BACKENDS)
     if backend == "fused" and not fused_available():
         raise ValueError("backend='fused' needs numba, which is not installed")
     return backend == "fused" or (backend == "auto" and fused_available())
 
 
-def _by_output(g: np.ndarray, scale: np.ndarray) -> np.ndarray:
+def by_output(g: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """`G[(i, a), u] = g[i, u] scale[u, a]`, shape (N K, k), sample-major: the gradients of every
     output f_a with respect to k pre-activations, from phi'(z) `g` (N, k) and df_a/dh (k, K)."""
     return (g[:, None, :] * scale.T[None]).reshape(-1, g.shape[1])
@@ -114,14 +114,14 @@ def _times_slopes(back: np.ndarray, slopes: np.ndarray, k: int) -> np.ndarray:
     return (back.reshape(len(slopes), k, -1) * slopes[:, None, :]).reshape(back.shape)
 
 
-def _gram(g1: np.ndarray, g2: np.ndarray, n1: int, n2: int, k: int, mean: bool) -> np.ndarray:
+def output_gram(g1: np.ndarray, g2: np.ndarray, n1: int, n2: int, k: int, mean: bool) -> np.ndarray:
     """`G G'^T` over the units, per output pair (N1 K, N2 K), or its output average (N1, N2)."""
     if not mean:
         return g1 @ g2.T
     return (g1.reshape(n1, -1) @ g2.reshape(n2, -1).T) / k
 
 
-def _times_inputs(gram: np.ndarray, term: np.ndarray, k: int, mean: bool) -> np.ndarray:
+def times_inputs(gram: np.ndarray, term: np.ndarray, k: int, mean: bool) -> np.ndarray:
     """Elementwise `gram * term` with the (N1, N2) input term repeated over output pairs (for
     K > 1 in place of `gram`, the caller's own array: no second kernel-sized array)."""
     if mean or k == 1:
@@ -147,7 +147,7 @@ def _last_hidden_layer(net, params, h1, h2, chunk_size, fused, mean, frozen=None
     scale = df_dh[:, 0] if k_out == 1 else np.ones(n, dtype=net.dtype)
     rms = np.sqrt(np.mean(df_dh * df_dh, axis=1)) if mean else None  # output-averaged Gram
     if chunk_size is None:
-        chunk_size = max(256, _CHUNK_BYTES // (8 * max(n1, n2) * k_out))
+        chunk_size = max(256, CHUNK_BYTES // (8 * max(n1, n2) * k_out))
     hh, gg = np.zeros((n1, n2)), np.zeros((n1 * k_out, n2 * k_out) if not mean else (n1, n2))
     back = [np.zeros((len(h) * k_out, h.shape[1]), net.dtype) for h in (h1, h2)] if L > 1 else None
     if fused:
@@ -171,8 +171,8 @@ def _last_hidden_layer(net, params, h1, h2, chunk_size, fused, mean, frozen=None
             s1 = g1 * rms[sl]
             gg += s1 @ (s1 if same else g2 * rms[sl]).T
         if k_out > 1 and (L > 1 or not mean):
-            g1 = _by_output(g1, df_dh[sl])
-            g2 = g1 if same else _by_output(g2, df_dh[sl])
+            g1 = by_output(g1, df_dh[sl])
+            g2 = g1 if same else by_output(g2, df_dh[sl])
         if not mean:
             gg += g1 @ g2.T
         if L > 1:
@@ -230,7 +230,7 @@ def empirical_ntk(
             raise ValueError(f"slopes has {len(slopes)} layers: expected depth={net.depth}")
         backend = "numpy"
     fused = _choose_fused(backend)
-    _check_choice("outputs", outputs, OUTPUT_KERNELS)
+    check_choice("outputs", outputs, OUTPUT_KERNELS)
     mean, k_out = outputs == "mean" and net.outputs > 1, net.outputs
     x1 = as_inputs(net, x1)
     same = x2 is None
@@ -255,7 +255,7 @@ def empirical_ntk(
     ntk += cb[L] ** 2
     if k_out > 1 and not mean:
         ntk = kron_outputs(ntk, k_out)  # the readout: delta_ab
-    ntk += _times_inputs(gg_last, c[L - 1] ** 2 * (h1 @ h2.T) + cb[L - 1] ** 2, k_out, mean)
+    ntk += times_inputs(gg_last, c[L - 1] ** 2 * (h1 @ h2.T) + cb[L - 1] ** 2, k_out, mean)
     if L > 1:
         back1, back2 = back
         # walk down the remaining layers l = L-2 .. 0 (0-based weight-layer index)
@@ -268,7 +268,7 @@ def empirical_ntk(
                 g2 = _times_slopes(back2, slopes2[l], k_out)
                 g2 *= c[l + 1]
             term = c[l] ** 2 * (ins1[l] @ ins2[l].T) + cb[l] ** 2
-            ntk += _times_inputs(_gram(g1, g2, n1, n2, k_out, mean), term, k_out, mean)
+            ntk += times_inputs(output_gram(g1, g2, n1, n2, k_out, mean), term, k_out, mean)
             if l > 0:
                 w = params[l][0]
                 back1 = g1 @ w.T

@@ -15,7 +15,8 @@ notebook can call `measure` without Hydra or MLflow.
    batches (`training.train_trajectory`); at each log step, the metrics of docs/metrics.md.
 
 The constant-kernel prediction is MATH.md s.4's closed form for full-batch GD on the MSE and
-the iterated function-space map otherwise (`kernel_dynamics`, exact for the linearised model);
+the iterated function-space map otherwise (`kernel_predictions`, exact for the linearised
+model);
 adam has none (NaN). The kernel machine (eqs. 7-8) is the MSE's t -> infinity limit: NaN for
 the cross-entropy, whose minimiser is at infinity.
 """
@@ -26,13 +27,17 @@ import math
 import time
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from ntk_sweep.core import dynamics, kernels
 from ntk_sweep.core.datasets import Dataset, predicted_labels
 from ntk_sweep.core.flips import flip_metrics, flip_names
-from ntk_sweep.core.kernel_dynamics import has_kernel_form, kernel_trajectory
+from ntk_sweep.core.kernel_predictions import (
+    constant_kernel_predictions,
+    kernel_machine,
+)
 from ntk_sweep.core.losses import constant_loss, loss_value
 from ntk_sweep.core.network import (
     MLP,
@@ -74,11 +79,14 @@ class Schedule:
     # (`kernels.OUTPUT_KERNELS`; equal for K = 1)
     kernel_form: str = "full"
 
-    @property
-    def closed_form(self) -> bool:
-        """Whether the constant-kernel prediction has MATH.md s.4's closed form (full-batch GD
-        on the MSE); otherwise it is iterated (`kernel_dynamics`), or absent (adam)."""
-        return self.optimizer == "gd" and self.loss == "mse"
+    def kernel_options(self) -> dict[str, Any]:
+        """The optimiser and loss `kernel_predictions.constant_kernel_predictions` follows."""
+        return {
+            "optimizer": self.optimizer,
+            "loss": self.loss,
+            "batch_size": self.batch_size,
+            "momentum": self.momentum,
+        }
 
 
 @dataclass(frozen=True)
@@ -255,52 +263,6 @@ class _Init:
     kernel_form: str = "full"  # the Schedule's
 
 
-def constant_kernel_predictions(
-    k: np.ndarray,
-    k_test_train: np.ndarray,
-    f0: tuple[np.ndarray, np.ndarray],
-    y: np.ndarray,
-    schedule: Schedule,
-    lr_eff: float,
-    seed: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The model trained with the constant kernel `k` at every log step, on train and test
-    inputs (module docstring): closed form, iterated, or NaN where there is no kernel form."""
-    f0_train, f0_test = f0
-    if schedule.closed_form:
-        return dynamics.kernel_predictions(
-            k, k_test_train, f0_train, f0_test, y, lr_eff, schedule.log_steps
-        )
-    n_log = len(schedule.log_steps)
-    if not has_kernel_form(schedule.optimizer):
-        return np.full((n_log, *np.shape(f0_train)), np.nan), np.full(
-            (n_log, *np.shape(f0_test)), np.nan
-        )
-    f_train, f_test = kernel_trajectory(
-        k,
-        k_test_train,
-        f0_train,
-        f0_test,
-        y,
-        lr_eff,
-        schedule.log_steps,
-        optimizer=schedule.optimizer,
-        loss=schedule.loss,
-        batch_size=schedule.batch_size,
-        momentum=schedule.momentum,
-        seed=seed,
-    )
-    assert f_test is not None
-    return f_train, f_test
-
-
-def kernel_machine(k: np.ndarray, k_test_train: np.ndarray, y: np.ndarray, loss: str) -> np.ndarray:
-    """The kernel machine's test predictions (eqs. 7-8); NaN for the cross-entropy."""
-    if loss == "mse":
-        return dynamics.kernel_regression(k, k_test_train, y)
-    return np.full((len(k_test_train), *np.shape(y)[1:]), np.nan)
-
-
 def _like(k_per_output: np.ndarray, k: np.ndarray) -> np.ndarray:
     """A per-output (N x N) kernel in the form of `k`: `k (x) I_K` for a full K-output kernel."""
     if k.shape == k_per_output.shape:
@@ -325,7 +287,9 @@ def _initial(net: MLP, data: Dataset, schedule: Schedule, seed: int) -> _Init:
     spec = dynamics.kernel_spectrum(k0)
     lr_max = 2 * n / spec.lambda_max
     f0 = (f0_train, f0_test)
-    f_kernel = constant_kernel_predictions(k0, k0_test_train, f0, y, schedule, lr_eff, seed)
+    f_kernel = constant_kernel_predictions(
+        k0, k0_test_train, f0, y, lr_eff, schedule.log_steps, seed=seed, **schedule.kernel_options()
+    )
     km_emp = kernel_machine(k0, k0_test_train, y, schedule.loss)
     metrics = {
         "ntk_lambda_max": spec.lambda_max,
@@ -355,7 +319,14 @@ def _initial(net: MLP, data: Dataset, schedule: Schedule, seed: int) -> _Init:
         k_an_test_train = kernels.analytic_ntk(net, x_test, x)
         spec_an = dynamics.kernel_spectrum(init.k_an)
         init.f_an = constant_kernel_predictions(
-            init.k_an, k_an_test_train, f0, y, schedule, lr_eff, seed
+            init.k_an,
+            k_an_test_train,
+            f0,
+            y,
+            lr_eff,
+            schedule.log_steps,
+            seed=seed,
+            **schedule.kernel_options(),
         )
         init.km_an = kernel_machine(init.k_an, k_an_test_train, y, schedule.loss)
         metrics.update(

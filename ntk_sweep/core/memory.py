@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 
 # Bytes of one (N x chunk) work array of `kernels.empirical_ntk` (kernels._CHUNK_BYTES).
-from ntk_sweep.core.kernels import _CHUNK_BYTES
+from ntk_sweep.core.kernels import CHUNK_BYTES
 
 COMPONENTS = ("parameters", "activations", "kernels", "record")
 _OPTIMIZER_SLOTS = {"gd": 0, "sgd": 0, "momentum": 1, "adam": 2}
@@ -72,7 +72,7 @@ def peak_bytes(
     copies = _PARAM_COPIES + 2 * _OPTIMIZER_SLOTS.get(optimizer, 2)
     parameters = copies * p * itemsize
     rows = max(n, m)
-    chunk = min(w, max(256, _CHUNK_BYTES // (8 * rows * k)))
+    chunk = min(w, max(256, CHUNK_BYTES // (8 * rows * k)))
     activations = itemsize * (
         2 * depth * w * (3 * n + m)  # caches: training net, linearisation on train and test
         + 2 * depth * w * (n + m)  # the empirical NTK's forward passes on both input sets

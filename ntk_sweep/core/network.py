@@ -42,6 +42,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ntk_sweep.core.checks import check_choice, check_int, check_positive
+from ntk_sweep.core.losses import loss_value
+
 ACTIVATIONS = ("relu", "erf", "tanh", "linear")
 PARAMETERIZATIONS = ("ntk", "standard", "mean_field")
 DTYPES = ("float64", "float32")
@@ -61,22 +64,6 @@ def kink_inputs(net: MLP, x: np.ndarray) -> np.ndarray:
     return ~np.any(x != 0, axis=1)
 
 
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name}={value!r} is invalid: expected an integer >= {minimum}")
-
-
-def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is invalid: allowed values are {', '.join(allowed)}")
-
-
-def check_positive(name: str, value: float) -> None:
-    """Raise ValueError unless `value` is a finite number > 0."""
-    if not (isinstance(value, int | float | np.floating) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name}={value!r} is invalid: expected a finite number > 0")
-
-
 @dataclass(frozen=True)
 class MLP:
     """A fully connected network with `depth` hidden layers of `width` units and `outputs`
@@ -94,18 +81,18 @@ class MLP:
     outputs: int = 1  # K, the output layer's fan_out
 
     def __post_init__(self) -> None:
-        _check_int("input_dim", self.input_dim, 1)
-        _check_int("width", self.width, 1)
-        _check_int("depth", self.depth, 1)
-        _check_choice("activation", self.activation, ACTIVATIONS)
-        _check_choice("parameterization", self.parameterization, PARAMETERIZATIONS)
+        check_int("input_dim", self.input_dim, 1)
+        check_int("width", self.width, 1)
+        check_int("depth", self.depth, 1)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("parameterization", self.parameterization, PARAMETERIZATIONS)
         check_positive("sigma_w", self.sigma_w)
         if not (math.isfinite(self.sigma_b) and self.sigma_b >= 0):
             raise ValueError(f"sigma_b={self.sigma_b!r} is invalid: expected a finite number >= 0")
-        _check_choice("dtype", self.dtype, DTYPES)
+        check_choice("dtype", self.dtype, DTYPES)
         if self.alpha is not None:
             check_positive("alpha", self.alpha)
-        _check_int("outputs", self.outputs, 1)
+        check_int("outputs", self.outputs, 1)
 
     @property
     def centred(self) -> bool:
@@ -170,7 +157,7 @@ def init_params(net: MLP, seed: int) -> Params:
     parameters on every machine and the same underlying normals in every parameterization (and,
     for one output, the stream of a scalar network: the output layer's draws come last).
     """
-    _check_int("seed", seed, 0)
+    check_int("seed", seed, 0)
     rng = np.random.default_rng(seed)
     params: Params = []
     for fan_in, fan_out in zip(net.fan_ins, net.fan_outs, strict=True):
@@ -369,7 +356,7 @@ def _jvp_rows(
     return dz
 
 
-def _as_targets(net: MLP, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def as_targets(net: MLP, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Targets in the shape of f: (N,) for one output (any shape with N values), (N, K)."""
     if net.outputs == 1:
         y = np.asarray(y, dtype=net.dtype).reshape(-1)
@@ -387,22 +374,12 @@ def _as_targets(net: MLP, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return y
 
 
-def half_mean_square(r: np.ndarray) -> float:
-    """`(1/2N) sum_i ||r_i||^2` of residuals r of shape (N,) or (N, K)."""
-    return float(r @ r if r.ndim == 1 else np.vdot(r, r)) / (2 * len(r))
-
-
-def mse_loss(f: np.ndarray, y: np.ndarray) -> float:
-    """`L = (1/2N) sum_i ||f(x_i) - y_i||^2` (paper eq. 2; summed over the K outputs)."""
-    return half_mean_square(f - y)
-
-
 def gradient(net: MLP, params: Params, x: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
     """Loss and its gradient with respect to every parameter."""
     cache = forward_cache(net, params, x)
-    y = _as_targets(net, cache.inputs[0], y)
+    y = as_targets(net, cache.inputs[0], y)
     r = cache.f - y
-    return mse_loss(cache.f, y), vjp(net, params, cache, r / len(r))
+    return loss_value("mse", cache.f, y), vjp(net, params, cache, r / len(r))
 
 
 def sgd_update(params: Params, grads: Params, lr: float) -> Params:
@@ -450,9 +427,9 @@ class Linearization:
     def gradient(self, delta: Params, y: np.ndarray) -> tuple[float, Params]:
         """Loss of the linearised model and its gradient with respect to delta."""
         f = self.predict(delta)
-        y = _as_targets(self.net, self.cache.inputs[0], y)
+        y = as_targets(self.net, self.cache.inputs[0], y)
         r = f - y
-        return mse_loss(f, y), vjp(self.net, self.params0, self.cache, r / len(r))
+        return loss_value("mse", f, y), vjp(self.net, self.params0, self.cache, r / len(r))
 
 
 def zeros_like(params: Params) -> Params:

@@ -13,7 +13,7 @@ with the effective learning rate `lr` (the caller passes `lr * net.lr_scale`, MA
   constant-kernel picture: its per-parameter normalisation makes the update a non-linear
   function of the gradient (about `lr sign(g)` early on), so neither the network nor its
   linearisation follows `f <- f - lr Theta_0 dL/df`: there is no constant-kernel prediction
-  (`kernel_dynamics` refuses it). Every parameter moves O(lr) per step whatever its gradient's
+  (`kernel_predictions` refuses it). Every parameter moves O(lr) per step whatever its gradient's
   size, so at a fixed lr the function moves faster the wider the net (~ sqrt(width) per step
   in NTK parameterization) and the relative parameter movement does not fall as width^-1/2
   (MATH.md s.6: "Parameter movement is n^-1/2" for GD). Measured (erf and relu, sigma_b 0.5,
@@ -24,7 +24,7 @@ with the effective learning rate `lr` (the caller passes `lr * net.lr_scale`, MA
 
 The first three are linear in the gradient with a state that is itself linear in past
 gradients: this is what lets the linearised model's training be written in function space
-(`kernel_dynamics`).
+(`kernel_predictions`).
 """
 
 from __future__ import annotations
@@ -35,17 +35,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ntk_sweep.core.checks import check_choice, check_int, check_positive
 from ntk_sweep.core.network import (
     Params,
-    _check_choice,
-    _check_int,
-    check_positive,
     sgd_update,
     zeros_like,
 )
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
-# the optimisers whose linearised-model training has a constant-kernel form (kernel_dynamics)
+# the optimisers whose linearised-model training has a constant-kernel form (kernel_predictions)
 KERNEL_OPTIMIZERS = ("gd", "sgd", "momentum")
 # mixed into the minibatch seed so the batch order is independent of init_params(seed)'s draws
 _BATCH_STREAM = 0x5EED_BA7C
@@ -63,7 +61,7 @@ class Optimizer:
     eps: float = 1e-8
 
     def __post_init__(self) -> None:
-        _check_choice("optimizer", self.name, OPTIMIZERS)
+        check_choice("optimizer", self.name, OPTIMIZERS)
         check_positive("lr", self.lr)
         if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
             raise ValueError(f"momentum={self.momentum!r} is invalid: expected 0 <= momentum < 1")
@@ -109,7 +107,7 @@ def check_batch_size(optimizer: str, batch_size: int | None, n: int) -> None:
     """Raise ValueError unless `batch_size` fits the optimiser and the N training samples:
     gd takes none (it is full batch), sgd needs one, momentum and adam take one or none
     (None: full batch). A batch size must be an integer in [1, N]."""
-    _check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_choice("optimizer", optimizer, OPTIMIZERS)
     if optimizer == "gd" and batch_size is not None:
         raise ValueError(
             f"batch_size={batch_size!r} is invalid for optimizer='gd' (full batch): "
@@ -118,7 +116,7 @@ def check_batch_size(optimizer: str, batch_size: int | None, n: int) -> None:
     if optimizer == "sgd" and batch_size is None:
         raise ValueError("batch_size=None is invalid for optimizer='sgd': expected an integer")
     if batch_size is not None:
-        _check_int("batch_size", batch_size, 1)
+        check_int("batch_size", batch_size, 1)
         if batch_size > n:
             raise ValueError(
                 f"batch_size={batch_size!r} is invalid: expected an integer in [1, N={n}]"
@@ -139,14 +137,14 @@ def minibatches(
     every sample is visited exactly once per epoch); its loss is still its own mean, so its
     samples weigh more in that step.
     """
-    _check_int("n", n, 1)
-    _check_int("steps", steps, 0)
-    _check_int("seed", seed, 0)
+    check_int("n", n, 1)
+    check_int("steps", steps, 0)
+    check_int("seed", seed, 0)
     if batch_size is None or batch_size == n:
         for _ in range(steps):
             yield slice(None)
         return
-    _check_int("batch_size", batch_size, 1)
+    check_int("batch_size", batch_size, 1)
     if batch_size > n:
         raise ValueError(f"batch_size={batch_size!r} is invalid: expected an integer in [1, N={n}]")
     rng = np.random.default_rng([seed, _BATCH_STREAM])

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ntk_sweep.core.checks import check_choice, check_int, check_positive
 from ntk_sweep.core.kernels import empirical_ntk
 from ntk_sweep.core.losses import LOSSES, loss_gradient, loss_value
 from ntk_sweep.core.network import (
@@ -19,11 +20,8 @@ from ntk_sweep.core.network import (
     ForwardCache,
     Linearization,
     Params,
-    _as_targets,
-    _check_choice,
-    _check_int,
     as_inputs,
-    check_positive,
+    as_targets,
     forward_cache,
     fused_available,
     vjp,
@@ -108,14 +106,14 @@ def train_trajectory(
     path for every other combination, "fused" rejects them.
     """
     check_positive("lr", lr)
-    _check_choice("backend", backend, BACKENDS)
-    _check_choice("loss", loss, LOSSES)
-    _check_int("steps", steps, 1)
+    check_choice("backend", backend, BACKENDS)
+    check_choice("loss", loss, LOSSES)
+    check_int("steps", steps, 1)
     log = set(int(s) for s in log_steps)
     if not log or min(log) < 0 or max(log) > steps:
         raise ValueError(f"log_steps must be a non-empty set of steps in [0, {steps}]")
     x = as_inputs(net, x)
-    y = _as_targets(net, x, y)
+    y = as_targets(net, x, y)
     check_batch_size(optimizer, batch_size, len(x))
     opt = Optimizer(optimizer, lr * net.lr_scale, momentum)
     plain_gd = optimizer == "gd" and loss == "mse"
