@@ -561,7 +561,6 @@ def _measure_and_log(
     bar; returns the record. Raises SweepStopped at the first progress tick after the sweep in
     `sweep_dir` was stopped."""
     from ntk_sweep.core.measure import measure_steps
-    from ntk_sweep.core.training import fused_compile_pending
 
     schedule = schedule_of(cfg, data)
     progress = Progress(
@@ -570,7 +569,7 @@ def _measure_and_log(
         progress_mode(cfg.tracking.progress),
         len(schedule.log_steps),
     )
-    compiling = fused_compile_pending(net, data.n_train, schedule.backend)
+    compiling = False  # set by the first event: a kernel compiles in the first GD steps
     steps = measure_steps(net, data, schedule, int(cfg.seed))
     last_step, started = 0, False
     with contextlib.closing(_Closer(progress, lambda: last_step)):
@@ -584,6 +583,7 @@ def _measure_and_log(
                 except StopIteration as done:
                     return done.value
             last_step, started = event.step, True
+            compiling = compiling or event.compiling
             stopped = tracking.stop_requested(sweep_dir)
             if stopped:
                 raise SweepStopped(stopped)

@@ -93,6 +93,25 @@ def test_core_modules_share_only_public_names():
     assert not bad, f"private names imported across core modules: {sorted(bad)}"
 
 
+# The seam for a numerical backend: the run (experiment.py) builds the network and the schedule
+# and consumes one measurement (`measure_steps` yielding `StepMetrics`, returning a `Record`);
+# it never calls the kernels, the training loop or the network's passes itself.
+RUN_MAY_IMPORT_FROM_CORE = {"ntk_sweep.core.measure", "ntk_sweep.core.network"}
+
+
+def test_the_run_consumes_a_measurement_and_calls_no_numerical_kernel():
+    app = Path(__file__).resolve().parents[1] / "ntk_sweep"
+    core_imports = {m for m in _imports(app / "experiment.py") if m.startswith("ntk_sweep.core")}
+    assert core_imports <= RUN_MAY_IMPORT_FROM_CORE, core_imports - RUN_MAY_IMPORT_FROM_CORE
+    names = {
+        alias.name
+        for node in ast.walk(ast.parse((app / "experiment.py").read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module == "ntk_sweep.core.network"
+        for alias in node.names
+    }
+    assert names <= {"MLP"}, names  # only to build the network
+
+
 def test_the_boundary_check_catches_a_violation(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from ntk_sweep.tracking import open_store\n    import mlflow\n")

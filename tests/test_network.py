@@ -325,3 +325,8 @@ def test_row_blocked_evaluation_agrees_with_the_whole_batch(monkeypatch, depth, 
     blocked_jvp = jvp(net, params, blocked, tangent)
     assert blocked_jvp.shape == whole_jvp.shape == ((23,) if outputs == 1 else (23, outputs))
     np.testing.assert_allclose(blocked_jvp, whole_jvp, rtol=1e-13, atol=1e-15)
+    lin, streamed = Linearization(net, params, x), Linearization(net, params, x, cached=False)
+    np.testing.assert_array_equal(streamed.predict(tangent), lin.predict(tangent))
+    np.testing.assert_array_equal(streamed.centre(whole.f), lin.centre(whole.f))
+    with pytest.raises(ValueError, match="predicts only"):
+        streamed.gradient(tangent, np.zeros_like(whole.f))

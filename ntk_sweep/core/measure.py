@@ -49,7 +49,7 @@ from ntk_sweep.core.network import (
     kink_inputs,
     param_movement,
 )
-from ntk_sweep.core.training import TrainState, train_trajectory
+from ntk_sweep.core.training import TrainState, fused_compile_pending, train_trajectory
 
 # per-log-step kernel diagnostics (docs/metrics.md)
 DIAGNOSTICS = ("kernel_lambda_max", "kernel_velocity", "kernel_alignment")
@@ -92,13 +92,16 @@ class Schedule:
 @dataclass(frozen=True)
 class StepMetrics:
     """One visited step: its metrics (empty at a progress-only step); at step 0 also `init`,
-    the metrics of the initial kernel. `seconds`: time spent measuring at this step."""
+    the metrics of the initial kernel. `seconds`: time spent measuring at this step.
+    `compiling` (step 0 only): the next steps first compile a kernel, once per machine (their
+    time says nothing about the step rate)."""
 
     step: int
     metrics: dict[str, float]
     init: dict[str, float] | None = None
     diverged: bool = False
     seconds: float = 0.0
+    compiling: bool = False
 
 
 @dataclass
@@ -470,10 +473,11 @@ def measure_steps(
     the record's `failure` says why. The initial parameters are `init_params(net, seed)`."""
     x, y = data.x_train, data.y_train
     init = _initial(net, data, schedule, seed)
+    compiling = fused_compile_pending(net, len(x), schedule.backend)
     rec = _empty_record(net, data, schedule, init)
     index = {s: i for i, s in enumerate(schedule.log_steps)}
     visit: Iterable[int] = sorted(set(schedule.log_steps) | set(schedule.progress_steps))
-    lin_test = Linearization(net, init.params0, data.x_test)
+    lin_test = Linearization(net, init.params0, data.x_test, cached=False)
     k_last, k_last_test, step_last = init.k0, init.k0_test, 0
     lam_last = init.spec.lambda_max
     first = last = None
@@ -527,7 +531,13 @@ def measure_steps(
             k_last, k_last_test, rec.final = k_t, k_t_test, mt
             step_last, lam_last = state.step, mt["kernel_lambda_max"]
             seconds = time.perf_counter() - t_log
-            yield StepMetrics(state.step, mt, init.metrics if i == 0 else None, seconds=seconds)
+            yield StepMetrics(
+                state.step,
+                mt,
+                init.metrics if i == 0 else None,
+                seconds=seconds,
+                compiling=compiling and at_init,
+            )
     rec.ntk_final, rec.ntk_test_final = k_last, k_last_test
     loss_constant = constant_loss(schedule.loss, y)
     rec.phase_net, rec.phase_lin = phases(
