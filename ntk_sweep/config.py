@@ -543,7 +543,10 @@ def check_memory(cfg: DictConfig, *, n_train: int, n_test: int, input_dim: int) 
     # of those, the ones set above their defaults (width=10**9, not the default n_test=200)
     options = DATASET_OPTIONS.get(str(cfg.dataset.get("name")), {})
     defaults = {"width": Config.width, "depth": Config.depth, **options}
-    raised = [k for k in drivers if not _is_int(defaults.get(k)) or sizes[k] > defaults[k]]
+    # (a size the config does not set, e.g. paper_toy's 4 training rows, is never "raised")
+    raised = [
+        k for k in drivers if names[k] and (not _is_int(defaults.get(k)) or sizes[k] > defaults[k])
+    ]
     drivers = raised or drivers
     rows = {"n_train": "training rows", "n_test": "test rows"}
     lead = " ".join(

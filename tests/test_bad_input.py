@@ -433,7 +433,7 @@ ROWS = [
         "width",
         "1000000000 (does not fit in memory)",
         ("width=1000000000",),
-        "width=1000000000 needs about 6.4 TiB of memory (activations 6.1 TiB, parameters 224 "
+        "width=1000000000 needs about 492 GiB of memory (activations 268 GiB, parameters 224 "
         "GiB) but this machine has 16 GiB (set by NTK_SWEEP_MEMORY_GIB): lower width",
         cli=True,
     ),

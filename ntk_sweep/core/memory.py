@@ -8,9 +8,11 @@ training loop's forward caches next to the kernels being measured):
   and the updates' temporaries and results (10 copies), plus the optimiser state of both
   models (momentum: 1 copy each, adam: 2), in the network's dtype;
 - activations: the forward caches (every hidden layer's input and slope, N x width each) of the
-  training network and of the linearisation on the training and the test inputs, the empirical
-  NTK's forward passes on both input sets, its back-propagated gradients (N K x width, depth
-  > 1) and its chunked work arrays; the initial derivative pattern s_0 on the training inputs
+  training network and of its linearisation on the training inputs, one row block of the test
+  inputs' evaluation (`network.row_blocks`: nothing N_test x width is kept), the empirical
+  NTK's forward passes below its last hidden layer on both input sets (that layer is summed
+  in chunks), its back-propagated gradients (N K x width, depth > 1) and its chunked work
+  arrays; the initial derivative pattern s_0 on the training inputs
   and the forward cache of the activation-flip split (`core.flips`: 3 N x width per layer);
 - kernels (float64): the (N K)^2 training kernel at init, now and at the previous log step, with
   the eigendecomposition's copy and eigenvectors (6 in all), the frozen-pattern kernel of the
@@ -27,8 +29,10 @@ from __future__ import annotations
 
 import math
 
-# Bytes of one (N x chunk) work array of `kernels.empirical_ntk` (kernels._CHUNK_BYTES).
+# Bytes of one (N x chunk) work array of `kernels.empirical_ntk` (kernels.CHUNK_BYTES); the
+# activations of one row block of `network.forward` / `jvp` (network.BLOCK_ELEMENTS).
 from ntk_sweep.core.kernels import CHUNK_BYTES
+from ntk_sweep.core.network import BLOCK_ELEMENTS
 
 COMPONENTS = ("parameters", "activations", "kernels", "record")
 _OPTIMIZER_SLOTS = {"gd": 0, "sgd": 0, "momentum": 1, "adam": 2}
@@ -74,8 +78,9 @@ def peak_bytes(
     rows = max(n, m)
     chunk = min(w, max(256, CHUNK_BYTES // (8 * rows * k)))
     activations = itemsize * (
-        2 * depth * w * (3 * n + m)  # caches: training net, linearisation on train and test
-        + 2 * depth * w * (n + m)  # the empirical NTK's forward passes on both input sets
+        2 * depth * w * 3 * n  # caches: the training net and its linearisation (train inputs)
+        + 2 * depth * min(m * w, BLOCK_ELEMENTS)  # test inputs: evaluated in row blocks
+        + 2 * (depth - 1) * w * (n + m)  # the empirical NTK's forward passes below its last layer
         + (k * w * (n + m) if depth > 1 else 0)  # its back-propagated gradients
         + _KERNEL_WORK_ARRAYS * rows * k * chunk  # its chunked work arrays
         + 3 * depth * w * n  # the flip split: s_0, the current slopes and inputs (core.flips)
