@@ -45,7 +45,7 @@ def paper_record() -> tuple[dict, float]:
     from hydra import compose, initialize_config_dir
 
     from ntk_sweep.core.measure import measure
-    from ntk_sweep.experiment import preflight, schedule_of
+    from ntk_sweep.experiment import figure_settings, preflight, schedule_of
     from ntk_sweep.figure_adapter import figure_inputs
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -53,7 +53,7 @@ def paper_record() -> tuple[dict, float]:
     data, net, _ = preflight(cfg)
     t0 = time.perf_counter()
     record = measure(net, data, schedule_of(cfg, data), int(cfg.seed))
-    return figure_inputs(cfg, data, net, record), time.perf_counter() - t0
+    return figure_inputs(figure_settings(cfg), data, net, record), time.perf_counter() - t0
 
 
 def train_only() -> float:

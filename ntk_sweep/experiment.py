@@ -45,7 +45,7 @@ from ntk_sweep.config import (
     load_data,
     validate,
 )
-from ntk_sweep.figure_adapter import record_figures
+from ntk_sweep.figure_adapter import FigureSettings, record_figures
 from ntk_sweep.job import JobContext, job_context, job_log_file, job_tags, log_warnings
 from ntk_sweep.lifecycle import RunOutcome, SweepStopped, run_and_close, sigterm_raises
 from ntk_sweep.progress import Progress, progress_mode
@@ -128,7 +128,8 @@ def run_experiment(cfg: DictConfig, output_dir: str | Path | None = None) -> dic
                 ),
             )
     summary = run_summary(base_summary, run_id, outcome, t_start)
-    print(tracking.redact_uri(format_summary(cfg, data, net, summary)), flush=True)
+    text = format_summary(schedule_of(cfg, data), data, net, summary)
+    print(tracking.redact_uri(text), flush=True)
     return summary
 
 
@@ -221,6 +222,17 @@ def schedule_of(cfg: DictConfig, data):
         batch_size=None if cfg.train.batch_size is None else int(cfg.train.batch_size),
         momentum=float(cfg.train.momentum),
         kernel_form=kernel_form(cfg, data),
+    )
+
+
+def figure_settings(cfg: DictConfig) -> FigureSettings:
+    """What the figure adapter takes from a config: the figure set, train.* and the seed."""
+    return FigureSettings(
+        which=figure_set(cfg),
+        steps=int(cfg.train.steps),
+        snapshot_steps=tuple(int(s) for s in cfg.train.snapshot_steps),
+        fig8_step=int(cfg.train.fig8_step),
+        seed=int(cfg.seed),
     )
 
 
@@ -335,9 +347,10 @@ def _train_and_record(
 
     figures_time = 0.0
     names: list[str] = []
-    if figure_set(cfg) != "none":
+    settings = figure_settings(cfg)
+    if settings.which != "none":
         t_fig = time.perf_counter()
-        names = record_figures(cfg, data, net, record, client, run_id, out / "figures")
+        names = record_figures(settings, data, net, record, client, run_id, out / "figures")
         figures_time = time.perf_counter() - t_fig
 
     metric_log.log(

@@ -5,23 +5,34 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
 
 from ntk_sweep import tracking
-from ntk_sweep.config import figure_set, nearest_step
+from ntk_sweep.config import nearest_step
 from ntk_sweep.job import log_warnings
 
 log = logging.getLogger(__name__)
 
 
-def figure_inputs(cfg: DictConfig, data, net, record) -> dict[str, Any]:
+@dataclass(frozen=True)
+class FigureSettings:
+    """What the figures take from the config (`experiment.figure_settings` builds it)."""
+
+    which: str  # the figure set (`config.figure_set`): paper, all or none
+    steps: int  # train.steps
+    snapshot_steps: tuple[int, ...]  # train.snapshot_steps
+    fig8_step: int  # train.fig8_step
+    seed: int
+
+
+def figure_inputs(settings: FigureSettings, data, net, record) -> dict[str, Any]:
     """What `figures.figure_builders` draws: the record, the data and the run's settings."""
     log_steps = [int(s) for s in record.steps]
-    snaps = [s for s in cfg.train.snapshot_steps if s <= int(cfg.train.steps)] or log_steps
+    snaps = [s for s in settings.snapshot_steps if s <= settings.steps] or log_steps
 
     def f_of(a: np.ndarray | None) -> np.ndarray | None:
         """K > 1 outputs: every (input, output) pair is one point of the prediction figures."""
@@ -35,7 +46,7 @@ def figure_inputs(cfg: DictConfig, data, net, record) -> dict[str, Any]:
         "outputs": net.outputs,
         "steps": record.steps,
         "snapshot_steps": snaps,
-        "fig8_step": nearest_step(log_steps, int(cfg.train.fig8_step)),
+        "fig8_step": nearest_step(log_steps, settings.fig8_step),
         "f_train": f_of(record.f_train),
         "f_test": f_of(record.f_test),
         "f_lin_test": f_of(record.f_lin_test),
@@ -58,7 +69,7 @@ def figure_inputs(cfg: DictConfig, data, net, record) -> dict[str, Any]:
             "width": net.width,
             "depth": net.depth,
             "lr": record.lr,
-            "seed": int(cfg.seed),
+            "seed": settings.seed,
             "activation": net.activation,
             "parameterization": net.parameterization,
             "dataset": data.name,
@@ -68,12 +79,16 @@ def figure_inputs(cfg: DictConfig, data, net, record) -> dict[str, Any]:
     }
 
 
-def record_figures(cfg, data, net, record, client, run_id: str, folder: Path) -> list[str]:
+def record_figures(
+    settings: FigureSettings, data, net, record, client, run_id: str, folder: Path
+) -> list[str]:
     """Draw and log the figures of `tracking.figures`; a plotting bug tags the run
     (`ntk_sweep.figures_failed`) but never fails a finished experiment."""
     names: list[str] = []
     try:
-        names, failed = save_figures(figure_inputs(cfg, data, net, record), folder, figure_set(cfg))
+        names, failed = save_figures(
+            figure_inputs(settings, data, net, record), folder, settings.which
+        )
         tracking.log_artifacts(client, run_id, folder, "figures")
         if failed:
             tracking.set_tag(client, run_id, tracking.FIGURES_FAILED_TAG, ",".join(failed))

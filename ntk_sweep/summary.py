@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
-
-from omegaconf import DictConfig
+from typing import TYPE_CHECKING, Any
 
 from ntk_sweep import tracking
 from ntk_sweep.lifecycle import RunOutcome
+
+if TYPE_CHECKING:
+    from ntk_sweep.core.measure import Schedule
 
 
 def run_summary(
@@ -39,17 +40,17 @@ def _g(value: Any, fmt: str = ".3g") -> str:
     return format(float(value), fmt)
 
 
-def _optimizer_text(train: DictConfig) -> str:
+def _optimizer_text(schedule: Schedule) -> str:
     """`GD`, `SGD (batch 32)`, `momentum 0.9 (batch 32)`, `Adam` ... and a non-MSE loss."""
-    name = {"gd": "GD", "sgd": "SGD", "momentum": f"momentum {float(train.momentum):g}"}
-    text = name.get(str(train.optimizer), "Adam")
-    if train.get("batch_size") is not None:
-        text += f" (batch {int(train.batch_size)})"
-    return text if str(train.loss) == "mse" else f"{text} {train.loss}"
+    name = {"gd": "GD", "sgd": "SGD", "momentum": f"momentum {schedule.momentum:g}"}
+    text = name.get(schedule.optimizer, "Adam")
+    if schedule.batch_size is not None:
+        text += f" (batch {schedule.batch_size})"
+    return text if schedule.loss == "mse" else f"{text} {schedule.loss}"
 
 
-def format_summary(cfg: DictConfig, data, net, s: dict[str, Any]) -> str:
-    """The one-screen end-of-run summary."""
+def format_summary(schedule: Schedule, data, net, s: dict[str, Any]) -> str:
+    """The one-screen end-of-run summary of a run trained on `schedule`."""
     mt = s["metrics"]
 
     def g(key: str) -> str:
@@ -62,8 +63,8 @@ def format_summary(cfg: DictConfig, data, net, s: dict[str, Any]) -> str:
         f"({net.dtype})" + (f", {net.outputs} outputs" if net.outputs > 1 else ""),
         f"data      {data.name}: {data.n_train} train / {data.n_test} test points, "
         f"d={data.input_dim}",
-        f"training  {s['final_step']}/{cfg.train.steps} {_optimizer_text(cfg.train)} steps, lr "
-        f"{float(cfg.train.lr):g} "
+        f"training  {s['final_step']}/{schedule.steps} {_optimizer_text(schedule)} steps, lr "
+        f"{schedule.lr:g} "
         f"(effective {g('lr_effective')}; 2N/lambda_max {g('lr_max_stable')}), "
         f"{s['train_time_s']:.1f}s",
         f"phase     network {s['phase_net'] or '-'}, linearised {s['phase_lin'] or '-'} "
