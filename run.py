@@ -98,34 +98,10 @@ def cli() -> None:
         what = " ".join(f"{type(exc).__name__}: {first}".split())
         print(f"error: the sweep stopped: {redact_uri(what)}", file=sys.stderr, flush=True)
         sys.exit(EXIT_RUN_FAILED)
-    if _shows_job_config(sys.argv[1:]):
-        _print_swept_values()
+    from ntk_sweep.sweep_ui import print_swept_values, shows_job_config
 
-
-def _shows_job_config(argv: list[str]) -> bool:
-    """Whether the command line asks Hydra for `--cfg job` (`-c job`, `--cfg=job`)."""
-    pairs = zip(argv, [*argv[1:], ""], strict=True)
-    return any(
-        a in ("--cfg=job", "-c=job") or (a in ("--cfg", "-c") and b == "job") for a, b in pairs
-    )
-
-
-def _print_swept_values() -> None:
-    """After `--cfg job` (one job's config), list the values a sweeping preset sweeps over."""
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
-
-    from ntk_sweep.callbacks import expand_sweep
-    from ntk_sweep.sweep_ui import swept_values_comment
-
-    if not HydraConfig.initialized():
-        return
-    hydra_cfg = HydraConfig.get()
-    params = OmegaConf.select(hydra_cfg, "sweeper.params")
-    if not params:
-        return
-    jobs = expand_sweep(OmegaConf.create({"hydra": hydra_cfg}))
-    print(swept_values_comment(OmegaConf.to_container(params), None if jobs is None else len(jobs)))
+    if shows_job_config(sys.argv[1:]):
+        print_swept_values()
 
 
 if __name__ == "__main__":

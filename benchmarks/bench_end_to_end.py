@@ -28,7 +28,7 @@ NumPy training of the same networks measured in the same run.
    - network evaluation: `network.forward`, `forward_cache`, `param_movement`,
      `Linearization.predict` (test-input predictions at log steps);
    - logging: `ntk_sweep.tracking` but `open_store` (params, metrics, tags, artifacts);
-   - figures: `experiment._save_figures` (drawing and writing the PNGs);
+   - figures: `figure_adapter.save_figures` (drawing and writing the PNGs);
    - Hydra and the rest: composing and validating configs (the sweep's jobs, each job),
      launching, bookkeeping: whatever no category above covers;
    - interpreter start-up and exit: the process's wall time outside the Python code.
@@ -431,7 +431,7 @@ def timed_run(overrides: list[str], sweep_dir: str) -> None:
     ledger = Ledger()
     numba_compile = [0.0]
     _install_import_timer(ledger, numba_compile)
-    from ntk_sweep import experiment, tracking
+    from ntk_sweep import figure_adapter, tracking
     from ntk_sweep.core import dynamics, kernel_predictions, kernels, measure, network, training
 
     assert measure  # loaded now, so that its `from ... import` names get wrapped below
@@ -450,7 +450,7 @@ def timed_run(overrides: list[str], sweep_dir: str) -> None:
     tracking.MetricLog.flush = _timed(ledger, "logging", tracking.MetricLog.flush)
     tracking.MetricLog.log = _timed(ledger, "logging", tracking.MetricLog.log)
     _replace_everywhere(
-        experiment._save_figures, _timed(ledger, "figures", experiment._save_figures)
+        figure_adapter.save_figures, _timed(ledger, "figures", figure_adapter.save_figures)
     )
     sys.argv = [str(RUN_PY), "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"]
     try:

@@ -2,7 +2,7 @@
 
 Builds the record of `python run.py experiment=paper` (paper_toy: N = 4 points, 200-point test
 grid; one hidden ReLU layer of width 10 000, NTK parameterization, lr 0.1, 3000 steps, the app's
-log steps) as the app does (`core.measure.measure`, `experiment.figure_inputs`), then times
+log steps) as the app does (`core.measure.measure`, `figure_adapter.figure_inputs`), then times
 
 - training: `ntk_sweep.core.training.gd_trajectory` over the 3000 steps (network + linearised model,
   the app's default backend), best of 3; and, once, the same training with the measurements
@@ -41,18 +41,19 @@ SNAPSHOTS = [2, 20, 100, 500, 1000, 3000]
 
 def paper_record() -> tuple[dict, float]:
     """The figures record of the paper run, made as the app makes it (`core.measure.measure`,
-    then `experiment.figure_inputs`), and the time of that measurement."""
+    then `figure_adapter.figure_inputs`), and the time of that measurement."""
     from hydra import compose, initialize_config_dir
 
     from ntk_sweep.core.measure import measure
-    from ntk_sweep.experiment import figure_inputs, preflight, schedule_of
+    from ntk_sweep.experiment import figure_settings, preflight, schedule_of
+    from ntk_sweep.figure_adapter import figure_inputs
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["experiment=paper", f"width={WIDTH}", f"lr={LR}"])
     data, net, _ = preflight(cfg)
     t0 = time.perf_counter()
     record = measure(net, data, schedule_of(cfg, data), int(cfg.seed))
-    return figure_inputs(cfg, data, net, record), time.perf_counter() - t0
+    return figure_inputs(figure_settings(cfg), data, net, record), time.perf_counter() - t0
 
 
 def train_only() -> float:

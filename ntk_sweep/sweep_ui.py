@@ -194,3 +194,28 @@ def swept_values_comment(sweeper_params: Mapping[str, Any] | None, n_jobs: int |
     ]
     lines += [f"#   {key}: {value}" for key, value in sweeper_params.items()]
     return "\n".join(lines)
+
+
+def shows_job_config(argv: list[str]) -> bool:
+    """Whether the command line asks Hydra for `--cfg job` (`-c job`, `--cfg=job`)."""
+    pairs = zip(argv, [*argv[1:], ""], strict=True)
+    return any(
+        a in ("--cfg=job", "-c=job") or (a in ("--cfg", "-c") and b == "job") for a, b in pairs
+    )
+
+
+def print_swept_values() -> None:
+    """After `--cfg job` (one job's config), list the values a sweeping preset sweeps over."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from ntk_sweep.callbacks import expand_sweep
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    params = OmegaConf.select(hydra_cfg, "sweeper.params")
+    if not params:
+        return
+    jobs = expand_sweep(OmegaConf.create({"hydra": hydra_cfg}))
+    print(swept_values_comment(OmegaConf.to_container(params), None if jobs is None else len(jobs)))

@@ -367,9 +367,10 @@ def test_numpy_floating_point_warnings_become_one_logged_line(caplog):
     import logging
     import warnings
 
-    from ntk_sweep.experiment import _log_warnings, _unstable_lr_message
+    from ntk_sweep.experiment import _unstable_lr_message
+    from ntk_sweep.job import log_warnings
 
-    with caplog.at_level(logging.WARNING, logger="ntk_sweep.experiment"), _log_warnings():
+    with caplog.at_level(logging.WARNING, logger="ntk_sweep.job"), log_warnings():
         with np.errstate(over="warn", invalid="warn"):
             big = np.power(np.full(3, 10.0), 400)  # overflow encountered in power
             _ = big - big  # invalid value encountered in subtract
