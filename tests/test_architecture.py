@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 CORE = Path(__file__).resolve().parents[1] / "ntk_sweep" / "core"
 FORBIDDEN = ("hydra", "omegaconf", "mlflow", "matplotlib")
 # File and network I/O is the app's (`ntk_sweep.dataset_sources` reads the data files): core
@@ -99,13 +101,17 @@ def test_core_modules_share_only_public_names():
 RUN_MAY_IMPORT_FROM_CORE = {"ntk_sweep.core.measure", "ntk_sweep.core.network"}
 
 
-def test_the_run_consumes_a_measurement_and_calls_no_numerical_kernel():
-    app = Path(__file__).resolve().parents[1] / "ntk_sweep"
-    core_imports = {m for m in _imports(app / "experiment.py") if m.startswith("ntk_sweep.core")}
+RUN_MODULES = ("experiment", "lifecycle", "job", "run_resume", "figure_adapter", "summary")
+
+
+@pytest.mark.parametrize("module", RUN_MODULES)
+def test_the_run_consumes_a_measurement_and_calls_no_numerical_kernel(module):
+    path = Path(__file__).resolve().parents[1] / "ntk_sweep" / f"{module}.py"
+    core_imports = {m for m in _imports(path) if m.startswith("ntk_sweep.core")}
     assert core_imports <= RUN_MAY_IMPORT_FROM_CORE, core_imports - RUN_MAY_IMPORT_FROM_CORE
     names = {
         alias.name
-        for node in ast.walk(ast.parse((app / "experiment.py").read_text()))
+        for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.ImportFrom) and node.module == "ntk_sweep.core.network"
         for alias in node.names
     }
