@@ -154,11 +154,13 @@ def test_fused_ntk_equals_numpy(activation, parameterization, depth, width):
 # by Linearization.evaluate for batches of several row blocks)
 
 
-def _eval_case(activation, parameterization, outputs, dtype="float64", alpha=None, width=1100):
+def _eval_case(
+    activation, parameterization, outputs, dtype="float64", alpha=None, width=1100, input_dim=3
+):
     """A net, theta0, theta, delta = theta - theta0 and inputs; widths over several blocks of
     units (FUSED_EVAL_BLOCK = 512)."""
     net = MLP(
-        3,
+        input_dim,
         width,
         1,
         activation,
@@ -176,7 +178,7 @@ def _eval_case(activation, parameterization, outputs, dtype="float64", alpha=Non
         for (w, b), (w0, b0) in zip(params, params0, strict=True)
     ]
     delta = [(w - w0, b - b0) for (w, b), (w0, b0) in zip(params, params0, strict=True)]
-    x = np.random.default_rng(5).standard_normal((23, 3))
+    x = np.random.default_rng(5).standard_normal((23, input_dim))
     return net, params0, params, delta, x
 
 
@@ -196,9 +198,10 @@ def _assert_close(got, ref, rtol):
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_fused_evaluation_equals_numpy(monkeypatch, activation, parameterization, outputs):
     monkeypatch.setattr(network, "BLOCK_ELEMENTS", 5000)  # several row blocks at this width
-    for alpha in (None, 1.7):  # plain and centred
+    # plain and centred; one input (the paper's network) and three
+    for alpha, d in [(None, 3), (1.7, 3), (None, 1), (1.7, 1)]:
         net, params0, params, delta, x = _eval_case(
-            activation, parameterization, outputs, alpha=alpha
+            activation, parameterization, outputs, alpha=alpha, input_dim=d
         )
         assert len(network.row_blocks(net, len(x))) > 1
         assert network.use_fused_evaluation(net, len(x))
@@ -211,8 +214,10 @@ def test_fused_evaluation_equals_numpy(monkeypatch, activation, parameterization
 
 def test_fused_evaluation_float32(monkeypatch):
     monkeypatch.setattr(network, "BLOCK_ELEMENTS", 5000)
-    for outputs in (1, 3):
-        net, params0, params, delta, x = _eval_case("erf", "ntk", outputs, dtype="float32")
+    for outputs, d in [(1, 1), (1, 3), (3, 3)]:
+        net, params0, params, delta, x = _eval_case(
+            "erf", "ntk", outputs, dtype="float32", input_dim=d
+        )
         lin, ref = _reference(net, params0, params, delta, x)
         _assert_close(lin.evaluate(params, delta), ref, rtol=1e-5)
 

@@ -353,31 +353,6 @@ def _eval_row(i, x, params, params0, tangent, readouts, c0, act, block, f_parts,
     zero = c0 - c0
     one = _constant(1.0, w)  # not zero + 1: an int would promote float32 to float64
     erf_c = _constant(_TWO_OVER_SQRT_PI, w)
-    if x.shape[1] == 1 and v.shape[0] == 1:  # one input, one output: all in registers (2x)
-        cx = c0 * x[i, 0]
-        for q in range(f_parts.shape[0]):
-            j0 = q * block
-            j1 = min(j0 + block, n)
-            wq, bq, w0q, b0q = w[0, j0:j1], b[j0:j1], w0[0, j0:j1], b0[j0:j1]
-            dwq, dbq, va, v0a, dva = (
-                dw[0, j0:j1],
-                db[j0:j1],
-                v[0, j0:j1],
-                v0[0, j0:j1],
-                dv[0, j0:j1],
-            )
-            af = af0 = ag = zero
-            for j in range(j1 - j0):
-                h = _phi(cx * wq[j] + bq[j], act, zero)
-                h0, s0 = _phi_and_slope(cx * w0q[j] + b0q[j], act, zero, one, erf_c)
-                uj = s0 * (cx * dwq[j] + dbq[j])
-                af += h * va[j]
-                af0 += h0 * v0a[j]
-                ag += h0 * dva[j] + uj * v0a[j]
-            f_parts[q, 0, i, 0] = af
-            f_parts[q, 1, i, 0] = af0
-            g_parts[q, i, 0] = ag
-        return
     z = np.empty(block, dtype=w.dtype)
     z0 = np.empty(block, dtype=w.dtype)
     u = np.empty(block, dtype=w.dtype)
