@@ -26,7 +26,7 @@ NumPy training of the same networks measured in the same run.
    - kernels: `kernels.*`, `dynamics.*`, `kernel_predictions.*` (NTKs at init and at log steps,
      spectra, predictions);
    - network evaluation: `network.forward`, `forward_cache`, `param_movement`,
-     `Linearization.predict` (test-input predictions at log steps);
+     `Linearization.predict` and `evaluate` (test-input predictions at log steps);
    - logging: `ntk_sweep.tracking` but `open_store` (params, metrics, tags, artifacts);
    - figures: `figure_adapter.save_figures` (drawing and writing the PNGs);
    - Hydra and the rest: composing and validating configs (the sweep's jobs, each job),
@@ -442,6 +442,9 @@ def timed_run(overrides: list[str], sweep_dir: str) -> None:
     )
     network.Linearization.predict = _timed(
         ledger, "network evaluation", network.Linearization.predict
+    )
+    network.Linearization.evaluate = _timed(
+        ledger, "network evaluation", network.Linearization.evaluate
     )
     _wrap_functions(ledger, kernels, "kernels")
     _wrap_functions(ledger, dynamics, "kernels")

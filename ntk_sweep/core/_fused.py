@@ -339,3 +339,69 @@ def activate_parallel(z, j0, b, c, scale, tag, g):
     act = len(tag) - 1
     for i in nb.prange(z.shape[0]):
         _activate_row(z, i, j0, b, c, scale, act, g)
+
+
+@nb.njit
+def _eval_row(i, x, params, params0, tangent, readouts, c0, act, block, f_parts, g_parts):
+    """Row i of `depth1_eval_serial`: per block of units, the three pre-activations in scratch
+    that stays in L1, then the readouts of every output."""
+    w, b = params
+    w0, b0 = params0
+    dw, db = tangent
+    v, v0, dv = readouts
+    n = w.shape[1]
+    zero = c0 - c0
+    one = _constant(1.0, w)  # not zero + 1: an int would promote float32 to float64
+    erf_c = _constant(_TWO_OVER_SQRT_PI, w)
+    z = np.empty(block, dtype=w.dtype)
+    z0 = np.empty(block, dtype=w.dtype)
+    u = np.empty(block, dtype=w.dtype)
+    for q in range(f_parts.shape[0]):
+        j0 = q * block
+        j1 = min(j0 + block, n)
+        m = j1 - j0
+        zq, z0q, uq = z[:m], z0[:m], u[:m]
+        _preactivation(zq, x, i, w, b, j0, j1, c0)  # at theta
+        _preactivation(z0q, x, i, w0, b0, j0, j1, c0)  # at theta0
+        _preactivation(uq, x, i, dw, db, j0, j1, c0)  # the tangent's
+        for j in range(m):
+            zq[j] = _phi(zq[j], act, zero)
+            h0, s0 = _phi_and_slope(z0q[j], act, zero, one, erf_c)
+            z0q[j] = h0
+            uq[j] = s0 * uq[j]
+        for a in range(v.shape[0]):
+            va, v0a, dva = v[a, j0:j1], v0[a, j0:j1], dv[a, j0:j1]
+            af = af0 = ag = zero
+            for j in range(m):
+                af += zq[j] * va[j]
+                af0 += z0q[j] * v0a[j]
+                ag += z0q[j] * dva[j] + uq[j] * v0a[j]
+            f_parts[q, 0, i, a] = af
+            f_parts[q, 1, i, a] = af0
+            g_parts[q, i, a] = ag
+
+
+@nb.njit(cache=True, fastmath=_FASTMATH)
+def depth1_eval_serial(x, params, params0, tangent, readouts, tag, c0, block, f_parts, g_parts):
+    """The network at theta and theta0 and the linearised model's `J0 delta` of a one-hidden-layer
+    network on the rows of x, without any N x width array.
+
+    `params = (W, b)` and `params0 = (W0, b0)` are the hidden layers at theta and theta0 (W (d,
+    n), b (n,)), `tangent = (dW, db)` the hidden layer of delta; `readouts = (V, V0, dV)` the
+    output weights at theta, theta0 and of delta, transposed to (K, n). With `h = phi(c0 x W +
+    b)`, `h0 = phi(z0)`, `z0 = c0 x W0 + b0` and `u = phi'(z0) (c0 x dW + db)`, block q of
+    `block` units writes `sum_j h_ij V_aj` to f_parts[q, 0, i, a], `sum_j h0_ij V0_aj` to
+    f_parts[q, 1, i, a] and `sum_j (h0_ij dV_aj + u_ij V0_aj)` to g_parts[q, i, a] (the caller
+    applies the output multipliers and biases); partials float64, (n_blocks, 2, N, K) and
+    (n_blocks, N, K)."""
+    act = len(tag) - 1
+    for i in range(x.shape[0]):
+        _eval_row(i, x, params, params0, tangent, readouts, c0, act, block, f_parts, g_parts)
+
+
+@nb.njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def depth1_eval_parallel(x, params, params0, tangent, readouts, tag, c0, block, f_parts, g_parts):
+    """`depth1_eval_serial` with the rows shared among threads (the same result)."""
+    act = len(tag) - 1
+    for i in nb.prange(x.shape[0]):
+        _eval_row(i, x, params, params0, tangent, readouts, c0, act, block, f_parts, g_parts)

@@ -350,12 +350,12 @@ def _step_metrics(
     lin_test: Linearization,
     k_t: np.ndarray,
     k_t_test: np.ndarray,
+    backend: str = "auto",
 ) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     """The metrics of log step `i` (docs/metrics.md), with the network's and the linearised
     model's test predictions."""
     y, y_test, loss = data.y_train, data.y_test, init.loss
-    f_test = lin_test.centre(forward(net, state.params, data.x_test))
-    f_lin_test = lin_test.predict(state.delta_lin)
+    f_test, f_lin_test = lin_test.evaluate(state.params, state.delta_lin, backend)
     f_kernel_train, f_kernel_test = init.f_kernel
     f_an_train, f_an_test = init.f_an if init.f_an is not None else (None, None)
     total, per_layer = param_movement(state.params, init.params0)
@@ -518,7 +518,7 @@ def measure_steps(
                 init.k0_test if at_init else ntk(net, state.params, data.x_test[init.sub], schedule)
             )
             mt, f_test, f_lin_test = _step_metrics(
-                net, data, init, state, i, lin_test, k_t, k_t_test
+                net, data, init, state, i, lin_test, k_t, k_t_test, schedule.backend
             )
             dt = schedule.lr * (state.step - step_last)
             mt.update(kernel_diagnostics(k_t, k_last, init.k0, y, dt, net.outputs > 1))

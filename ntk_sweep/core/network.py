@@ -1,6 +1,7 @@
 """Fully connected networks with K >= 1 outputs, their gradients and their linearisation.
 
-Everything here is pure NumPy: arrays in, arrays out. Notation follows MATH.md section 1:
+Everything here is pure NumPy (but `fused_evaluation`, which calls a compiled kernel of
+`_fused`, imported lazily): arrays in, arrays out. Notation follows MATH.md section 1:
 `z^1 = c_1 x W^1 + b^1`, `h^l = phi(z^l)`, `z^{l+1} = c_{l+1} h^l W^{l+1} + b^{l+1}`,
 `f = z^{L+1}`, where the forward multiplier `c_l` depends on the parameterization:
 
@@ -439,6 +440,26 @@ class Linearization:
         dz = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
         return self.f0 + (dz[:, 0] if self.net.outputs == 1 else dz)
 
+    def evaluate(
+        self, params: Params, delta: Params, backend: str = "auto"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The model's output at `params` and the linearised model's at `delta` on the bound
+        inputs: `(centre(forward(net, params, x)), predict(delta))`.
+
+        For one hidden layer with `backend` "auto" or "fused" (and numba installed), a batch of
+        more than one row block (`row_blocks`) goes through `fused_evaluation` instead: one pass
+        over the units, no N x width array, the same numbers to rounding (~1e-15 relative in
+        float64); the network's output at theta0 is then the kernel's own (`f_init` is not
+        used), so the centred model is exactly 0 at theta0. Smaller batches keep the NumPy bits.
+        """
+        check_choice("backend", backend, BACKENDS)
+        if not use_fused_evaluation(self.net, len(self.x), backend):
+            return self.centre(forward(self.net, params, self.x)), self.predict(delta)
+        f, f_at0, jvp0 = fused_evaluation(self.net, params, self.params0, self.x, delta)
+        if self.net.centred:
+            return f - f_at0, jvp0
+        return f, f_at0 + jvp0
+
     def gradient(self, delta: Params, y: np.ndarray) -> tuple[float, Params]:
         """Loss of the linearised model and its gradient with respect to delta."""
         if self.cache is None:
@@ -487,3 +508,75 @@ blocks between threads; smaller ones run on one thread, which is nearly as fast 
 is bound by memory bandwidth and much faster when other processes compete for the cores (a
 thread waiting for a descheduled sibling costs milliseconds). The result is the same either way.
 Set it to 0 to always use threads (benchmarks/bench_train_step.py measures both)."""
+
+
+# Fused evaluations with at least this much work (rows x units, a transcendental ~ 8) share
+# their rows between threads; the result is the same either way.
+FUSED_EVAL_PARALLEL_WORK = 2**24
+# Units per block of the fused evaluation: three scratch rows of this many stay in L1.
+FUSED_EVAL_BLOCK = 512
+
+
+def use_fused_evaluation(net: MLP, n_rows: int, backend: str = "auto") -> bool:
+    """Whether `Linearization.evaluate` takes `fused_evaluation`: one hidden layer, backend
+    "auto" or "fused", numba installed, and a batch of more than one row block (a batch that
+    fits in one block keeps the NumPy path's bits)."""
+    return (
+        backend != "numpy"
+        and net.depth == 1
+        and len(row_blocks(net, n_rows)) > 1
+        and fused_available()
+    )
+
+
+def fused_evaluation(
+    net: MLP, params: Params, params0: Params, x: np.ndarray, delta: Params
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(f(x; theta), f(x; theta0), J0(x) delta)` of a one-hidden-layer network in one compiled
+    pass (`_fused.depth1_eval_*`), each the shape of f: the raw network (not centred) and the
+    Jacobian-vector product of `jvp`. The same numbers as `forward` and `jvp` to rounding.
+    Deterministic: fixed blocks of FUSED_EVAL_BLOCK units, partials added here."""
+    from ntk_sweep.core import _fused
+
+    if net.depth != 1:
+        raise ValueError(f"fused_evaluation needs depth=1 (got depth={net.depth})")
+    x = np.ascontiguousarray(as_inputs(net, x))
+    dtype = np.dtype(net.dtype)
+    dt = dtype.type
+
+    def arr(a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(a, dtype=dtype)
+
+    (w, b), (v, b1) = params
+    (w0, b0), (v0, _) = params0
+    (dw, db), (dv, db1) = delta
+    c0, c1 = net.multipliers
+    cb1 = net.bias_multipliers[1]
+    n_rows, k = len(x), net.outputs
+    n_blocks = -(-net.width // FUSED_EVAL_BLOCK)
+    f_parts = np.empty((n_blocks, 2, n_rows, k))
+    g_parts = np.empty((n_blocks, n_rows, k))
+    work = n_rows * net.width * (1 if net.activation in ("relu", "linear") else 8)
+    parallel = n_rows > 1 and work >= FUSED_EVAL_PARALLEL_WORK
+    kernel = _fused.depth1_eval_parallel if parallel else _fused.depth1_eval_serial
+    kernel(
+        x,
+        (arr(w), arr(b)),
+        (arr(w0), arr(b0)),
+        (arr(dw), arr(db)),
+        (arr(v.T), arr(v0.T), arr(dv.T)),
+        _fused.ACTIVATION_TAGS[net.activation],
+        dt(c0),
+        FUSED_EVAL_BLOCK,
+        f_parts,
+        g_parts,
+    )
+    f_sums, g_sum = f_parts.sum(axis=0), g_parts.sum(axis=0)
+    b1, db1 = arr(b1), arr(db1)
+    b1_0 = arr(params0[1][1])
+    f = (dt(c1) * f_sums[0]).astype(dtype) + cb1 * b1
+    f_at0 = (dt(c1) * f_sums[1]).astype(dtype) + cb1 * b1_0
+    jvp0 = (dt(c1) * g_sum).astype(dtype) + cb1 * db1
+    if k == 1:
+        return f[:, 0], f_at0[:, 0], jvp0[:, 0]
+    return f, f_at0, jvp0
