@@ -38,6 +38,7 @@ space have the shape of f; flattened, they are sample-major (`f.reshape(-1)`, in
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -417,8 +418,13 @@ class Linearization:
         self.params0 = params0
         self.x = as_inputs(net, x)
         self.cache = forward_cache(net, params0, self.x) if cached else None
-        # forward == forward_cache(...).f bit for bit (same row blocks)
-        self.f_init = self.cache.f if self.cache is not None else forward(net, params0, self.x)
+
+    @functools.cached_property
+    def f_init(self) -> np.ndarray:
+        """The network's raw output at theta0 on the bound inputs, computed when first needed
+        (`evaluate`'s fused path brings its own). `forward` equals `forward_cache(...).f` bit
+        for bit (the same row blocks)."""
+        return self.cache.f if self.cache is not None else forward(self.net, self.params0, self.x)
 
     @property
     def f0(self) -> np.ndarray:
@@ -548,7 +554,7 @@ def fused_evaluation(
         return np.ascontiguousarray(a, dtype=dtype)
 
     (w, b), (v, b1) = params
-    (w0, b0), (v0, _) = params0
+    (w0, b0), (v0, b1_0) = params0
     (dw, db), (dv, db1) = delta
     c0, c1 = net.multipliers
     cb1 = net.bias_multipliers[1]
@@ -572,8 +578,7 @@ def fused_evaluation(
         g_parts,
     )
     f_sums, g_sum = f_parts.sum(axis=0), g_parts.sum(axis=0)
-    b1, db1 = arr(b1), arr(db1)
-    b1_0 = arr(params0[1][1])
+    b1, b1_0, db1 = arr(b1), arr(b1_0), arr(db1)
     f = (dt(c1) * f_sums[0]).astype(dtype) + cb1 * b1
     f_at0 = (dt(c1) * f_sums[1]).astype(dtype) + cb1 * b1_0
     jvp0 = (dt(c1) * g_sum).astype(dtype) + cb1 * db1
