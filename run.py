@@ -27,7 +27,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ntk_sweep.config import ConfigError, describe_hydra_error, validate
+from ntk_sweep.config import ConfigError, describe_hydra_error
 
 EXIT_CONFIG_ERROR = 2
 EXIT_RUN_FAILED = 1
@@ -43,8 +43,7 @@ GC_THRESHOLDS = (10_000, 10, 10)
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> dict:
-    try:
-        validate(cfg)
+    try:  # run_experiment validates the config first (preflight)
         from ntk_sweep.experiment import run_experiment
 
         summary = run_experiment(cfg)

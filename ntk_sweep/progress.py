@@ -55,7 +55,7 @@ class Progress:
         self.shown = False  # status() drew the bar before tqdm's delay
         self.n_log_steps, self.n_logged, self.log_work_s = n_log_steps, 0, 0.0
         self.base_step, self.base_gd_s = 0, 0.0
-        self.bar = None
+        self.bar, self.file = None, sys.stderr
         if mode == "bar":
             # the terminal's size, 80 x 24 where it reports none (a pty of size 0 x 0, where
             # tqdm would draw nothing)
@@ -63,7 +63,7 @@ class Progress:
             self.bar = tqdm(
                 total=self.total,
                 desc=label,
-                file=sys.stderr,
+                file=self.file,
                 delay=DELAY_S,
                 mininterval=BAR_EVERY_S,
                 bar_format=BAR_FORMAT,
@@ -134,6 +134,6 @@ class Progress:
         never_drawn = self.bar.last_print_t < self.bar.start_t + self.bar.delay
         if self.shown and never_drawn:
             self.bar.refresh()
-            self.bar.fp.write("\n")
-            self.bar.fp.flush()
+            self.file.write("\n")
+            self.file.flush()
         self.bar.close()
