@@ -141,7 +141,7 @@ def test_an_unusable_out_or_store_is_one_line_exit_2(case, finished_store, tmp_p
         expected = f"error: --out: {out} is a file, not a folder (pass a folder; it is created)"
     elif case == "malformed uri":
         uri = "foo://bar"
-        expected = f"error: --tracking-uri=foo://bar is invalid: expected {tracking._EXPECTED_URI}"
+        expected = f"error: --tracking-uri=foo://bar is invalid: expected {tracking.EXPECTED_URI}"
     elif case == "not a database":
         db.write_text("not a database\n" * 300)
         expected = (

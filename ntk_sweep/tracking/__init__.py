@@ -149,11 +149,6 @@ from ntk_sweep.tracking.writing import (
     log_text,
 )
 
-# The names these had while private, for code written against them (a test quotes the URI forms).
-_one_line = one_line
-_retry = retry
-_EXPECTED_URI = EXPECTED_URI
-
 __all__ = [
     "ConfigError",
     "TrackingError",
