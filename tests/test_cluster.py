@@ -674,7 +674,11 @@ def test_real_slurm_preempted_and_killed_tasks_are_requeued_and_finish(slurm_swe
             again.data.tags[tracking.CONFIG_HASH_TAG] == first.data.tags[tracking.CONFIG_HASH_TAG]
         )
         assert client.get_metric_history(first.info.run_id, "loss")  # nothing logged is lost
-    assert tasks[preempted][0].data.tags[tracking.FAILURE_TAG].startswith("killed by")
+    # the preempted attempt marks itself (`killed by SystemExit(-1): preempted or requeued`,
+    # checked exactly in-process above) unless SLURM's requeue SIGKILLs it first (KillWait, 5 s
+    # on the CI cluster; seen under load): then the requeued attempt takes its run over
+    reason = tasks[preempted][0].data.tags[tracking.FAILURE_TAG]
+    assert reason.startswith("killed by") or reason == tracking.TAKEOVER_REASON, reason
     assert tasks[killed][0].data.tags[tracking.FAILURE_TAG] == tracking.TAKEOVER_REASON
     (parent,) = [r for r in runs_of(db_uri) if r.data.tags.get("ntk_sweep.role") != "job"]
     assert parent.info.status == "FINISHED"
